@@ -1,0 +1,395 @@
+import Foundation
+import Yams
+
+/// Reads the gateway configuration from a YAML file, or from every `*.yaml`/`*.yml` file of a
+/// directory such as `routes/` (sections merge; `pools` and `departments` concatenate; any
+/// other section may appear in one file only).
+///
+/// Unknown keys are errors. Every error names the file, the key and what is wrong, and all
+/// errors of a load are reported together.
+public enum ConfigurationLoader {
+    public static func load(path: String) throws -> GatewayConfiguration {
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
+            throw ConfigurationErrors(errors: [ConfigurationError(file: path, key: "", message: "no such file or directory")])
+        }
+        var files: [String]
+        if isDirectory.boolValue {
+            let names = try FileManager.default.contentsOfDirectory(atPath: path)
+            files = names.filter { $0.hasSuffix(".yaml") || $0.hasSuffix(".yml") }.sorted().map { (path as NSString).appendingPathComponent($0) }
+            if files.isEmpty {
+                throw ConfigurationErrors(errors: [ConfigurationError(file: path, key: "", message: "no .yaml files in this directory")])
+            }
+        } else {
+            files = [path]
+        }
+        var sources: [(file: String, text: String)] = []
+        for file in files {
+            guard let data = FileManager.default.contents(atPath: file), let text = String(data: data, encoding: .utf8) else {
+                throw ConfigurationErrors(errors: [ConfigurationError(file: file, key: "", message: "cannot read the file as UTF-8")])
+            }
+            sources.append((file, text))
+        }
+        return try parse(sources)
+    }
+
+    /// Parses configuration text; `file` names it in errors.
+    public static func parse(_ text: String, file: String = "<config>") throws -> GatewayConfiguration {
+        try parse([(file, text)])
+    }
+
+    static func parse(_ sources: [(file: String, text: String)]) throws -> GatewayConfiguration {
+        var reader = Reader()
+        var config = GatewayConfiguration()
+        var sectionOwner: [String: String] = [:]
+        for (file, text) in sources {
+            let root: Node?
+            do {
+                root = try Yams.compose(yaml: text)
+            } catch {
+                reader.errors.append(ConfigurationError(file: file, key: "", message: "not valid YAML: \(error)"))
+                continue
+            }
+            guard let root else { continue }
+            guard var map = reader.map(root, file: file, key: "") else { continue }
+            for section in map.keys where !["pools", "departments"].contains(section) {
+                if let owner = sectionOwner[section] {
+                    reader.errors.append(ConfigurationError(file: file, key: section, line: map.line(section), message: "already set in \(owner)"))
+                }
+                sectionOwner[section] = file
+            }
+            reader.read(&map, into: &config)
+            reader.finish(map)
+        }
+        if reader.errors.isEmpty {
+            reader.errors += validate(config, file: sources.count == 1 ? sources[0].file : "routes")
+        }
+        if !reader.errors.isEmpty { throw ConfigurationErrors(errors: reader.errors) }
+        return config
+    }
+
+    /// Checks that hold across sections: names unique, routes match instances, keys well formed.
+    public static func validate(_ config: GatewayConfiguration, file: String) -> [ConfigurationError] {
+        var errors: [ConfigurationError] = []
+        func fail(_ key: String, _ message: String) { errors.append(ConfigurationError(file: file, key: key, message: message)) }
+        if config.pools.isEmpty { fail("pools", "at least one pool with one instance is needed") }
+        var poolNames = Set<String>(), instanceNames = Set<String>(), models = [String: String]()
+        for (p, pool) in config.pools.enumerated() {
+            if !poolNames.insert(pool.name).inserted { fail("pools[\(p)].name", "duplicate pool name \"\(pool.name)\"") }
+            if pool.models.isEmpty { fail("pools[\(p)].models", "a pool serves at least one model") }
+            for model in pool.models {
+                if let other = models[model] { fail("pools[\(p)].models", "model \"\(model)\" is already served by pool \"\(other)\"") }
+                models[model] = pool.name
+            }
+            if pool.instances.isEmpty { fail("pools[\(p)].instances", "a pool needs at least one instance") }
+            for (i, instance) in pool.instances.enumerated() {
+                if !instanceNames.insert(instance.name).inserted { fail("pools[\(p)].instances[\(i)].name", "duplicate instance name \"\(instance.name)\"") }
+            }
+        }
+        var departmentNames = Set<String>(), keyHashes = Set<String>()
+        for (d, department) in config.departments.enumerated() {
+            if !departmentNames.insert(department.name).inserted { fail("departments[\(d)].name", "duplicate department \"\(department.name)\"") }
+            for (k, key) in department.keys.enumerated() {
+                let hex = key.sha256
+                if hex.count != 64 || !hex.allSatisfy({ $0.isHexDigit && !$0.isUppercase }) {
+                    fail("departments[\(d)].keys[\(k)].sha256", "must be 64 lower-case hex digits (the SHA-256 of the key)")
+                } else if !keyHashes.insert(hex).inserted {
+                    fail("departments[\(d)].keys[\(k)].sha256", "this key is already listed")
+                }
+            }
+            if !department.route.isEmpty {
+                for pool in config.pools {
+                    let matched = department.route.contains { group in pool.instances.contains { group.matches($0.labels) } }
+                    if !matched {
+                        fail("departments[\(d)].route", "no route group matches any instance of pool \"\(pool.name)\"")
+                    }
+                }
+            }
+        }
+        if let anonymous = config.auth.anonymousDepartment, !departmentNames.contains(anonymous) {
+            fail("auth.anonymous_department", "no department named \"\(anonymous)\"")
+        }
+        return errors
+    }
+}
+
+extension RouteGroup {
+    public func matches(_ labels: [String: String]) -> Bool {
+        match.allSatisfy { labels[$0.key] == $0.value }
+    }
+}
+
+// MARK: - Reading YAML nodes
+
+/// A mapping being read: its keys are consumed as they are read; what is left is unknown.
+struct MapReader {
+    let file: String
+    let path: String
+    let line: Int?
+    var entries: [(key: String, value: Node)]
+    var consumed = Set<String>()
+
+    var keys: [String] { entries.map(\.key) }
+    func line(_ key: String) -> Int? { entries.first { $0.key == key }?.value.mark?.line }
+    func keyPath(_ key: String) -> String { path.isEmpty ? key : "\(path).\(key)" }
+
+    mutating func take(_ key: String) -> Node? {
+        guard let entry = entries.first(where: { $0.key == key }) else { return nil }
+        consumed.insert(key)
+        if case .scalar(let s) = entry.value, s.style == .plain, ["null", "~", ""].contains(s.string) { return nil }
+        return entry.value
+    }
+}
+
+struct Reader {
+    var errors: [ConfigurationError] = []
+
+    mutating func fail(_ file: String, _ key: String, _ node: Node?, _ message: String) {
+        errors.append(ConfigurationError(file: file, key: key, line: node?.mark?.line, message: message))
+    }
+
+    mutating func map(_ node: Node, file: String, key: String) -> MapReader? {
+        guard case .mapping(let mapping) = node else {
+            fail(file, key, node, "expected a mapping of keys to values")
+            return nil
+        }
+        var entries: [(String, Node)] = []
+        var seen = Set<String>()
+        for (k, v) in mapping {
+            guard let name = k.scalar?.string else {
+                fail(file, key, k, "keys must be plain strings")
+                continue
+            }
+            if !seen.insert(name).inserted {
+                fail(file, key.isEmpty ? name : "\(key).\(name)", k, "key given twice")
+                continue
+            }
+            entries.append((name, v))
+        }
+        return MapReader(file: file, path: key, line: node.mark?.line, entries: entries)
+    }
+
+    mutating func finish(_ map: MapReader) {
+        for entry in map.entries where !map.consumed.contains(entry.key) {
+            fail(map.file, map.keyPath(entry.key), entry.value, "unknown key")
+        }
+    }
+
+    mutating func string(_ map: inout MapReader, _ key: String) -> String? {
+        guard let node = map.take(key) else { return nil }
+        guard case .scalar(let s) = node else {
+            fail(map.file, map.keyPath(key), node, "expected a string")
+            return nil
+        }
+        return s.string
+    }
+
+    mutating func int(_ map: inout MapReader, _ key: String, min: Int, max: Int = Int.max) -> Int? {
+        guard let node = map.take(key) else { return nil }
+        guard let value = node.int else {
+            fail(map.file, map.keyPath(key), node, "expected a whole number")
+            return nil
+        }
+        guard value >= min, value <= max else {
+            fail(map.file, map.keyPath(key), node, max == Int.max ? "must be at least \(min)" : "must be between \(min) and \(max)")
+            return nil
+        }
+        return value
+    }
+
+    mutating func duration(_ map: inout MapReader, _ key: String, allowZero: Bool = false) -> Duration? {
+        guard let node = map.take(key) else { return nil }
+        guard let text = node.scalar?.string, let value = parseDuration(text), allowZero || value > .zero else {
+            fail(map.file, map.keyPath(key), node, allowZero ? "expected a duration such as 500ms, 2s, 1m" : "expected a positive duration such as 500ms, 2s, 1m")
+            return nil
+        }
+        return value
+    }
+
+    mutating func stringMap(_ map: inout MapReader, _ key: String) -> [String: String]? {
+        guard let node = map.take(key) else { return nil }
+        guard var inner = self.map(node, file: map.file, key: map.keyPath(key)) else { return nil }
+        var result: [String: String] = [:]
+        for entry in inner.entries {
+            guard case .scalar(let s) = entry.value else {
+                fail(map.file, inner.keyPath(entry.key), entry.value, "label values must be strings or numbers")
+                continue
+            }
+            result[entry.key] = s.string
+            inner.consumed.insert(entry.key)
+        }
+        return result
+    }
+
+    mutating func list(_ map: inout MapReader, _ key: String) -> [Node]? {
+        guard let node = map.take(key) else { return nil }
+        guard case .sequence(let seq) = node else {
+            fail(map.file, map.keyPath(key), node, "expected a list")
+            return nil
+        }
+        return Array(seq)
+    }
+
+    mutating func section(_ map: inout MapReader, _ key: String, _ body: (inout Reader, inout MapReader) -> Void) {
+        guard let node = map.take(key), var inner = self.map(node, file: map.file, key: map.keyPath(key)) else { return }
+        body(&self, &inner)
+        finish(inner)
+    }
+
+    mutating func read(_ map: inout MapReader, into config: inout GatewayConfiguration) {
+        section(&map, "listen") { r, m in r.endpoint(&m, into: &config.listen) }
+        section(&map, "admin") { r, m in r.endpoint(&m, into: &config.admin) }
+        if let n = int(&map, "event_loops", min: 0, max: 256) { config.eventLoops = n }
+        if let d = duration(&map, "shutdown_grace", allowZero: true) { config.shutdownGrace = d }
+        section(&map, "limits") { r, m in
+            if let v = r.int(&m, "max_body_bytes", min: 0) { config.limits.maxBodyBytes = v }
+            if let v = r.int(&m, "max_header_bytes", min: 256) { config.limits.maxHeaderBytes = v }
+            if let v = r.int(&m, "max_header_count", min: 4) { config.limits.maxHeaderCount = v }
+            if let v = r.duration(&m, "header_timeout") { config.limits.headerTimeout = v }
+            if let v = r.duration(&m, "body_timeout") { config.limits.bodyTimeout = v }
+            if let v = r.duration(&m, "idle_timeout") { config.limits.idleTimeout = v }
+        }
+        section(&map, "timeouts") { r, m in
+            if let v = r.duration(&m, "connect") { config.timeouts.connect = v }
+            if let v = r.duration(&m, "per_try") { config.timeouts.perTry = v }
+            if let v = r.duration(&m, "request") { config.timeouts.request = v }
+        }
+        section(&map, "retry") { r, m in
+            if let v = r.int(&m, "attempts", min: 1, max: 10) { config.retry.attempts = v }
+        }
+        section(&map, "health") { r, m in
+            if let v = r.int(&m, "max_fails", min: 0) { config.health.maxFails = v }
+            if let v = r.duration(&m, "fail_timeout") { config.health.failTimeout = v }
+            if let v = r.string(&m, "probe_path") {
+                if !v.isEmpty && !v.hasPrefix("/") { r.fail(m.file, m.keyPath("probe_path"), nil, "must start with / (or be empty to disable probing)") }
+                config.health.probePath = v
+            }
+            if let v = r.duration(&m, "probe_interval") { config.health.probeInterval = v }
+            if let v = r.duration(&m, "probe_timeout") { config.health.probeTimeout = v }
+            if let v = r.int(&m, "unhealthy_threshold", min: 1) { config.health.unhealthyThreshold = v }
+            if let v = r.int(&m, "healthy_threshold", min: 1) { config.health.healthyThreshold = v }
+        }
+        section(&map, "auth") { r, m in
+            config.auth.anonymousDepartment = r.string(&m, "anonymous_department")
+        }
+        if let pools = list(&map, "pools") {
+            let base = config.pools.count
+            for (i, node) in pools.enumerated() {
+                if let pool = self.pool(node, file: map.file, key: "pools[\(base + i)]") { config.pools.append(pool) }
+            }
+        }
+        if let departments = list(&map, "departments") {
+            let base = config.departments.count
+            for (i, node) in departments.enumerated() {
+                if let d = department(node, file: map.file, key: "departments[\(base + i)]") { config.departments.append(d) }
+            }
+        }
+    }
+
+    mutating func endpoint(_ m: inout MapReader, into endpoint: inout Endpoint) {
+        if let host = string(&m, "host") { endpoint.host = host }
+        if let port = int(&m, "port", min: 0, max: 65535) { endpoint.port = port }
+    }
+
+    mutating func name(_ m: inout MapReader) -> String? {
+        guard let name = string(&m, "name") else {
+            fail(m.file, m.keyPath("name"), nil, "missing (every entry needs a name)")
+            return nil
+        }
+        guard !name.isEmpty, name.allSatisfy({ $0.isLetter || $0.isNumber || "-_.".contains($0) }) else {
+            fail(m.file, m.keyPath("name"), nil, "\"\(name)\" must be letters, digits, '-', '_' or '.'")
+            return nil
+        }
+        return name
+    }
+
+    mutating func pool(_ node: Node, file: String, key: String) -> PoolConfiguration? {
+        guard var m = map(node, file: file, key: key) else { return nil }
+        defer { finish(m) }
+        let name = self.name(&m)
+        var models: [String] = []
+        if let list = list(&m, "models") {
+            for (i, n) in list.enumerated() {
+                if let s = n.scalar?.string, !s.isEmpty { models.append(s) } else { fail(file, "\(key).models[\(i)]", n, "expected a model name") }
+            }
+        } else {
+            fail(file, "\(key).models", nil, "missing (the model names this pool serves)")
+        }
+        var policy = BalancingPolicy.roundRobin
+        if let text = string(&m, "policy") {
+            if let p = BalancingPolicy(rawValue: text) { policy = p } else {
+                fail(file, "\(key).policy", nil, "\"\(text)\" is not one of \(BalancingPolicy.allCases.map(\.rawValue).joined(separator: ", "))")
+            }
+        }
+        var instances: [InstanceConfiguration] = []
+        if let list = list(&m, "instances") {
+            for (i, n) in list.enumerated() {
+                if let instance = instance(n, file: file, key: "\(key).instances[\(i)]") { instances.append(instance) }
+            }
+        } else {
+            fail(file, "\(key).instances", nil, "missing (the instances of this pool)")
+        }
+        guard let name else { return nil }
+        return PoolConfiguration(name: name, models: models, policy: policy, instances: instances)
+    }
+
+    mutating func instance(_ node: Node, file: String, key: String) -> InstanceConfiguration? {
+        guard var m = map(node, file: file, key: key) else { return nil }
+        defer { finish(m) }
+        let name = self.name(&m)
+        var url: UpstreamURL?
+        if let text = string(&m, "url") {
+            url = UpstreamURL(parsing: text)
+            if url == nil { fail(file, "\(key).url", nil, "\"\(text)\" is not an http://host:port URL") }
+        } else {
+            fail(file, "\(key).url", nil, "missing (e.g. http://127.0.0.1:8001)")
+        }
+        let labels = stringMap(&m, "labels") ?? [:]
+        let weight = int(&m, "weight", min: 1, max: 1000) ?? 1
+        let maxInFlight = int(&m, "max_in_flight", min: 0) ?? 0
+        let apiKey = string(&m, "api_key")
+        guard let name, let url else { return nil }
+        return InstanceConfiguration(name: name, url: url, labels: labels, weight: weight, maxInFlight: maxInFlight, apiKey: apiKey)
+    }
+
+    mutating func department(_ node: Node, file: String, key: String) -> DepartmentConfiguration? {
+        guard var m = map(node, file: file, key: key) else { return nil }
+        defer { finish(m) }
+        let name = self.name(&m)
+        var keys: [KeyEntry] = []
+        for (i, n) in (list(&m, "keys") ?? []).enumerated() {
+            guard var km = map(n, file: file, key: "\(key).keys[\(i)]") else { continue }
+            let hash = string(&km, "sha256")
+            let label = string(&km, "label") ?? "key-\(i)"
+            if hash == nil { fail(file, "\(key).keys[\(i)].sha256", n, "missing") }
+            finish(km)
+            if let hash { keys.append(KeyEntry(sha256: hash, label: label)) }
+        }
+        var route: [RouteGroup] = []
+        for (i, n) in (list(&m, "route") ?? []).enumerated() {
+            guard var rm = map(n, file: file, key: "\(key).route[\(i)]") else { continue }
+            let match = stringMap(&rm, "match") ?? [:]
+            let weight = int(&rm, "weight", min: 0, max: 1000)
+            if weight == nil && !rm.consumed.contains("weight") { fail(file, "\(key).route[\(i)].weight", n, "missing") }
+            finish(rm)
+            if let weight { route.append(RouteGroup(match: match, weight: weight)) }
+        }
+        if !route.isEmpty && route.allSatisfy({ $0.weight == 0 }) {
+            fail(file, "\(key).route", nil, "at least one group needs a weight above 0")
+        }
+        guard let name else { return nil }
+        return DepartmentConfiguration(name: name, keys: keys, route: route)
+    }
+}
+
+/// `250ms`, `2s`, `1.5s`, `5m`, `1h`, or a bare number of seconds.
+public func parseDuration(_ text: String) -> Duration? {
+    let t = text.trimmingCharacters(in: .whitespaces)
+    let units: [(String, Double)] = [("ms", 0.001), ("s", 1), ("m", 60), ("h", 3600)]
+    for (suffix, scale) in units where t.hasSuffix(suffix) {
+        guard let v = Double(t.dropLast(suffix.count)), v >= 0, v.isFinite else { return nil }
+        return .nanoseconds(Int64(v * scale * 1e9))
+    }
+    guard let v = Double(t), v >= 0, v.isFinite else { return nil }
+    return .nanoseconds(Int64(v * 1e9))
+}

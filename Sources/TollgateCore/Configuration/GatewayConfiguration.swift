@@ -1,0 +1,250 @@
+/// The whole gateway configuration, as read from `routes/` (see `ConfigurationLoader`).
+///
+/// Every key, its meaning and its default (durations are written `500ms`, `2s`, `1m`, `1h`,
+/// or a bare number of seconds):
+///
+/// ```yaml
+/// listen: {host: 127.0.0.1, port: 8080}        # data plane
+/// admin:  {host: 127.0.0.1, port: 8081}        # control plane
+/// event_loops: 0                               # 0 = one per core
+/// shutdown_grace: 30s                          # SIGTERM: time in-flight requests get to finish
+/// limits:
+///   max_body_bytes: 10485760                   # 413 above it (nginx client_max_body_size 10M)
+///   max_header_bytes: 16384                    # 431 above it (sum of names and values)
+///   max_header_count: 100                      # 431 above it
+///   header_timeout: 10s                        # time to receive a request head: 408, close
+///   body_timeout: 30s                          # time to receive a request body: 408, close
+///   idle_timeout: 75s                          # idle keep-alive connection is closed
+/// timeouts:
+///   connect: 2s                                # TCP connect to an instance, per try
+///   per_try: 60s                               # request sent -> response head, per try
+///   request: 600s                              # whole request including the streamed answer
+/// retry:
+///   attempts: 3                                # tries in all (1 = no retry), on distinct instances
+/// health:
+///   max_fails: 3                               # failures within fail_timeout eject an instance...
+///   fail_timeout: 30s                          # ...for fail_timeout (nginx semantics)
+///   probe_path: /healthz                       # active probe; "" disables probing
+///   probe_interval: 5s
+///   probe_timeout: 2s
+///   unhealthy_threshold: 2                     # consecutive failed probes to mark down
+///   healthy_threshold: 2                       # consecutive good probes to mark up
+/// auth:
+///   anonymous_department: null                 # department for requests without a key; null = 401
+/// pools:                                       # one per served model (aliases allowed)
+///   - name: qwen
+///     models: [qwen2.5-0.5b-instruct]
+///     policy: round_robin                      # smooth weighted round-robin | least_in_flight
+///     instances:
+///       - {name: qwen-0, url: "http://127.0.0.1:8001", labels: {gpu: "0"}, weight: 1, max_in_flight: 0, api_key: null}
+/// departments:
+///   - name: customer-service
+///     keys: [{sha256: <hex of the key's SHA-256>, label: demo}]
+///     route:                                   # shares by instance labels; omitted = whole pool by weight
+///       - {match: {gpu: "0"}, weight: 3}
+///       - {match: {}, weight: 1}
+/// ```
+public struct GatewayConfiguration: Sendable, Equatable {
+    public var listen = Endpoint(host: "127.0.0.1", port: 8080)
+    public var admin = Endpoint(host: "127.0.0.1", port: 8081)
+    /// Number of data-plane event loops; 0 means one per core.
+    public var eventLoops = 0
+    /// On SIGTERM, how long in-flight requests may take to finish before connections close.
+    public var shutdownGrace: Duration = .seconds(30)
+    public var limits = RequestLimits()
+    public var timeouts = Timeouts()
+    public var retry = RetryPolicy()
+    public var health = HealthSettings()
+    public var auth = AuthSettings()
+    public var pools: [PoolConfiguration] = []
+    public var departments: [DepartmentConfiguration] = []
+
+    public init() {}
+}
+
+public struct Endpoint: Sendable, Equatable, CustomStringConvertible {
+    public var host: String
+    public var port: Int
+    public init(host: String, port: Int) {
+        self.host = host
+        self.port = port
+    }
+    public var description: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
+}
+
+/// Limits on what a client may send.
+public struct RequestLimits: Sendable, Equatable {
+    public var maxBodyBytes = 10 * 1024 * 1024
+    public var maxHeaderBytes = 16 * 1024
+    public var maxHeaderCount = 100
+    public var headerTimeout: Duration = .seconds(10)
+    public var bodyTimeout: Duration = .seconds(30)
+    public var idleTimeout: Duration = .seconds(75)
+    public init() {}
+}
+
+public struct Timeouts: Sendable, Equatable {
+    public var connect: Duration = .seconds(2)
+    public var perTry: Duration = .seconds(60)
+    public var request: Duration = .seconds(600)
+    public init() {}
+}
+
+public struct RetryPolicy: Sendable, Equatable {
+    /// Tries in all, each on a different instance while there are untried ones.
+    public var attempts = 3
+    public init() {}
+}
+
+public struct HealthSettings: Sendable, Equatable {
+    public var maxFails = 3
+    public var failTimeout: Duration = .seconds(30)
+    /// Path probed on each instance; empty disables active probing.
+    public var probePath = "/healthz"
+    public var probeInterval: Duration = .seconds(5)
+    public var probeTimeout: Duration = .seconds(2)
+    public var unhealthyThreshold = 2
+    public var healthyThreshold = 2
+    public init() {}
+}
+
+public struct AuthSettings: Sendable, Equatable {
+    /// Department that requests without an `Authorization` header are accounted to.
+    /// `nil` (the default) answers them 401.
+    public var anonymousDepartment: String?
+    public init() {}
+}
+
+public enum BalancingPolicy: String, Sendable, Equatable, CaseIterable {
+    /// Smooth weighted round-robin, nginx's default `upstream` algorithm.
+    case roundRobin = "round_robin"
+    /// Weighted least-in-flight: effective weight = weight / (in-flight + 1), as Envoy's least-request.
+    case leastInFlight = "least_in_flight"
+}
+
+public struct PoolConfiguration: Sendable, Equatable {
+    public var name: String
+    /// Model names this pool serves; the first is the one `/v1/models` lists first.
+    public var models: [String]
+    public var policy: BalancingPolicy
+    public var instances: [InstanceConfiguration]
+    public init(name: String, models: [String], policy: BalancingPolicy = .roundRobin, instances: [InstanceConfiguration]) {
+        self.name = name
+        self.models = models
+        self.policy = policy
+        self.instances = instances
+    }
+}
+
+public struct InstanceConfiguration: Sendable, Equatable {
+    public var name: String
+    public var url: UpstreamURL
+    public var labels: [String: String]
+    public var weight: Int
+    /// Concurrent requests allowed to this instance; 0 = unlimited.
+    public var maxInFlight: Int
+    /// Bearer token the gateway presents to this instance (vLLM `--api-key`), if any.
+    public var apiKey: String?
+    public init(name: String, url: UpstreamURL, labels: [String: String] = [:], weight: Int = 1, maxInFlight: Int = 0, apiKey: String? = nil) {
+        self.name = name
+        self.url = url
+        self.labels = labels
+        self.weight = weight
+        self.maxInFlight = maxInFlight
+        self.apiKey = apiKey
+    }
+}
+
+/// `http://host:port[/base]` of an instance. Plain HTTP: instances run on the same host or network.
+public struct UpstreamURL: Sendable, Equatable, Hashable, CustomStringConvertible {
+    public var host: String
+    public var port: Int
+    /// Prefix put before the request path, without a trailing slash ("" for none).
+    public var basePath: String
+
+    public init(host: String, port: Int, basePath: String = "") {
+        self.host = host
+        self.port = port
+        self.basePath = basePath
+    }
+
+    /// Parses `http://host[:port][/base]`; `nil` when it is not such a URL.
+    public init?(parsing text: String) {
+        guard text.hasPrefix("http://") else { return nil }
+        var rest = Substring(text.dropFirst("http://".count))
+        var base = ""
+        if let slash = rest.firstIndex(of: "/") {
+            base = String(rest[slash...])
+            rest = rest[..<slash]
+            while base.hasSuffix("/") { base.removeLast() }
+        }
+        var host = String(rest)
+        var port = 80
+        if rest.hasPrefix("[") {
+            guard let close = rest.firstIndex(of: "]") else { return nil }
+            host = String(rest[rest.index(after: rest.startIndex)..<close])
+            let after = rest[rest.index(after: close)...]
+            if after.hasPrefix(":") {
+                guard let p = Int(after.dropFirst()) else { return nil }
+                port = p
+            } else if !after.isEmpty {
+                return nil
+            }
+        } else if let colon = rest.lastIndex(of: ":") {
+            host = String(rest[..<colon])
+            guard let p = Int(rest[rest.index(after: colon)...]) else { return nil }
+            port = p
+        }
+        guard !host.isEmpty, (1...65535).contains(port), !host.contains("@") else { return nil }
+        self.init(host: host, port: port, basePath: base)
+    }
+
+    /// The value of the `Host` header for this instance.
+    public var hostHeader: String {
+        let h = host.contains(":") ? "[\(host)]" : host
+        return port == 80 ? h : "\(h):\(port)"
+    }
+
+    public var description: String { "http://\(hostHeader)\(basePath)" }
+}
+
+public struct DepartmentConfiguration: Sendable, Equatable {
+    public var name: String
+    public var keys: [KeyEntry]
+    /// Shares over instance groups; empty means the whole pool by instance weight.
+    public var route: [RouteGroup]
+    public init(name: String, keys: [KeyEntry] = [], route: [RouteGroup] = []) {
+        self.name = name
+        self.keys = keys
+        self.route = route
+    }
+}
+
+/// An API key as stored: its SHA-256 (lower-case hex), never the key itself.
+public struct KeyEntry: Sendable, Equatable {
+    public var sha256: String
+    public var label: String
+    public init(sha256: String, label: String) {
+        self.sha256 = sha256
+        self.label = label
+    }
+}
+
+/// A group of instances selected by labels (all must match; empty matches every instance)
+/// and the share of the department's traffic it receives.
+public struct RouteGroup: Sendable, Equatable {
+    public var match: [String: String]
+    public var weight: Int
+    public init(match: [String: String], weight: Int) {
+        self.match = match
+        self.weight = weight
+    }
+}
+
+extension Duration {
+    /// Whole nanoseconds, for deadlines.
+    public var nanoseconds: Int64 {
+        let (s, atto) = components
+        return s * 1_000_000_000 + atto / 1_000_000_000
+    }
+}

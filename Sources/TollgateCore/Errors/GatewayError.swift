@@ -1,0 +1,109 @@
+/// An error answered to a client, in the OpenAI error format:
+/// `{"error":{"message":…,"type":…,"param":…,"code":…}}`.
+///
+/// Each failure is a static member with its own status, so that the edge never turns an
+/// unexpected error into a bare 500.
+public struct GatewayError: Error, Sendable, Equatable {
+    private enum Code: String, Sendable {
+        case invalidAPIKey = "invalid_api_key"
+        case notFound = "not_found"
+        case methodNotAllowed = "method_not_allowed"
+        case modelNotFound = "model_not_found"
+        case invalidRequest = "invalid_request"
+        case bodyTooLarge = "request_too_large"
+        case headersTooLarge = "request_header_fields_too_large"
+        case requestTimeout = "request_timeout"
+        case noInstanceAvailable = "no_instance_available"
+        case upstreamUnavailable = "upstream_unavailable"
+        case upstreamTimeout = "upstream_timeout"
+        case shuttingDown = "shutting_down"
+    }
+
+    private let code: Code
+    public let status: Int
+    public let type: String
+    public let message: String
+    public let param: String?
+    /// Seconds for a `Retry-After` header, when waiting helps.
+    public let retryAfter: Int?
+
+    private init(_ code: Code, status: Int, type: String, message: String, param: String? = nil, retryAfter: Int? = nil) {
+        self.code = code
+        self.status = status
+        self.type = type
+        self.message = message
+        self.param = param
+        self.retryAfter = retryAfter
+    }
+
+    public var codeString: String { code.rawValue }
+
+    public static func invalidAPIKey(_ message: String) -> GatewayError {
+        GatewayError(.invalidAPIKey, status: 401, type: "invalid_request_error", message: message)
+    }
+    public static func notFound(method: String, path: String) -> GatewayError {
+        GatewayError(.notFound, status: 404, type: "invalid_request_error", message: "Invalid URL (\(method) \(path))")
+    }
+    public static func methodNotAllowed(method: String, path: String) -> GatewayError {
+        GatewayError(.methodNotAllowed, status: 405, type: "invalid_request_error", message: "Method \(method) is not allowed on \(path)")
+    }
+    public static func modelNotFound(_ model: String) -> GatewayError {
+        GatewayError(.modelNotFound, status: 404, type: "invalid_request_error",
+                     message: "The model `\(model)` does not exist or you do not have access to it.", param: "model")
+    }
+    public static func invalidRequest(_ message: String, param: String? = nil) -> GatewayError {
+        GatewayError(.invalidRequest, status: 400, type: "invalid_request_error", message: message, param: param)
+    }
+    public static func bodyTooLarge(limit: Int) -> GatewayError {
+        GatewayError(.bodyTooLarge, status: 413, type: "invalid_request_error", message: "Request body exceeds the limit of \(limit) bytes.")
+    }
+    public static func headersTooLarge(_ what: String) -> GatewayError {
+        GatewayError(.headersTooLarge, status: 431, type: "invalid_request_error", message: what)
+    }
+    public static let requestTimeout = GatewayError(
+        .requestTimeout, status: 408, type: "invalid_request_error", message: "The request was not received in time.")
+    public static func noInstanceAvailable(model: String) -> GatewayError {
+        GatewayError(.noInstanceAvailable, status: 503, type: "server_error",
+                     message: "No healthy instance is available for model `\(model)`. Retry shortly.", retryAfter: 5)
+    }
+    public static func upstreamUnavailable(_ detail: String) -> GatewayError {
+        GatewayError(.upstreamUnavailable, status: 502, type: "server_error", message: "The model instance could not be reached: \(detail)", retryAfter: 1)
+    }
+    public static let upstreamTimeout = GatewayError(
+        .upstreamTimeout, status: 504, type: "server_error", message: "The model instance did not answer in time.", retryAfter: 1)
+    public static let shuttingDown = GatewayError(
+        .shuttingDown, status: 503, type: "server_error", message: "The gateway is shutting down. Retry shortly.", retryAfter: 1)
+
+    /// The JSON body.
+    public var body: String {
+        var out = "{\"error\":{\"message\":"
+        appendJSONString(message, to: &out)
+        out += ",\"type\":"
+        appendJSONString(type, to: &out)
+        out += ",\"param\":"
+        if let param { appendJSONString(param, to: &out) } else { out += "null" }
+        out += ",\"code\":"
+        appendJSONString(code.rawValue, to: &out)
+        out += "}}\n"
+        return out
+    }
+}
+
+/// Appends `s` as a JSON string literal.
+public func appendJSONString(_ s: String, to out: inout String) {
+    out += "\""
+    for scalar in s.unicodeScalars {
+        switch scalar {
+        case "\"": out += "\\\""
+        case "\\": out += "\\\\"
+        case "\n": out += "\\n"
+        case "\r": out += "\\r"
+        case "\t": out += "\\t"
+        case _ where scalar.value < 0x20:
+            let hex = String(scalar.value, radix: 16)
+            out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
+        default: out.unicodeScalars.append(scalar)
+        }
+    }
+    out += "\""
+}

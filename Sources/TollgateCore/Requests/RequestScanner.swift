@@ -1,0 +1,262 @@
+/// What the gateway needs from a request body, read in one pass without building a JSON tree.
+public struct RequestSummary: Sendable, Equatable {
+    /// The top-level `model` string, if present.
+    public var model: String?
+    /// The top-level `stream` flag (`false` when absent).
+    public var stream: Bool
+
+    public init(model: String?, stream: Bool) {
+        self.model = model
+        self.stream = stream
+    }
+}
+
+/// Why a body was refused; the message is shown to the client.
+public struct RequestBodyError: Error, Sendable, Equatable {
+    public let message: String
+    public let param: String?
+}
+
+/// A strict single-pass JSON validator (RFC 8259) that also picks the top-level `model` and
+/// `stream` members. The body is forwarded byte for byte, so nothing is re-encoded.
+public enum RequestScanner {
+    /// Maximum nesting depth accepted; deeper bodies are refused rather than risking the stack.
+    public static let maxDepth = 128
+
+    public static func scan(_ bytes: UnsafeRawBufferPointer) throws(RequestBodyError) -> RequestSummary {
+        var parser = Parser(bytes: bytes)
+        return try parser.document()
+    }
+
+    public static func scan(_ bytes: [UInt8]) throws(RequestBodyError) -> RequestSummary {
+        do {
+            return try bytes.withUnsafeBytes { buffer in
+                try scan(buffer)
+            }
+        } catch let error as RequestBodyError {
+            throw error
+        } catch {
+            throw RequestBodyError(message: "unreadable body", param: nil)
+        }
+    }
+}
+
+private struct Parser {
+    let bytes: UnsafeRawBufferPointer
+    var i = 0
+    var depth = 0
+
+    init(bytes: UnsafeRawBufferPointer) { self.bytes = bytes }
+
+    func invalid(_ what: String) -> RequestBodyError {
+        RequestBodyError(
+            message: "We could not parse the JSON body of your request: \(what) at byte \(i). (The body must be a JSON object; see https://platform.openai.com/docs/api-reference)",
+            param: nil)
+    }
+
+    mutating func skipSpace() {
+        while i < bytes.count {
+            switch bytes[i] {
+            case 0x20, 0x09, 0x0A, 0x0D: i += 1
+            default: return
+            }
+        }
+    }
+
+    mutating func document() throws(RequestBodyError) -> RequestSummary {
+        skipSpace()
+        guard i < bytes.count else { throw invalid("empty body") }
+        guard bytes[i] == UInt8(ascii: "{") else {
+            throw RequestBodyError(message: "The request body must be a JSON object.", param: nil)
+        }
+        var summary = RequestSummary(model: nil, stream: false)
+        i += 1
+        depth = 1
+        skipSpace()
+        if i < bytes.count, bytes[i] == UInt8(ascii: "}") {
+            i += 1
+        } else {
+            while true {
+                skipSpace()
+                guard i < bytes.count, bytes[i] == UInt8(ascii: "\"") else { throw invalid("expected a member name") }
+                let name = try string(capture: true)
+                skipSpace()
+                guard i < bytes.count, bytes[i] == UInt8(ascii: ":") else { throw invalid("expected ':'") }
+                i += 1
+                skipSpace()
+                if name == "model" {
+                    guard i < bytes.count, bytes[i] == UInt8(ascii: "\"") else {
+                        try value()
+                        throw RequestBodyError(message: "'model' must be a string.", param: "model")
+                    }
+                    summary.model = try string(capture: true)
+                } else if name == "stream" {
+                    let start = i
+                    try value()
+                    let raw = bytes[start..<i]
+                    if raw.elementsEqual("true".utf8) { summary.stream = true }
+                    else if raw.elementsEqual("false".utf8) || raw.elementsEqual("null".utf8) { summary.stream = false }
+                    else { throw RequestBodyError(message: "'stream' must be a boolean.", param: "stream") }
+                } else {
+                    try value()
+                }
+                skipSpace()
+                guard i < bytes.count else { throw invalid("unexpected end") }
+                if bytes[i] == UInt8(ascii: ",") { i += 1; continue }
+                if bytes[i] == UInt8(ascii: "}") { i += 1; break }
+                throw invalid("expected ',' or '}'")
+            }
+        }
+        skipSpace()
+        guard i == bytes.count else { throw invalid("unexpected data after the JSON object") }
+        return summary
+    }
+
+    mutating func value() throws(RequestBodyError) {
+        guard i < bytes.count else { throw invalid("unexpected end") }
+        switch bytes[i] {
+        case UInt8(ascii: "{"):
+            depth += 1
+            guard depth <= RequestScanner.maxDepth else { throw invalid("nesting too deep") }
+            i += 1
+            skipSpace()
+            if i < bytes.count, bytes[i] == UInt8(ascii: "}") { i += 1; depth -= 1; return }
+            while true {
+                skipSpace()
+                guard i < bytes.count, bytes[i] == UInt8(ascii: "\"") else { throw invalid("expected a member name") }
+                _ = try string(capture: false)
+                skipSpace()
+                guard i < bytes.count, bytes[i] == UInt8(ascii: ":") else { throw invalid("expected ':'") }
+                i += 1
+                skipSpace()
+                try value()
+                skipSpace()
+                guard i < bytes.count else { throw invalid("unexpected end") }
+                if bytes[i] == UInt8(ascii: ",") { i += 1; continue }
+                if bytes[i] == UInt8(ascii: "}") { i += 1; depth -= 1; return }
+                throw invalid("expected ',' or '}'")
+            }
+        case UInt8(ascii: "["):
+            depth += 1
+            guard depth <= RequestScanner.maxDepth else { throw invalid("nesting too deep") }
+            i += 1
+            skipSpace()
+            if i < bytes.count, bytes[i] == UInt8(ascii: "]") { i += 1; depth -= 1; return }
+            while true {
+                skipSpace()
+                try value()
+                skipSpace()
+                guard i < bytes.count else { throw invalid("unexpected end") }
+                if bytes[i] == UInt8(ascii: ",") { i += 1; continue }
+                if bytes[i] == UInt8(ascii: "]") { i += 1; depth -= 1; return }
+                throw invalid("expected ',' or ']'")
+            }
+        case UInt8(ascii: "\""):
+            _ = try string(capture: false)
+        case UInt8(ascii: "t"): try literal("true")
+        case UInt8(ascii: "f"): try literal("false")
+        case UInt8(ascii: "n"): try literal("null")
+        case UInt8(ascii: "-"), UInt8(ascii: "0")...UInt8(ascii: "9"):
+            try number()
+        default:
+            throw invalid("unexpected character")
+        }
+    }
+
+    mutating func literal(_ word: StaticString) throws(RequestBodyError) {
+        let n = word.utf8CodeUnitCount
+        guard i + n <= bytes.count else { throw invalid("unexpected end") }
+        for k in 0..<n where bytes[i + k] != word.utf8Start[k] { throw invalid("invalid literal") }
+        i += n
+    }
+
+    mutating func digits() -> Int {
+        let start = i
+        while i < bytes.count, bytes[i] >= UInt8(ascii: "0"), bytes[i] <= UInt8(ascii: "9") { i += 1 }
+        return i - start
+    }
+
+    mutating func number() throws(RequestBodyError) {
+        if bytes[i] == UInt8(ascii: "-") { i += 1 }
+        guard i < bytes.count else { throw invalid("unexpected end") }
+        if bytes[i] == UInt8(ascii: "0") {
+            i += 1
+        } else {
+            guard digits() > 0 else { throw invalid("invalid number") }
+        }
+        if i < bytes.count, bytes[i] == UInt8(ascii: ".") {
+            i += 1
+            guard digits() > 0 else { throw invalid("invalid number") }
+        }
+        if i < bytes.count, bytes[i] == UInt8(ascii: "e") || bytes[i] == UInt8(ascii: "E") {
+            i += 1
+            if i < bytes.count, bytes[i] == UInt8(ascii: "+") || bytes[i] == UInt8(ascii: "-") { i += 1 }
+            guard digits() > 0 else { throw invalid("invalid number") }
+        }
+    }
+
+    /// Reads a string starting at the opening quote; returns its decoded value when `capture`.
+    mutating func string(capture: Bool) throws(RequestBodyError) -> String {
+        i += 1
+        let start = i
+        var decoded: [UInt8] = []
+        var escaped = false
+        while true {
+            guard i < bytes.count else { throw invalid("unterminated string") }
+            let c = bytes[i]
+            if c == UInt8(ascii: "\"") {
+                break
+            } else if c == UInt8(ascii: "\\") {
+                if capture && !escaped { decoded.append(contentsOf: bytes[start..<i]) }
+                escaped = true
+                i += 1
+                guard i < bytes.count else { throw invalid("unterminated string") }
+                switch bytes[i] {
+                case UInt8(ascii: "\""): decoded.append(0x22)
+                case UInt8(ascii: "\\"): decoded.append(0x5C)
+                case UInt8(ascii: "/"): decoded.append(0x2F)
+                case UInt8(ascii: "b"): decoded.append(0x08)
+                case UInt8(ascii: "f"): decoded.append(0x0C)
+                case UInt8(ascii: "n"): decoded.append(0x0A)
+                case UInt8(ascii: "r"): decoded.append(0x0D)
+                case UInt8(ascii: "t"): decoded.append(0x09)
+                case UInt8(ascii: "u"):
+                    guard i + 4 < bytes.count else { throw invalid("invalid \\u escape") }
+                    var scalar: UInt32 = 0
+                    for k in 1...4 {
+                        guard let h = hexValue(bytes[i + k]) else { throw invalid("invalid \\u escape") }
+                        scalar = scalar << 4 | UInt32(h)
+                    }
+                    i += 4
+                    if capture {
+                        // Surrogate pairs are kept as replacement characters: only names and
+                        // model ids are captured, and those are ASCII in practice.
+                        let s = Unicode.Scalar(scalar) ?? "\u{FFFD}"
+                        decoded.append(contentsOf: Array(String(Character(s)).utf8))
+                    }
+                default:
+                    throw invalid("invalid escape")
+                }
+                i += 1
+            } else if c < 0x20 {
+                throw invalid("control character in string")
+            } else {
+                if escaped && capture { decoded.append(c) }
+                i += 1
+            }
+        }
+        defer { i += 1 }
+        guard capture else { return "" }
+        if escaped { return String(decoding: decoded, as: UTF8.self) }
+        return String(decoding: UnsafeRawBufferPointer(rebasing: bytes[start..<i]), as: UTF8.self)
+    }
+
+    func hexValue(_ c: UInt8) -> UInt8? {
+        switch c {
+        case UInt8(ascii: "0")...UInt8(ascii: "9"): return c - 48
+        case UInt8(ascii: "a")...UInt8(ascii: "f"): return c - 87
+        case UInt8(ascii: "A")...UInt8(ascii: "F"): return c - 55
+        default: return nil
+        }
+    }
+}

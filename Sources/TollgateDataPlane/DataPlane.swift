@@ -1,0 +1,150 @@
+import Atomics
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+import TollgateCore
+
+/// The data plane: an HTTP/1.1 server on SwiftNIO channel handlers, one event loop per core.
+/// A connection's requests are handled start to finish on the loop that accepted it, with that
+/// loop's own upstream connections, balancers and counters (thread-per-core, share-nothing).
+public final class DataPlane: Sendable {
+    public let group: MultiThreadedEventLoopGroup
+    public let monitor: HealthMonitor
+    /// One per event loop; sum them to read a total.
+    public let counters: [LoopCounters]
+    let logger: Logger
+    private let contexts: [ObjectIdentifier: NIOLoopBound<LoopContext>]
+    private let serverChannel = NIOLockedValueBox<(any Channel)?>(nil)
+    private let generation = NIOLockedValueBox(1)
+
+    /// - Parameters:
+    ///   - table: the routing table to start with.
+    ///   - clock: monotonic nanoseconds; tests may inject their own.
+    public init(table: RoutingTable, logger: Logger, clock: @escaping MonotonicClock = { NIODeadline.now().uptimeNanoseconds }) {
+        let loops = table.configuration.eventLoops > 0 ? table.configuration.eventLoops : System.coreCount
+        self.group = MultiThreadedEventLoopGroup(numberOfThreads: loops)
+        self.logger = logger
+        var all: [any EventLoop] = []
+        for loop in group.makeIterator() { all.append(loop) }
+        self.monitor = HealthMonitor(table: table, eventLoop: all[0], clock: clock, logger: logger)
+        var contexts: [ObjectIdentifier: NIOLoopBound<LoopContext>] = [:]
+        var counters: [LoopCounters] = []
+        for (i, loop) in all.enumerated() {
+            let c = LoopCounters()
+            counters.append(c)
+            let monitor = self.monitor
+            var named = logger
+            named[metadataKey: "loop"] = "\(i)"
+            let loopLogger = named
+            let loopCount = all.count
+            // Build each context on its own loop: NIOLoopBound checks it.
+            let bound = try! loop.submit {
+                NIOLoopBound(LoopContext(eventLoop: loop, index: i, loopCount: loopCount, monitor: monitor, counters: c, logger: loopLogger, clock: clock), eventLoop: loop)
+            }.wait()
+            contexts[ObjectIdentifier(loop)] = bound
+        }
+        self.contexts = contexts
+        self.counters = counters
+        self.generation.withLockedValue { $0 = table.generation }
+    }
+
+    /// The current routing snapshot.
+    public var state: GatewayState { monitor.store.load() }
+
+    /// Binds the listening socket and starts probing. Returns the bound address.
+    @discardableResult
+    public func start() async throws -> SocketAddress {
+        let config = state.table.configuration
+        let limits = config.limits
+        var limitsForDecoder = NIOHTTPDecoderLimitConfiguration()
+        limitsForDecoder.maxHeaderListSize = limits.maxHeaderBytes
+        limitsForDecoder.maxHeaderFieldSize = limits.maxHeaderBytes
+        limitsForDecoder.maxHeaderFieldCount = limits.maxHeaderCount
+        let decoderLimits = limitsForDecoder
+        let contexts = self.contexts
+        let idle = TimeAmount.nanoseconds(limits.idleTimeout.nanoseconds)
+        let header = TimeAmount.nanoseconds(limits.headerTimeout.nanoseconds)
+        let bootstrap = ServerBootstrap(group: group)
+            .serverChannelOption(.backlog, value: 4096)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            .childChannelOption(.maxMessagesPerRead, value: 16)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    guard let loop = contexts[ObjectIdentifier(channel.eventLoop)]?.value else {
+                        throw ChannelError.ioOnClosedChannel
+                    }
+                    if loop.draining { throw ChannelError.ioOnClosedChannel }
+                    let guardHandler = ConnectionGuard(idleTimeout: idle, headerTimeout: header)
+                    try channel.pipeline.syncOperations.addHandler(guardHandler)
+                    try channel.pipeline.syncOperations.configureHTTPServerPipeline(
+                        withPipeliningAssistance: true, withErrorHandling: false, withEncoderConfiguration: .init(), withDecoderLimitConfiguration: decoderLimits)
+                    let remote = channel.remoteAddress?.ipAddress ?? "unknown"
+                    try channel.pipeline.syncOperations.addHandler(GatewayHandler(loop: loop, guardHandler: guardHandler, remoteAddress: remote))
+                }
+            }
+        let channel = try await bootstrap.bind(host: config.listen.host, port: config.listen.port).get()
+        serverChannel.withLockedValue { $0 = channel }
+        monitor.startProbing()
+        let address = channel.localAddress!
+        logger.notice("data plane listening", metadata: ["address": "\(address)", "event_loops": "\(contexts.count)"])
+        return address
+    }
+
+    /// Swaps in a validated configuration. In-flight requests keep the snapshot they started
+    /// with; listen address and event-loop count need a restart and are kept.
+    public func reload(_ configuration: GatewayConfiguration) -> RoutingTable {
+        let next = generation.withLockedValue { g -> Int in
+            g += 1
+            return g
+        }
+        var config = configuration
+        let current = state.table.configuration
+        if config.listen != current.listen || config.eventLoops != current.eventLoops {
+            logger.warning("listen address and event_loops change only on restart; keeping the running ones")
+            config.listen = current.listen
+            config.eventLoops = current.eventLoops
+        }
+        let table = RoutingTable(configuration: config, generation: next)
+        monitor.install(table)
+        return table
+    }
+
+    /// Graceful shutdown: stop accepting, let in-flight requests finish within `grace`, close
+    /// every connection, stop the loops.
+    public func shutdown(grace: Duration) async {
+        let server = serverChannel.withLockedValue { c -> (any Channel)? in
+            defer { c = nil }
+            return c
+        }
+        try? await server?.close()
+        for bound in contexts.values {
+            try? await bound.eventLoop.submit {
+                let loop = bound.value
+                loop.draining = true
+                for handler in loop.connections.values where handler.isIdle { handler.closeNow() }
+            }.get()
+        }
+        let deadline = ContinuousClock.now + grace
+        while ContinuousClock.now < deadline && activeRequests > 0 {
+            try? await Task.sleep(for: .milliseconds(20))
+        }
+        if activeRequests > 0 {
+            logger.warning("grace period over; closing connections with requests in flight", metadata: ["in_flight": "\(activeRequests)"])
+        }
+        for bound in contexts.values {
+            try? await bound.eventLoop.submit {
+                let loop = bound.value
+                for handler in loop.connections.values { handler.closeNow() }
+                loop.closeIdleUpstreams()
+            }.get()
+        }
+        monitor.stop()
+        try? await group.shutdownGracefully()
+    }
+
+    /// Requests being forwarded right now, over all loops.
+    public var activeRequests: Int { counters.reduce(0) { $0 + $1.activeRequests.load(ordering: .relaxed) } }
+}

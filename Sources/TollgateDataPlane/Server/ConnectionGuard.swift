@@ -1,0 +1,131 @@
+import NIOCore
+import TollgateCore
+
+/// First handler of a client connection, in front of the HTTP decoder. It sees raw bytes, so
+/// it knows when a request head *starts* arriving, which the decoder cannot tell:
+/// - an idle keep-alive connection is closed after `idleTimeout`;
+/// - a head that has started must be complete within `headerTimeout` (a client sending its
+///   head byte by byte is answered 408 and closed, not kept forever);
+/// - protocol errors that happen before any request was understood are answered here with a
+///   raw HTTP response, since the HTTP handlers behind it have nothing to answer.
+final class ConnectionGuard: ChannelDuplexHandler {
+    typealias InboundIn = ByteBuffer
+    typealias InboundOut = ByteBuffer
+    typealias OutboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    private enum State {
+        case idle
+        case receivingHead
+        case busy
+        case closing
+    }
+
+    private let idleTimeout: TimeAmount
+    private let headerTimeout: TimeAmount
+    private var state = State.idle
+    private var timer: Scheduled<Void>?
+    private var context: ChannelHandlerContext?
+
+    init(idleTimeout: TimeAmount, headerTimeout: TimeAmount) {
+        self.idleTimeout = idleTimeout
+        self.headerTimeout = headerTimeout
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+        if context.channel.isActive { arm(idleTimeout, context: context) }
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        arm(idleTimeout, context: context)
+        context.fireChannelActive()
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        timer?.cancel()
+        self.context = nil
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        timer?.cancel()
+        timer = nil
+        context.fireChannelInactive()
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        if case .idle = state {
+            state = .receivingHead
+            arm(headerTimeout, context: context)
+        }
+        context.fireChannelRead(data)
+    }
+
+    /// The decoder produced a complete head: timing now belongs to the request.
+    func requestHeadReceived() {
+        if case .closing = state { return }
+        state = .busy
+        timer?.cancel()
+        timer = nil
+    }
+
+    /// The response went out in full; the connection waits for the next request.
+    func responseCompleted() {
+        guard let context, case .busy = state else { return }
+        state = .idle
+        arm(idleTimeout, context: context)
+    }
+
+    /// Writes a complete raw response (bypassing the HTTP encoder) and closes.
+    func rejectAndClose(_ error: GatewayError) {
+        guard let context else { return }
+        if case .closing = state { return }
+        state = .closing
+        timer?.cancel()
+        let body = error.body
+        var text = "HTTP/1.1 \(error.status) \(reason(error.status))\r\ncontent-type: application/json\r\ncontent-length: \(body.utf8.count)\r\nconnection: close\r\n"
+        if let retry = error.retryAfter { text += "retry-after: \(retry)\r\n" }
+        text += "\r\n" + body
+        let buffer = context.channel.allocator.buffer(string: text)
+        context.writeAndFlush(wrapOutboundOut(buffer)).assumeIsolated().whenComplete { _ in
+            context.close(promise: nil)
+        }
+    }
+
+    private func arm(_ timeout: TimeAmount, context: ChannelHandlerContext) {
+        timer?.cancel()
+        let loop = context.eventLoop.assumeIsolated()
+        timer = loop.scheduleTask(in: timeout) { [weak self] in
+            guard let self, let context = self.context else { return }
+            switch self.state {
+            case .idle:
+                self.state = .closing
+                context.close(promise: nil)
+            case .receivingHead:
+                self.rejectAndClose(.requestTimeout)
+            case .busy, .closing:
+                break
+            }
+        }
+    }
+}
+
+func reason(_ status: Int) -> String {
+    switch status {
+    case 200: "OK"
+    case 400: "Bad Request"
+    case 401: "Unauthorized"
+    case 403: "Forbidden"
+    case 404: "Not Found"
+    case 405: "Method Not Allowed"
+    case 408: "Request Timeout"
+    case 413: "Payload Too Large"
+    case 429: "Too Many Requests"
+    case 431: "Request Header Fields Too Large"
+    case 500: "Internal Server Error"
+    case 502: "Bad Gateway"
+    case 503: "Service Unavailable"
+    case 504: "Gateway Timeout"
+    default: "Status \(status)"
+    }
+}

@@ -1,0 +1,359 @@
+import Atomics
+import Logging
+import NIOCore
+import NIOHTTP1
+import TollgateCore
+
+/// Forwards one request to an instance and streams the answer back, all on the connection's
+/// event loop. Tries instances until one answers, within the attempt limit; once the first
+/// byte of an answer went to the client there is no retry, only a close on failure
+/// (the same line as swift-nio-examples' connect-proxy draws).
+final class Exchange: UpstreamDelegate {
+    private enum Phase {
+        case starting
+        case connecting(instance: Int)
+        case awaitingHead(instance: Int, connection: UpstreamConnection)
+        case streaming(instance: Int, connection: UpstreamConnection, keepAlive: Bool)
+        case finished
+    }
+
+    private var handler: GatewayHandler?
+    private let loop: LoopContext
+    private let state: GatewayState
+    let requestID: String
+    private let head: HTTPRequestHead
+    private let body: ByteBuffer
+    let model: String
+    let stream: Bool
+    let department: Int
+    let pool: Int
+    private let received: NIODeadline
+
+    private var phase = Phase.starting
+    private var tried: [Int] = []
+    private var attempts = 0
+    private var staleRetryUsed = false
+    private var counted: (instance: Int, generation: Int, identity: String)?
+    private var lastError: GatewayError?
+    private var tryTimer: Scheduled<Void>?
+    private var requestTimer: Scheduled<Void>?
+    private var status = 0
+    private var firstByte: NIODeadline?
+    private var responseBytes = 0
+
+    init(handler: GatewayHandler, loop: LoopContext, state: GatewayState, requestID: String, head: HTTPRequestHead,
+         body: ByteBuffer, model: String, stream: Bool, department: Int, pool: Int, received: NIODeadline) {
+        self.handler = handler
+        self.loop = loop
+        self.state = state
+        self.requestID = requestID
+        self.head = head
+        self.body = body
+        self.model = model
+        self.stream = stream
+        self.department = department
+        self.pool = pool
+        self.received = received
+    }
+
+    private var config: GatewayConfiguration { state.table.configuration }
+
+    func start() {
+        loop.counters.activeRequests.wrappingIncrement(ordering: .relaxed)
+        let timeout = TimeAmount.nanoseconds(config.timeouts.request.nanoseconds)
+        requestTimer = loop.eventLoop.assumeIsolated().scheduleTask(in: timeout) { [weak self] in
+            self?.requestTimedOut()
+            return ()
+        }
+        tryNext()
+    }
+
+    // MARK: Choosing and connecting
+
+    private func tryNext() {
+        if case .finished = phase { return }
+        guard attempts < config.retry.attempts else {
+            return fail(lastError ?? .noInstanceAvailable(model: model))
+        }
+        guard let instance = loop.select(state, department: department, pool: pool, excluding: tried) else {
+            loop.counters.noInstance.wrappingIncrement(ordering: .relaxed)
+            return fail(lastError ?? .noInstanceAvailable(model: model))
+        }
+        attempts += 1
+        if attempts > 1 { loop.counters.retries.wrappingIncrement(ordering: .relaxed) }
+        tried.append(instance)
+        let info = state.table.instances[instance]
+        loop.began(instance: instance)
+        counted = (instance, loop.generation, info.identity)
+        let connections = loop.connectionPool(for: info.url)
+        if let connection = connections.takeIdle() {
+            send(on: connection, instance: instance)
+            return
+        }
+        phase = .connecting(instance: instance)
+        let timeout = TimeAmount.nanoseconds(config.timeouts.connect.nanoseconds)
+        connections.connect(timeout: timeout).assumeIsolated().whenComplete { [self] result in
+            guard case .connecting(let current) = phase, current == instance else {
+                // The request ended (client gone, timeout) while we connected: keep the connection.
+                if case .success(let connection) = result { connections.release(connection) }
+                return
+            }
+            switch result {
+            case .success(let connection):
+                send(on: connection, instance: instance)
+            case .failure(let error):
+                attemptFailed(instance: instance, reason: "connect: \(error)", error: .upstreamUnavailable("\(info.name): \(describe(error))"))
+            }
+        }
+    }
+
+    private func send(on connection: UpstreamConnection, instance: Int) {
+        phase = .awaitingHead(instance: instance, connection: connection)
+        connection.handler.delegate = self
+        loop.counters.upstreamRequests.wrappingIncrement(ordering: .relaxed)
+        connection.handler.send(head: upstreamHead(for: state.table.instances[instance]), body: body)
+        let timeout = TimeAmount.nanoseconds(config.timeouts.perTry.nanoseconds)
+        tryTimer = loop.eventLoop.assumeIsolated().scheduleTask(in: timeout) { [weak self] in
+            self?.tryTimedOut()
+            return ()
+        }
+    }
+
+    /// A try failed before any answer reached the client: count it against the instance,
+    /// release the in-flight slot, and try another instance.
+    private func attemptFailed(instance: Int, reason: String, error: GatewayError) {
+        tryTimer?.cancel()
+        tryTimer = nil
+        loop.counters.upstreamFailures.wrappingIncrement(ordering: .relaxed)
+        let info = state.table.instances[instance]
+        loop.monitor.reportFailure(identity: info.identity, name: info.name, reason: reason)
+        releaseInFlight()
+        lastError = error
+        phase = .starting
+        loop.logger.notice("upstream try failed", metadata: [
+            "request_id": "\(requestID)", "instance": "\(info.name)", "reason": "\(reason)", "attempt": "\(attempts)",
+        ])
+        tryNext()
+    }
+
+    private func releaseInFlight() {
+        if let c = counted {
+            loop.ended(instance: c.instance, generation: c.generation, identity: c.identity)
+            counted = nil
+        }
+    }
+
+    // MARK: Upstream events
+
+    func upstreamRead(_ part: HTTPClientResponsePart) {
+        switch phase {
+        case .awaitingHead(let instance, let connection):
+            guard case .head(let upstreamHead) = part else { return }
+            tryTimer?.cancel()
+            tryTimer = nil
+            let code = Int(upstreamHead.status.code)
+            if code == 502 || code == 503 || code == 504 {
+                let name = state.table.instances[instance].name
+                if attempts < config.retry.attempts {
+                    connection.handler.delegate = nil
+                    connection.handler.close()
+                    attemptFailed(instance: instance, reason: "status \(code)", error: .upstreamUnavailable("\(name) answered \(code)"))
+                    return
+                }
+                let info = state.table.instances[instance]
+                loop.monitor.reportFailure(identity: info.identity, name: info.name, reason: "status \(code)")
+            }
+            status = code
+            firstByte = .now()
+            phase = .streaming(instance: instance, connection: connection, keepAlive: upstreamHead.isKeepAlive)
+            handler?.writeResponseHead(clientHead(from: upstreamHead))
+            if handler?.clientWritable == false { connection.handler.pauseReading() }
+        case .streaming(_, let connection, let keepAlive):
+            switch part {
+            case .head:
+                break
+            case .body(let buffer):
+                responseBytes += buffer.readableBytes
+                handler?.writeResponseBody(buffer)
+            case .end:
+                handler?.writeResponseEnd()
+                connection.handler.delegate = nil
+                if keepAlive {
+                    connection.pool.release(connection)
+                } else {
+                    connection.handler.close()
+                }
+                finish(closeClient: false, outcome: "ok")
+            }
+        default:
+            break
+        }
+    }
+
+    func upstreamReadComplete() {
+        if case .streaming = phase { handler?.flush() }
+    }
+
+    func upstreamClosed(error: (any Error)?) {
+        switch phase {
+        case .awaitingHead(let instance, let connection):
+            tryTimer?.cancel()
+            tryTimer = nil
+            if connection.served > 0 && !staleRetryUsed {
+                // A kept-alive connection the instance had already closed: not its fault.
+                staleRetryUsed = true
+                releaseInFlight()
+                tried.removeLast()
+                attempts -= 1
+                phase = .starting
+                tryNext()
+                return
+            }
+            let name = state.table.instances[instance].name
+            attemptFailed(instance: instance, reason: "closed: \(error.map(describe) ?? "eof")", error: .upstreamUnavailable("\(name) closed the connection"))
+        case .streaming:
+            // The answer had started: the client cannot be told otherwise than by a close.
+            handler?.flush()
+            finish(closeClient: true, outcome: "upstream_closed")
+        default:
+            break
+        }
+    }
+
+    // MARK: Client events and timeouts
+
+    func clientClosed() {
+        switch phase {
+        case .awaitingHead(_, let connection), .streaming(_, let connection, _):
+            connection.handler.delegate = nil
+            connection.handler.close()  // cancels the generation on the instance
+        default:
+            break
+        }
+        if status == 0 { status = 499 }
+        handler = nil
+        finish(closeClient: false, outcome: "client_closed")
+    }
+
+    func clientWritabilityChanged(_ writable: Bool) {
+        guard case .streaming(_, let connection, _) = phase else { return }
+        if writable { connection.handler.resumeReading() } else { connection.handler.pauseReading() }
+    }
+
+    private func tryTimedOut() {
+        guard case .awaitingHead(let instance, let connection) = phase else { return }
+        connection.handler.delegate = nil
+        connection.handler.close()
+        attemptFailed(instance: instance, reason: "timeout", error: .upstreamTimeout)
+    }
+
+    private func requestTimedOut() {
+        switch phase {
+        case .connecting:
+            fail(.upstreamTimeout)
+        case .awaitingHead(_, let connection):
+            connection.handler.delegate = nil
+            connection.handler.close()
+            fail(.upstreamTimeout)
+        case .streaming(_, let connection, _):
+            connection.handler.delegate = nil
+            connection.handler.close()
+            finish(closeClient: true, outcome: "request_timeout")
+        case .starting, .finished:
+            break
+        }
+    }
+
+    // MARK: Ending
+
+    private func fail(_ error: GatewayError) {
+        if case .finished = phase { return }
+        status = error.status
+        handler?.writeError(error, head: head, requestID: requestID)
+        finish(closeClient: false, outcome: error.codeString, errorMessage: error.message)
+    }
+
+    private func finish(closeClient: Bool, outcome: String, errorMessage: String? = nil) {
+        if case .finished = phase { return }
+        let instance = counted.map { state.table.instances[$0.instance].name } ?? tried.last.map { state.table.instances[$0].name }
+        phase = .finished
+        tryTimer?.cancel()
+        requestTimer?.cancel()
+        releaseInFlight()
+        loop.counters.activeRequests.wrappingDecrement(ordering: .relaxed)
+        let handler = self.handler
+        self.handler = nil
+        handler?.exchangeFinished(closeConnection: closeClient)
+        let now = NIODeadline.now()
+        loop.logger.info("request", metadata: [
+            "request_id": "\(requestID)",
+            "department": "\(state.table.departments[department].name)",
+            "model": "\(model)",
+            "instance": "\(instance ?? "-")",
+            "status": "\(status)",
+            "latency_ms": "\(Double((now - received).nanoseconds / 1000) / 1000)",
+            "ttfb_ms": "\(firstByte.map { Double(($0 - received).nanoseconds / 1000) / 1000 } ?? -1)",
+            "stream": "\(stream)",
+            "attempts": "\(attempts)",
+            "outcome": "\(outcome)",
+        ])
+        _ = errorMessage
+    }
+
+    // MARK: Heads
+
+    private func upstreamHead(for instance: RoutingTable.Instance) -> HTTPRequestHead {
+        var headers = HTTPHeaders()
+        headers.reserveCapacity(head.headers.count + 6)
+        var forwardedFor: String?
+        for (name, value) in head.headers {
+            switch name.lowercased() {
+            case "host", "authorization", "content-length", "transfer-encoding", "connection", "keep-alive",
+                 "proxy-connection", "proxy-authorization", "te", "trailer", "upgrade", "expect", "x-request-id",
+                 "x-real-ip", "x-forwarded-proto":
+                continue
+            case "x-forwarded-for":
+                forwardedFor = forwardedFor.map { "\($0), \(value)" } ?? value
+            default:
+                headers.add(name: name, value: value)
+            }
+        }
+        headers.add(name: "host", value: instance.url.hostHeader)
+        headers.add(name: "content-length", value: String(body.readableBytes))
+        headers.add(name: "x-request-id", value: requestID)
+        if let client = handler?.remoteAddress {
+            headers.add(name: "x-real-ip", value: client)
+            headers.add(name: "x-forwarded-for", value: forwardedFor.map { "\($0), \(client)" } ?? client)
+        }
+        headers.add(name: "x-forwarded-proto", value: "http")
+        if let key = instance.apiKey { headers.add(name: "authorization", value: "Bearer \(key)") }
+        return HTTPRequestHead(version: .http1_1, method: head.method, uri: instance.url.basePath + head.uri, headers: headers)
+    }
+
+    private func clientHead(from upstream: HTTPResponseHead) -> HTTPResponseHead {
+        var headers = HTTPHeaders()
+        headers.reserveCapacity(upstream.headers.count + 1)
+        for (name, value) in upstream.headers {
+            switch name.lowercased() {
+            case "connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer", "upgrade", "x-request-id":
+                continue
+            default:
+                headers.add(name: name, value: value)
+            }
+        }
+        headers.add(name: "x-request-id", value: requestID)
+        return HTTPResponseHead(version: .http1_1, status: upstream.status, headers: headers)
+    }
+}
+
+private func describe(_ error: any Error) -> String {
+    if let e = error as? ChannelError {
+        switch e {
+        case .connectTimeout: return "connect timeout"
+        case .eof: return "connection closed"
+        default: return "\(e)"
+        }
+    }
+    if let e = error as? IOError { return e.description }
+    return "\(error)"
+}

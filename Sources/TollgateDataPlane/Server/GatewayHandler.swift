@@ -1,0 +1,404 @@
+import Atomics
+import Logging
+import NIOCore
+import NIOHTTP1
+import TollgateCore
+
+/// The data plane's handler for one client connection. It reads a request (head, then body),
+/// decides what it is — a local answer, an error, or a request to forward — and hands
+/// forwarding to an `Exchange`. One request at a time; NIO's pipelining handler in front of it
+/// holds later pipelined requests until the response is complete.
+final class GatewayHandler: ChannelDuplexHandler {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias OutboundIn = HTTPServerResponsePart
+    typealias OutboundOut = HTTPServerResponsePart
+
+    /// Where the connection is in its current request.
+    private enum State {
+        /// Waiting for a request head.
+        case idle
+        /// Collecting the body of a request that will be forwarded.
+        case receiving(PendingRequest)
+        /// Reading and dropping the body of a request already answered with `answer`.
+        case discarding(answer: LocalAnswer, close: Bool)
+        /// An exchange is forwarding the request and streaming the answer.
+        case forwarding(Exchange)
+        /// A local answer is being written.
+        case responding
+        case closed
+    }
+
+    struct PendingRequest {
+        var head: HTTPRequestHead
+        var requestID: String
+        var department: Int
+        var endpoint: Endpoint
+        var body: ByteBuffer
+        var started: NIODeadline
+        var bodyTimer: Scheduled<Void>?
+    }
+
+    enum Endpoint { case chatCompletions, completions, embeddings }
+
+    struct LocalAnswer {
+        var status: HTTPResponseStatus
+        var body: String
+        var headers: [(String, String)] = []
+        var error: GatewayError?
+
+        static func error(_ e: GatewayError) -> LocalAnswer {
+            var headers: [(String, String)] = []
+            if let r = e.retryAfter { headers.append(("retry-after", String(r))) }
+            return LocalAnswer(status: HTTPResponseStatus(statusCode: e.status), body: e.body, headers: headers, error: e)
+        }
+    }
+
+    let loop: LoopContext
+    let guardHandler: ConnectionGuard
+    let remoteAddress: String
+    private var state = State.idle
+    private(set) var context: ChannelHandlerContext?
+    private var keepAlive = true
+
+    init(loop: LoopContext, guardHandler: ConnectionGuard, remoteAddress: String) {
+        self.loop = loop
+        self.guardHandler = guardHandler
+        self.remoteAddress = remoteAddress
+    }
+
+    var isIdle: Bool { if case .idle = state { true } else { false } }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+        loop.connections[ObjectIdentifier(self)] = self
+        loop.counters.activeConnections.wrappingIncrement(ordering: .relaxed)
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        connectionGone()
+        self.context = nil
+    }
+
+    private func connectionGone() {
+        if loop.connections.removeValue(forKey: ObjectIdentifier(self)) != nil {
+            loop.counters.activeConnections.wrappingDecrement(ordering: .relaxed)
+        }
+    }
+
+    // MARK: Inbound
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch unwrapInboundIn(data) {
+        case .head(let head):
+            receivedHead(head, context: context)
+        case .body(var chunk):
+            switch state {
+            case .receiving(var pending):
+                let limit = loop.monitor.store.load().table.configuration.limits.maxBodyBytes
+                if pending.body.readableBytes + chunk.readableBytes > limit {
+                    pending.bodyTimer?.cancel()
+                    state = .responding
+                    keepAlive = false
+                    respond(.error(.bodyTooLarge(limit: limit)), head: pending.head, requestID: pending.requestID)
+                    return
+                }
+                state = .idle  // avoid a copy-on-write of the body while it is in `state`
+                pending.body.writeBuffer(&chunk)
+                state = .receiving(pending)
+            default:
+                break  // discarding, or a body after an early answer
+            }
+        case .end:
+            switch state {
+            case .receiving(let pending):
+                pending.bodyTimer?.cancel()
+                state = .responding
+                dispatch(pending)
+            case .discarding(let answer, let close):
+                if close { keepAlive = false }
+                state = .responding
+                respond(answer, head: nil, requestID: nil)
+            default:
+                break
+            }
+        }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        if case .forwarding(let exchange) = state { exchange.clientClosed() }
+        if case .receiving(let pending) = state { pending.bodyTimer?.cancel() }
+        state = .closed
+        connectionGone()
+        context.fireChannelInactive()
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if case .forwarding(let exchange) = state {
+            exchange.clientWritabilityChanged(context.channel.isWritable)
+        }
+        context.fireChannelWritabilityChanged()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        if let parse = error as? HTTPParserError {
+            switch state {
+            case .idle, .discarding:
+                if case .headerOverflow = parse {
+                    guardHandler.rejectAndClose(.headersTooLarge("Request headers exceed the gateway's limits (\(limits.maxHeaderBytes) bytes, \(limits.maxHeaderCount) fields)."))
+                } else {
+                    guardHandler.rejectAndClose(.invalidRequest("Malformed HTTP request: \(parse)."))
+                }
+                state = .closed
+                return
+            default:
+                break
+            }
+        }
+        if case .forwarding(let exchange) = state { exchange.clientClosed() }
+        state = .closed
+        context.close(promise: nil)
+    }
+
+    private var limits: RequestLimits { loop.monitor.store.load().table.configuration.limits }
+
+    // MARK: Request head
+
+    private func receivedHead(_ head: HTTPRequestHead, context: ChannelHandlerContext) {
+        guardHandler.requestHeadReceived()
+        loop.counters.requests.wrappingIncrement(ordering: .relaxed)
+        keepAlive = head.isKeepAlive && !loop.draining
+        let requestID = Self.acceptedRequestID(head.headers) ?? loop.nextRequestID()
+        let state = loop.monitor.store.load()
+        let table = state.table
+        let path = head.uri.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false).first.map(String.init) ?? head.uri
+
+        func early(_ answer: LocalAnswer, close: Bool = false) {
+            loop.counters.clientErrors.wrappingIncrement(ordering: .relaxed)
+            self.state = .discarding(answer: answer, close: close)
+        }
+
+        let endpoint: Endpoint
+        switch path {
+        case "/v1/chat/completions": endpoint = .chatCompletions
+        case "/v1/completions": endpoint = .completions
+        case "/v1/embeddings": endpoint = .embeddings
+        case "/healthz", "/health":
+            guard head.method == .GET || head.method == .HEAD else { return early(.error(.methodNotAllowed(method: head.method.rawValue, path: path))) }
+            self.state = .discarding(answer: healthAnswer(state), close: false)
+            return
+        case "/v1/models":
+            guard head.method == .GET else { return early(.error(.methodNotAllowed(method: head.method.rawValue, path: path))) }
+            if case .failure(let e) = authenticate(head, table: table) { return early(.error(e)) }
+            self.state = .discarding(answer: modelsAnswer(table), close: false)
+            return
+        default:
+            return early(.error(.notFound(method: head.method.rawValue, path: path)))
+        }
+        guard head.method == .POST else {
+            return early(.error(.methodNotAllowed(method: head.method.rawValue, path: path)))
+        }
+        let department: Int
+        switch authenticate(head, table: table) {
+        case .failure(let e): return early(.error(e))
+        case .success(let d): department = d
+        }
+        let limit = table.configuration.limits.maxBodyBytes
+        if let length = head.headers.first(name: "content-length").flatMap(Int.init), length > limit {
+            // Answer at once and close rather than read a body we will not take.
+            loop.counters.clientErrors.wrappingIncrement(ordering: .relaxed)
+            keepAlive = false
+            self.state = .responding
+            respond(.error(.bodyTooLarge(limit: limit)), head: head, requestID: requestID)
+            return
+        }
+        let expected = head.headers.first(name: "content-length").flatMap(Int.init) ?? 0
+        let body = context.channel.allocator.buffer(capacity: min(max(expected, 256), limit))
+        let timeout = TimeAmount.nanoseconds(table.configuration.limits.bodyTimeout.nanoseconds)
+        let timer = context.eventLoop.assumeIsolated().scheduleTask(in: timeout) { [weak self] in
+            self?.bodyTimedOut()
+            return ()
+        }
+        self.state = .receiving(PendingRequest(
+            head: head, requestID: requestID, department: department, endpoint: endpoint, body: body,
+            started: .now(), bodyTimer: timer))
+    }
+
+    private func bodyTimedOut() {
+        guard case .receiving(let pending) = state else { return }
+        state = .responding
+        keepAlive = false
+        loop.counters.clientErrors.wrappingIncrement(ordering: .relaxed)
+        respond(.error(.requestTimeout), head: pending.head, requestID: pending.requestID)
+    }
+
+    private func authenticate(_ head: HTTPRequestHead, table: RoutingTable) -> Result<Int, GatewayError> {
+        guard let value = head.headers.first(name: "authorization") else {
+            if let anonymous = table.anonymousDepartment { return .success(anonymous) }
+            return .failure(.invalidAPIKey("You didn't provide an API key. You need to provide your API key in an Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY)."))
+        }
+        let utf8 = value.utf8
+        guard utf8.count > 7, value.lowercased().hasPrefix("bearer ") else {
+            return .failure(.invalidAPIKey("The Authorization header must be 'Bearer YOUR_KEY'."))
+        }
+        let key = utf8.dropFirst(7).drop { $0 == UInt8(ascii: " ") }
+        // Hash first, then look up: the time taken does not depend on the key's content.
+        if let d = table.department(forKey: KeyDigest(hashing: key)) { return .success(d) }
+        return .failure(.invalidAPIKey("Incorrect API key provided."))
+    }
+
+    /// A client's `X-Request-Id` is kept when it is short and printable.
+    static func acceptedRequestID(_ headers: HTTPHeaders) -> String? {
+        guard let id = headers.first(name: "x-request-id"), !id.isEmpty, id.utf8.count <= 128,
+              id.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F }) else { return nil }
+        return id
+    }
+
+    // MARK: Dispatch
+
+    private func dispatch(_ pending: PendingRequest) {
+        let state = loop.monitor.store.load()
+        let table = state.table
+        let summary: RequestSummary
+        do {
+            summary = try pending.body.withUnsafeReadableBytes { buffer throws(RequestBodyError) in
+                try RequestScanner.scan(buffer)
+            }
+        } catch {
+            loop.counters.clientErrors.wrappingIncrement(ordering: .relaxed)
+            respond(.error(.invalidRequest(error.message, param: error.param)), head: pending.head, requestID: pending.requestID)
+            return
+        }
+        guard let model = summary.model, !model.isEmpty else {
+            loop.counters.clientErrors.wrappingIncrement(ordering: .relaxed)
+            respond(.error(.invalidRequest("You must provide a model parameter.", param: "model")), head: pending.head, requestID: pending.requestID)
+            return
+        }
+        guard let pool = table.pool(forModel: model) else {
+            loop.counters.clientErrors.wrappingIncrement(ordering: .relaxed)
+            respond(.error(.modelNotFound(model)), head: pending.head, requestID: pending.requestID)
+            return
+        }
+        let exchange = Exchange(
+            handler: self, loop: loop, state: state, requestID: pending.requestID, head: pending.head, body: pending.body,
+            model: model, stream: summary.stream, department: pending.department, pool: pool, received: pending.started)
+        self.state = .forwarding(exchange)
+        exchange.start()
+    }
+
+    // MARK: Writing answers
+
+    /// Called by the exchange when its answer is complete (or abandoned).
+    func exchangeFinished(closeConnection: Bool) {
+        guard case .forwarding = state else { return }
+        state = .idle
+        if closeConnection || !keepAlive {
+            state = .closed
+            context?.close(promise: nil)
+        } else {
+            guardHandler.responseCompleted()
+        }
+    }
+
+    func writeResponseHead(_ head: HTTPResponseHead) {
+        var head = head
+        if !keepAlive { head.headers.replaceOrAdd(name: "connection", value: "close") }
+        context?.write(wrapOutboundOut(.head(head)), promise: nil)
+    }
+
+    func writeResponseBody(_ buffer: ByteBuffer) {
+        context?.write(wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
+    }
+
+    func writeResponseEnd() {
+        context?.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+    }
+
+    func flush() { context?.flush() }
+
+    var clientWritable: Bool { context?.channel.isWritable ?? false }
+
+    func closeNow() {
+        state = .closed
+        context?.close(promise: nil)
+    }
+
+    /// Answers a forwarded request with a gateway error (no instance could answer it).
+    func writeError(_ error: GatewayError, head: HTTPRequestHead, requestID: String) {
+        guard case .forwarding = state else { return }
+        state = .responding
+        respond(.error(error), head: head, requestID: requestID, log: false)
+    }
+
+    private func respond(_ answer: LocalAnswer, head: HTTPRequestHead?, requestID: String?, log: Bool = true) {
+        guard let context else { return }
+        var headers = HTTPHeaders()
+        headers.reserveCapacity(6)
+        headers.add(name: "content-type", value: "application/json")
+        headers.add(name: "content-length", value: String(answer.body.utf8.count))
+        if let requestID { headers.add(name: "x-request-id", value: requestID) }
+        for (name, value) in answer.headers { headers.add(name: name, value: value) }
+        if !keepAlive { headers.add(name: "connection", value: "close") }
+        context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: answer.status, headers: headers))), promise: nil)
+        if head?.method != .HEAD {
+            context.write(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(string: answer.body)))), promise: nil)
+        }
+        if keepAlive {
+            context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+            if case .responding = state {
+                state = .idle
+                guardHandler.responseCompleted()
+            }
+        } else {
+            state = .closed
+            context.writeAndFlush(wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { _ in
+                context.close(promise: nil)
+            }
+        }
+        if log, let head, let error = answer.error {
+            loop.logger.info("request refused", metadata: [
+                "request_id": "\(requestID ?? "-")", "method": "\(head.method.rawValue)", "path": "\(head.uri)",
+                "status": "\(error.status)", "code": "\(error.codeString)",
+            ])
+        }
+    }
+
+    private func modelsAnswer(_ table: RoutingTable) -> LocalAnswer {
+        var body = "{\"object\":\"list\",\"data\":["
+        var first = true
+        for pool in table.pools {
+            for model in pool.models {
+                if !first { body += "," }
+                first = false
+                body += "{\"id\":"
+                appendJSONString(model, to: &body)
+                body += ",\"object\":\"model\",\"created\":0,\"owned_by\":"
+                appendJSONString(pool.name, to: &body)
+                body += "}"
+            }
+        }
+        body += "]}\n"
+        return LocalAnswer(status: .ok, body: body)
+    }
+
+    private func healthAnswer(_ state: GatewayState) -> LocalAnswer {
+        let now = loop.clock()
+        let table = state.table
+        var available = 0
+        var body = "{\"status\":"
+        var instances = ""
+        for inst in table.instances {
+            let a = state.availability[inst.index]
+            let ok = a.isAvailable(at: now)
+            if ok { available += 1 }
+            if !instances.isEmpty { instances += "," }
+            instances += "{\"name\":"
+            appendJSONString(inst.name, to: &instances)
+            instances += ",\"pool\":"
+            appendJSONString(table.pools[inst.pool].name, to: &instances)
+            instances += ",\"available\":\(ok),\"probe_up\":\(a.probeUp),\"ejected\":\(now < a.ejectedUntil)}"
+        }
+        body += available > 0 ? "\"ok\"" : "\"degraded\""
+        body += ",\"instances_available\":\(available),\"instances_total\":\(table.instances.count),\"instances\":[\(instances)]}\n"
+        return LocalAnswer(status: available > 0 ? .ok : .serviceUnavailable, body: body)
+    }
+}

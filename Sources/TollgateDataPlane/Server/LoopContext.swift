@@ -1,0 +1,127 @@
+import Atomics
+import Logging
+import NIOCore
+import TollgateCore
+
+/// Counters of one event loop. Written only by that loop (relaxed atomics, so no lock and no
+/// contention), summed by the control plane when read.
+public final class LoopCounters: Sendable {
+    public let requests = ManagedAtomic<Int>(0)
+    public let upstreamRequests = ManagedAtomic<Int>(0)
+    public let retries = ManagedAtomic<Int>(0)
+    public let upstreamFailures = ManagedAtomic<Int>(0)
+    public let clientErrors = ManagedAtomic<Int>(0)
+    public let noInstance = ManagedAtomic<Int>(0)
+    public let activeConnections = ManagedAtomic<Int>(0)
+    public let activeRequests = ManagedAtomic<Int>(0)
+    init() {}
+}
+
+/// Everything one event loop owns: its balancer states, its in-flight counts, its upstream
+/// connection pools. Only that loop touches it, so none of it needs a lock.
+final class LoopContext {
+    let eventLoop: any EventLoop
+    let index: Int
+    let loopCount: Int
+    let monitor: HealthMonitor
+    let counters: LoopCounters
+    var logger: Logger
+    let clock: MonotonicClock
+
+    private(set) var generation = -1
+    private var table: RoutingTable?
+    private var balancers: [Balancer?] = []
+    /// In-flight requests per instance index of the current table.
+    private(set) var inFlight: [Int] = []
+    private var pools: [UpstreamURL: UpstreamConnectionPool] = [:]
+    private var requestSerial: UInt64 = 0
+    private let requestPrefix: String
+    /// Open client connections, for graceful shutdown.
+    var connections: [ObjectIdentifier: GatewayHandler] = [:]
+    var draining = false
+
+    init(eventLoop: any EventLoop, index: Int, loopCount: Int, monitor: HealthMonitor, counters: LoopCounters, logger: Logger, clock: @escaping MonotonicClock) {
+        self.eventLoop = eventLoop
+        self.index = index
+        self.loopCount = loopCount
+        self.monitor = monitor
+        self.counters = counters
+        self.logger = logger
+        self.clock = clock
+        let random = UInt32.random(in: 0...UInt32.max)
+        self.requestPrefix = String(random, radix: 16) + String(index, radix: 16)
+    }
+
+    /// A fresh request id: random per process and loop, then a counter.
+    func nextRequestID() -> String {
+        requestSerial &+= 1
+        return "req-" + requestPrefix + "-" + String(requestSerial, radix: 16)
+    }
+
+    /// Brings balancers and in-flight counts to `state`'s table when it changed.
+    func adopt(_ state: GatewayState) {
+        let t = state.table
+        guard t.generation != generation else { return }
+        var newInFlight = Array(repeating: 0, count: t.instances.count)
+        if let old = table {
+            var byIdentity: [String: Int] = [:]
+            for inst in old.instances { byIdentity[inst.identity] = inflightOrZero(inst.index) }
+            for inst in t.instances { newInFlight[inst.index] = byIdentity[inst.identity] ?? 0 }
+            let live = Set(t.instances.map(\.url))
+            for (url, pool) in pools where !live.contains(url) {
+                pool.closeAll()
+                pools[url] = nil
+            }
+        }
+        table = t
+        generation = t.generation
+        inFlight = newInFlight
+        balancers = Array(repeating: nil, count: t.departments.count * t.pools.count)
+    }
+
+    private func inflightOrZero(_ i: Int) -> Int { i < inFlight.count ? inFlight[i] : 0 }
+
+    /// Picks an instance for `department` in `pool`, skipping unavailable, full and `excluded` ones.
+    func select(_ state: GatewayState, department: Int, pool: Int, excluding excluded: [Int]) -> Int? {
+        adopt(state)
+        let t = state.table
+        let candidates = t.departments[department].candidates[pool]
+        guard !candidates.isEmpty else { return nil }
+        let slot = department * t.pools.count + pool
+        var balancer = balancers[slot] ?? Balancer(policy: t.pools[pool].policy, weights: candidates.map(\.weight))
+        let now = clock()
+        let loops = loopCount
+        let choice = balancer.select(
+            isAvailable: { c in
+                let i = candidates[c].instance
+                guard state.availability[i].isAvailable(at: now), !excluded.contains(i) else { return false }
+                let limit = t.instances[i].maxInFlight
+                return limit == 0 || self.inFlight[i] < (limit + loops - 1) / loops
+            },
+            inFlight: { c in self.inFlight[candidates[c].instance] })
+        balancers[slot] = balancer
+        return choice.map { candidates[$0].instance }
+    }
+
+    /// In-flight bookkeeping; `generation` is the table the request counted itself under.
+    func began(instance: Int) { inFlight[instance] += 1 }
+
+    func ended(instance: Int, generation: Int, identity: String) {
+        if generation == self.generation {
+            inFlight[instance] -= 1
+        } else if let t = table, let i = t.instances.firstIndex(where: { $0.identity == identity }) {
+            inFlight[i] = max(0, inFlight[i] - 1)
+        }
+    }
+
+    func connectionPool(for url: UpstreamURL) -> UpstreamConnectionPool {
+        if let pool = pools[url] { return pool }
+        let pool = UpstreamConnectionPool(address: url, eventLoop: eventLoop)
+        pools[url] = pool
+        return pool
+    }
+
+    func closeIdleUpstreams() {
+        for pool in pools.values { pool.closeAll() }
+    }
+}

@@ -1,0 +1,113 @@
+import Dispatch
+import Foundation
+import Hummingbird
+import Logging
+import NIOCore
+import ServiceLifecycle
+import UnixSignals
+import TollgateControlPlane
+import TollgateCore
+import TollgateDataPlane
+
+/// Both planes, configuration reload and graceful shutdown: what `tollgate serve` runs.
+public final class Gateway: Sendable {
+    public let dataPlane: DataPlane
+    public let configPath: String?
+    let logger: Logger
+    let overrides: Overrides
+
+    /// Command-line and environment settings that win over the file.
+    public struct Overrides: Sendable {
+        public var host: String?
+        public var port: Int?
+        public var adminHost: String?
+        public var adminPort: Int?
+        public init(host: String? = nil, port: Int? = nil, adminHost: String? = nil, adminPort: Int? = nil) {
+            self.host = host
+            self.port = port
+            self.adminHost = adminHost
+            self.adminPort = adminPort
+        }
+
+        func apply(to config: inout GatewayConfiguration) {
+            if let host { config.listen.host = host }
+            if let port { config.listen.port = port }
+            if let adminHost { config.admin.host = adminHost }
+            if let adminPort { config.admin.port = adminPort }
+        }
+    }
+
+    /// - Parameter configPath: where `reload()` re-reads the configuration from; `nil` for a
+    ///   gateway built from an in-memory configuration (tests).
+    public init(configuration: GatewayConfiguration, configPath: String?, overrides: Overrides = Overrides(), logger: Logger) {
+        var config = configuration
+        overrides.apply(to: &config)
+        self.dataPlane = DataPlane(table: RoutingTable(configuration: config), logger: logger)
+        self.configPath = configPath
+        self.overrides = overrides
+        self.logger = logger
+    }
+
+    /// Re-reads the configuration file, validates it and swaps the routing table. A bad file is
+    /// refused and logged; the running configuration stays.
+    @discardableResult
+    public func reload() -> Result<RoutingTable, any Error> {
+        guard let configPath else {
+            return .failure(ConfigurationErrors(errors: [ConfigurationError(file: "<memory>", key: "", message: "this gateway was not started from a file")]))
+        }
+        do {
+            var config = try ConfigurationLoader.load(path: configPath)
+            overrides.apply(to: &config)
+            let table = dataPlane.reload(config)
+            logger.notice("configuration reloaded", metadata: [
+                "generation": "\(table.generation)", "instances": "\(table.instances.count)", "departments": "\(table.departments.count)",
+            ])
+            return .success(table)
+        } catch {
+            logger.error("configuration reload refused; keeping the running configuration", metadata: ["error": "\(error)"])
+            return .failure(error)
+        }
+    }
+
+    /// Runs both planes until SIGTERM or SIGINT, then shuts down gracefully. SIGHUP reloads.
+    public func run(onReady: @escaping @Sendable (_ data: SocketAddress, _ admin: SocketAddress) async -> Void = { _, _ in }) async throws {
+        let dataAddress = try await dataPlane.start()
+        let reloadSource = installReloadSignal()
+        defer { reloadSource.cancel() }
+        let dataService = DataPlaneService(dataPlane: dataPlane)
+        let app = ControlPlane.buildApplication(dataPlane: dataPlane, logger: logger) { channel in
+            if let admin = channel.localAddress {
+                self.logger.notice("control plane listening", metadata: ["address": "\(admin)"])
+                await onReady(dataAddress, admin)
+            }
+        }
+        let group = ServiceGroup(configuration: .init(
+            services: [.init(service: dataService), .init(service: app)],
+            gracefulShutdownSignals: [.sigterm, .sigint],
+            logger: logger))
+        try await group.run()
+        logger.notice("stopped")
+    }
+
+    private func installReloadSignal() -> any DispatchSourceSignal {
+        signal(SIGHUP, SIG_IGN)
+        let source = DispatchSource.makeSignalSource(signal: SIGHUP, queue: .global())
+        source.setEventHandler { [self] in
+            logger.notice("SIGHUP: reloading configuration")
+            reload()
+        }
+        source.resume()
+        return source
+    }
+}
+
+/// The data plane as a service: waits for graceful shutdown, then drains.
+struct DataPlaneService: Service {
+    let dataPlane: DataPlane
+
+    func run() async throws {
+        try? await gracefulShutdown()
+        let grace = dataPlane.state.table.configuration.shutdownGrace
+        await dataPlane.shutdown(grace: grace)
+    }
+}

@@ -1,0 +1,46 @@
+import TollgateCore
+import XCTest
+
+final class RequestScannerTests: XCTestCase {
+    func scan(_ s: String) throws -> RequestSummary { try RequestScanner.scan(Array(s.utf8)) }
+
+    func refused(_ s: String, file: StaticString = #filePath, line: UInt = #line) -> RequestBodyError? {
+        do {
+            let r = try scan(s)
+            XCTFail("accepted \(s): \(r)", file: file, line: line)
+            return nil
+        } catch {
+            return error as? RequestBodyError
+        }
+    }
+
+    func testPicksModelAndStream() throws {
+        let body = #"{"messages":[{"role":"user","content":"hi \"there\" {"}],"model":"qwen2.5-0.5b-instruct","stream":true,"n":1.5e3}"#
+        XCTAssertEqual(try scan(body), RequestSummary(model: "qwen2.5-0.5b-instruct", stream: true))
+        XCTAssertEqual(try scan(#"  {"model" : "m" , "stream": false}  "#), RequestSummary(model: "m", stream: false))
+        XCTAssertEqual(try scan(#"{}"#), RequestSummary(model: nil, stream: false))
+        XCTAssertEqual(try scan(#"{"model":"a\/b\u0041"}"#).model, "a/bA")
+        XCTAssertEqual(try scan(#"{"x":{"model":"nested","stream":true},"model":"top"}"#), RequestSummary(model: "top", stream: false))
+        XCTAssertEqual(try scan(#"{"stream":null,"v":[true,false,null,-0,0.5,1E+2,"é"]}"#).stream, false)
+    }
+
+    func testMalformedJSONIsRefused() {
+        for bad in ["", "   ", "{", "{\"model\":}", "{\"model\":\"m\",}", "{\"a\":01}", "{\"a\":1.}", "{\"a\":tru}", "{\"a\":\"x}",
+                    "{\"a\":\"\u{01}\"}", "{\"a\":\"\\q\"}", "{'a':1}", "{\"a\":1} x", "{\"a\":[1,]}", "{\"a\" 1}", "{\"a\":-}"] {
+            XCTAssertNotNil(refused(bad), bad)
+        }
+        XCTAssertEqual(refused("[1,2]")?.message, "The request body must be a JSON object.")
+    }
+
+    func testWrongTypesNameTheParameter() {
+        XCTAssertEqual(refused(#"{"model":5}"#)?.param, "model")
+        XCTAssertEqual(refused(#"{"model":"m","stream":"yes"}"#)?.param, "stream")
+    }
+
+    func testDepthIsBounded() {
+        let deep = "{\"a\":" + String(repeating: "[", count: 5000) + String(repeating: "]", count: 5000) + "}"
+        XCTAssertTrue(refused(deep)?.message.contains("nesting too deep") ?? false)
+        let ok = "{\"a\":" + String(repeating: "[", count: 100) + String(repeating: "]", count: 100) + "}"
+        XCTAssertNoThrow(try scan(ok))
+    }
+}

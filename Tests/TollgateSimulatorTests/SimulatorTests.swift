@@ -1,0 +1,335 @@
+import Foundation
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+import TollgateSimulator
+import XCTest
+
+final class SimulatorTests: XCTestCase {
+    private var group: MultiThreadedEventLoopGroup!
+    private var started: [SimulatedInstance] = []
+
+    override func setUp() async throws {
+        self.group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
+    }
+
+    override func tearDown() async throws {
+        for instance in self.started { try await instance.stop() }
+        self.started = []
+        try await self.group.shutdownGracefully()
+    }
+
+    private func start(gpu: String = "0", _ configure: (inout SimulatorConfiguration) -> Void = { _ in }) async throws -> SimulatedInstance {
+        var configuration = SimulatorConfiguration()
+        configure(&configuration)
+        let instance = try await SimulatedInstance.start(name: "qwen-test", port: 0, gpu: gpu, configuration: configuration, group: self.group)
+        self.started.append(instance)
+        return instance
+    }
+
+    private func get(_ instance: SimulatedInstance, _ path: String) async throws -> TestResponse {
+        try await TestHTTPClient.send(port: instance.port, path: path, group: self.group)
+    }
+
+    private func post(_ instance: SimulatedInstance, _ path: String, _ json: String, closeAfterFirstPart: Bool = false) async throws -> TestResponse {
+        try await TestHTTPClient.send(
+            port: instance.port,
+            method: .POST,
+            path: path,
+            json: json,
+            closeAfterFirstPart: closeAfterFirstPart,
+            group: self.group
+        )
+    }
+
+    private func object(_ text: String) throws -> [String: Any] {
+        try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any], text)
+    }
+
+    /// Two messages of 3 words each: (3 + 3) + (3 + 3) = 12 prompt tokens.
+    private static let twoMessages = #"[{"role":"system","content":"You are terse."},{"role":"user","content":"Hello there, world"}]"#
+
+    private func chatBody(maxTokens: Int? = 5, stream: Bool = false, includeUsage: Bool = false) -> String {
+        var body = #"{"model":"qwen2.5-0.5b-instruct","messages":"# + Self.twoMessages
+        if let maxTokens { body += #","max_tokens":"# + String(maxTokens) }
+        if stream { body += #","stream":true"# }
+        if includeUsage { body += #","stream_options":{"include_usage":true}"# }
+        return body + "}"
+    }
+
+    /// Polls the instance's stats until `condition` holds (the server updates them just before writing).
+    private func waitForStats(_ instance: SimulatedInstance, _ condition: (SimulatorStats) -> Bool) async throws -> SimulatorStats {
+        for _ in 0..<100 {
+            if condition(instance.stats) { break }
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        return instance.stats
+    }
+
+    // MARK: Endpoints
+
+    func testHealthzAndModels() async throws {
+        let instance = try await self.start(gpu: "1")
+        let health = try await self.get(instance, "/healthz")
+        XCTAssertEqual(health.status, .ok)
+        XCTAssertEqual(health.headers.first(name: "content-type"), "application/json")
+        XCTAssertEqual(health.body, #"{"status":"ok","model":"qwen2.5-0.5b-instruct","gpu":"1"}"#)
+
+        let models = try self.object(try await self.get(instance, "/v1/models").body)
+        XCTAssertEqual(models["object"] as? String, "list")
+        let data = try XCTUnwrap(models["data"] as? [[String: Any]])
+        XCTAssertEqual(data.first?["id"] as? String, "qwen2.5-0.5b-instruct")
+        XCTAssertEqual(data.first?["owned_by"] as? String, "tollgate-sim")
+    }
+
+    func testNonStreamChatUsageArithmetic() async throws {
+        let instance = try await self.start()
+        let response = try await self.post(instance, "/v1/chat/completions", self.chatBody(maxTokens: 5))
+        XCTAssertEqual(response.status, .ok)
+        XCTAssertEqual(response.headers.first(name: "content-length"), String(response.body.utf8.count))
+        let answer = try self.object(response.body)
+        XCTAssertEqual(answer["object"] as? String, "chat.completion")
+        XCTAssertTrue((answer["id"] as? String)?.hasPrefix("chatcmpl-") ?? false)
+        let usage = try XCTUnwrap(answer["usage"] as? [String: Int])
+        XCTAssertEqual(usage, ["prompt_tokens": 12, "completion_tokens": 5, "total_tokens": 17])
+        let choice = try XCTUnwrap((answer["choices"] as? [[String: Any]])?.first)
+        XCTAssertEqual(choice["finish_reason"] as? String, "length")
+        let content = try XCTUnwrap((choice["message"] as? [String: Any])?["content"] as? String)
+        XCTAssertEqual(content.split(separator: " ").count, 5)
+
+        // Deterministic: the same prompt gives the same text.
+        let again = try self.object(try await self.post(instance, "/v1/chat/completions", self.chatBody(maxTokens: 5)).body)
+        let againContent = ((again["choices"] as? [[String: Any]])?.first?["message"] as? [String: Any])?["content"] as? String
+        XCTAssertEqual(againContent, content)
+
+        // Without max_tokens: defaultCompletionTokens, finish_reason "stop"; array content parts count too.
+        let parts = #"{"messages":[{"role":"user","content":[{"type":"text","text":"one two"},{"type":"text","text":"three"}]}]}"#
+        let defaulted = try self.object(try await self.post(instance, "/v1/chat/completions", parts).body)
+        XCTAssertEqual(defaulted["usage"] as? [String: Int], ["prompt_tokens": 6, "completion_tokens": 16, "total_tokens": 22])
+        XCTAssertEqual((defaulted["choices"] as? [[String: Any]])?.first?["finish_reason"] as? String, "stop")
+    }
+
+    func testStreamEventsWithAndWithoutUsage() async throws {
+        let instance = try await self.start()
+        let plain = try await self.post(instance, "/v1/chat/completions", self.chatBody(maxTokens: 5, stream: true))
+        XCTAssertEqual(plain.status, .ok)
+        XCTAssertEqual(plain.headers.first(name: "content-type"), "text/event-stream")
+        XCTAssertEqual(plain.headers.first(name: "transfer-encoding"), "chunked")
+        XCTAssertEqual(plain.headers.first(name: "cache-control"), "no-cache")
+        var events = plain.events
+        XCTAssertEqual(events.count, 1 + 5 + 1 + 1)  // role, tokens, finish, [DONE]
+        XCTAssertEqual(events.last, "[DONE]")
+        XCTAssertFalse(plain.body.contains("usage"))
+        let first = try self.object(events[0])
+        XCTAssertEqual(first["object"] as? String, "chat.completion.chunk")
+        let firstDelta = (first["choices"] as? [[String: Any]])?.first?["delta"] as? [String: String]
+        XCTAssertEqual(firstDelta, ["role": "assistant", "content": ""])
+        let finish = try self.object(events[6])
+        XCTAssertEqual((finish["choices"] as? [[String: Any]])?.first?["finish_reason"] as? String, "length")
+
+        // The streamed text is the non-streamed text.
+        var streamed = ""
+        for event in events[1...5] {
+            let chunk = try self.object(event)
+            streamed += ((chunk["choices"] as? [[String: Any]])?.first?["delta"] as? [String: String])?["content"] ?? ""
+        }
+        let whole = try self.object(try await self.post(instance, "/v1/chat/completions", self.chatBody(maxTokens: 5)).body)
+        XCTAssertEqual(((whole["choices"] as? [[String: Any]])?.first?["message"] as? [String: Any])?["content"] as? String, streamed)
+
+        let withUsage = try await self.post(instance, "/v1/chat/completions", self.chatBody(maxTokens: 5, stream: true, includeUsage: true))
+        events = withUsage.events
+        XCTAssertEqual(events.count, 1 + 5 + 1 + 1 + 1)  // role, tokens, finish, usage, [DONE]
+        XCTAssertEqual(events.last, "[DONE]")
+        for event in events.dropLast(2) {
+            XCTAssertTrue(try self.object(event)["usage"] is NSNull, event)
+        }
+        let usageChunk = try self.object(events[events.count - 2])
+        XCTAssertEqual((usageChunk["choices"] as? [Any])?.count, 0)
+        XCTAssertEqual(usageChunk["usage"] as? [String: Int], ["prompt_tokens": 12, "completion_tokens": 5, "total_tokens": 17])
+    }
+
+    func testLegacyCompletionsAndEmbeddings() async throws {
+        let instance = try await self.start()
+        let completion = try self.object(
+            try await self.post(instance, "/v1/completions", #"{"model":"x","prompt":"Once upon a time","max_tokens":3}"#).body
+        )
+        XCTAssertEqual(completion["object"] as? String, "text_completion")
+        XCTAssertEqual(completion["model"] as? String, "qwen2.5-0.5b-instruct")  // unknown model: answered anyway
+        XCTAssertEqual(completion["usage"] as? [String: Int], ["prompt_tokens": 4, "completion_tokens": 3, "total_tokens": 7])
+        XCTAssertEqual(((completion["choices"] as? [[String: Any]])?.first?["text"] as? String)?.split(separator: " ").count, 3)
+
+        let stream = try await self.post(instance, "/v1/completions", #"{"prompt":["a b","c"],"max_tokens":2,"stream":true}"#)
+        XCTAssertEqual(stream.events.count, 2 + 1 + 1)  // tokens, finish, [DONE]: no role event
+        XCTAssertEqual(try self.object(stream.events[0])["object"] as? String, "text_completion")
+
+        let embeddings = try self.object(
+            try await self.post(instance, "/v1/embeddings", #"{"model":"x","input":["hello world","hi"]}"#).body
+        )
+        let data = try XCTUnwrap(embeddings["data"] as? [[String: Any]])
+        XCTAssertEqual(data.count, 2)
+        XCTAssertEqual((data[1]["embedding"] as? [Double])?.count, 8)
+        XCTAssertEqual(data[1]["index"] as? Int, 1)
+        XCTAssertEqual(embeddings["usage"] as? [String: Int], ["prompt_tokens": 3, "total_tokens": 3])
+    }
+
+    func testClientErrors() async throws {
+        let instance = try await self.start()
+        let invalid = try await self.post(instance, "/v1/chat/completions", "{not json")
+        XCTAssertEqual(invalid.status, .badRequest)
+        XCTAssertEqual((try self.object(invalid.body)["error"] as? [String: Any])?["type"] as? String, "invalid_request_error")
+        let noMessages = try await self.post(instance, "/v1/chat/completions", #"{"model":"m"}"#)
+        XCTAssertEqual(noMessages.status, .badRequest)
+        let unknown = try await self.get(instance, "/v1/nothing")
+        XCTAssertEqual(unknown.status, .notFound)
+        XCTAssertNotNil(try self.object(unknown.body)["error"])
+        let wrongMethod = try await self.get(instance, "/v1/chat/completions")
+        XCTAssertEqual(wrongMethod.status, .methodNotAllowed)
+    }
+
+    // MARK: Timing and capacity
+
+    func testTokensPerSecondSpacesTheStream() async throws {
+        let instance = try await self.start { $0.tokensPerSecond = 100 }
+        let clock = ContinuousClock()
+        let begun = clock.now
+        let response = try await self.post(instance, "/v1/chat/completions", self.chatBody(maxTokens: 10, stream: true))
+        let elapsed = clock.now - begun
+        XCTAssertEqual(response.events.count, 1 + 10 + 1 + 1)
+        XCTAssertGreaterThanOrEqual(elapsed, .milliseconds(90))  // tokens 2…10 each 10 ms after the previous one
+        let firstPart = try XCTUnwrap(response.parts.first).at
+        XCTAssertLessThan(firstPart, response.endedAt - .milliseconds(60), "the first chunk comes well before the end")
+        XCTAssertGreaterThan(response.parts.count, 5, "tokens arrive one by one")
+    }
+
+    func testTimeToFirstTokenDelaysNonStreamedAnswer() async throws {
+        let instance = try await self.start {
+            $0.timeToFirstToken = .milliseconds(50)
+            $0.tokensPerSecond = 200
+        }
+        let clock = ContinuousClock()
+        let begun = clock.now
+        let response = try await self.post(instance, "/v1/chat/completions", self.chatBody(maxTokens: 10))
+        XCTAssertEqual(response.status, .ok)
+        XCTAssertGreaterThanOrEqual(clock.now - begun, .milliseconds(100))  // 50 ms + 10 tokens / 200 tok/s
+    }
+
+    func testCapacityOneSerialisesRequests() async throws {
+        let instance = try await self.start {
+            $0.capacity = 1
+            $0.tokensPerSecond = 100
+        }
+        let body = self.chatBody(maxTokens: 10)  // 100 ms each
+        let clock = ContinuousClock()
+        let begun = clock.now
+        let group: any EventLoopGroup = self.group
+        let port = instance.port
+        async let first = TestHTTPClient.send(port: port, method: .POST, path: "/v1/chat/completions", json: body, group: group)
+        async let second = TestHTTPClient.send(port: port, method: .POST, path: "/v1/chat/completions", json: body, group: group)
+        let queued = try await self.waitForStats(instance) { _ in instance.queuedGenerations == 1 }
+        XCTAssertEqual(queued.inFlight, 2)
+        XCTAssertEqual(instance.activeGenerations, 1)
+        let (a, b) = try await (first, second)
+        XCTAssertEqual(a.status, .ok)
+        XCTAssertEqual(b.status, .ok)
+        XCTAssertGreaterThanOrEqual(clock.now - begun, .milliseconds(190))
+        XCTAssertEqual(instance.stats.inFlight, 0)
+        XCTAssertEqual(instance.activeGenerations, 0)
+    }
+
+    func testErrorRateOneAnswers500() async throws {
+        let instance = try await self.start { $0.errorRate = 1 }
+        let response = try await self.post(instance, "/v1/chat/completions", self.chatBody())
+        XCTAssertEqual(response.status, .internalServerError)
+        XCTAssertEqual(
+            response.body,
+            #"{"error":{"message":"simulated failure","type":"server_error","param":null,"code":null}}"#
+        )
+        let health = try await self.get(instance, "/healthz")
+        XCTAssertEqual(health.status, .ok)  // only generations fail
+
+        instance.update { $0.errorStatus = 503 }
+        let unavailable = try await self.post(instance, "/v1/completions", #"{"prompt":"x"}"#)
+        XCTAssertEqual(unavailable.status, .serviceUnavailable)
+        let stats = instance.stats
+        XCTAssertEqual(stats.errors, 2)
+        XCTAssertEqual(stats.generations, 0)
+    }
+
+    // MARK: Lifecycle
+
+    func testStopCutsConnectionsAndRestartServesOnTheSamePort() async throws {
+        let instance = try await self.start { $0.hang = true }
+        let port = instance.port
+        let group: any EventLoopGroup = self.group
+        // A hung process does not answer health checks.
+        async let hanging = TestHTTPClient.send(port: port, path: "/healthz", group: group)
+        _ = try await self.waitForStats(instance) { $0.inFlight == 1 }
+        XCTAssertEqual(instance.stats.inFlight, 1)
+
+        try await instance.stop()
+        XCTAssertFalse(instance.isRunning)
+        do {
+            _ = try await hanging
+            XCTFail("the hanging request should have been cut")
+        } catch is ConnectionCut {}
+        do {
+            _ = try await self.get(instance, "/healthz")
+            XCTFail("a stopped instance should refuse connections")
+        } catch {}
+        let afterStop = try await self.waitForStats(instance) { $0.inFlight == 0 }
+        XCTAssertEqual(afterStop.inFlight, 0)
+
+        instance.update { $0.hang = false }
+        try await instance.restart()
+        XCTAssertTrue(instance.isRunning)
+        XCTAssertEqual(instance.port, port)
+        let restarted = try await self.get(instance, "/healthz")
+        XCTAssertEqual(restarted.status, .ok)
+    }
+
+    func testStatsCounters() async throws {
+        let instance = try await self.start()
+        _ = try await self.get(instance, "/healthz")
+        _ = try await self.post(instance, "/v1/chat/completions", self.chatBody(maxTokens: 5))
+        _ = try await self.post(instance, "/v1/chat/completions", self.chatBody(maxTokens: 4, stream: true))
+        _ = try await self.post(instance, "/v1/embeddings", #"{"input":"a b c"}"#)
+        _ = try await self.get(instance, "/nope")
+        var stats = try await self.waitForStats(instance) { $0.requests == 5 && $0.inFlight == 0 }
+        XCTAssertEqual(
+            stats,
+            SimulatorStats(
+                requests: 5,
+                generations: 2,
+                streams: 1,
+                embeddings: 1,
+                errors: 0,
+                promptTokens: 12 + 12 + 3,
+                completionTokens: 5 + 4,
+                inFlight: 0
+            )
+        )
+
+        instance.resetStats()
+        XCTAssertEqual(instance.stats, SimulatorStats())
+
+        // A stream its client abandons counts as a generation but adds no completion tokens.
+        instance.update { $0.tokensPerSecond = 50 }
+        _ = try await self.post(instance, "/v1/chat/completions", self.chatBody(maxTokens: 50, stream: true), closeAfterFirstPart: true)
+        stats = try await self.waitForStats(instance) { $0.inFlight == 0 }
+        XCTAssertEqual(stats.streams, 1)
+        XCTAssertEqual(stats.completionTokens, 0)
+        XCTAssertEqual(stats.inFlight, 0)
+        XCTAssertEqual(instance.activeGenerations, 0)
+    }
+
+    func testFleet() async throws {
+        let fleet = try await SimulatorFleet.start(count: 3, basePort: 0, gpus: 2, configuration: SimulatorConfiguration(), group: self.group)
+        XCTAssertEqual(fleet.instances.map(\.name), ["qwen-0", "qwen-1", "qwen-2"])
+        XCTAssertEqual(fleet.instances.map(\.gpu), ["0", "1", "0"])
+        XCTAssertEqual(Set(fleet.instances.map(\.port)).count, 3)
+        let health = try await self.get(fleet.instances[2], "/healthz")
+        XCTAssertEqual(health.body, #"{"status":"ok","model":"qwen2.5-0.5b-instruct","gpu":"0"}"#)
+        try await fleet.stop()
+        XCTAssertFalse(fleet.instances.contains { $0.isRunning })
+    }
+}
