@@ -14,7 +14,7 @@ public final class HealthMonitor: Sendable {
     public let store: StateStore
     let clock: MonotonicClock
     let logger: Logger
-    private let state: NIOLoopBound<MonitorState>
+    private let state: NIOLoopBoundBox<MonitorState>
 
     final class MonitorState {
         var health: [String: InstanceHealth] = [:]
@@ -29,7 +29,7 @@ public final class HealthMonitor: Sendable {
         self.clock = clock
         self.logger = logger
         self.store = StateStore(GatewayState(table: table, availability: Array(repeating: .up, count: table.instances.count)))
-        self.state = NIOLoopBound(MonitorState(), eventLoop: eventLoop)
+        self.state = NIOLoopBoundBox.makeBoxSendingValue(MonitorState(), eventLoop: eventLoop)
         eventLoop.execute { self.install(table) }
     }
 

@@ -1,0 +1,117 @@
+import NIOCore
+import NIOHTTP1
+import TollgateDataPlane
+import TollgateCore
+import TollgateSimulator
+import XCTest
+
+final class BadInputTests: XCTestCase {
+    func testErrorsUseTheOpenAIFormatAndTheRightStatus() async throws {
+        let gw = try await GatewayFixture.start(instances: 1) { config in
+            config.limits.maxBodyBytes = 1000
+        }
+        let client = try await gw.client()
+        let key = [("authorization", "Bearer \(TestKeys.engineering)")]
+        func check(_ a: Answer, _ status: Int, _ code: String, file: StaticString = #filePath, line: UInt = #line) {
+            XCTAssertEqual(a.status, status, a.body, file: file, line: line)
+            XCTAssertEqual(a.errorCode, code, a.body, file: file, line: line)
+            let error = a.json?["error"] as? [String: Any]
+            XCTAssertNotNil(error?["message"] as? String, file: file, line: line)
+            XCTAssertTrue(error?.keys.contains("param") ?? false, file: file, line: line)
+            XCTAssertEqual(a.headers.first(name: "content-type"), "application/json", file: file, line: line)
+        }
+        check(try await client.send(.POST, "/v1/chat/completions", body: "{\"model\": \"qwen", headers: key), 400, "invalid_request")
+        check(try await client.send(.POST, "/v1/chat/completions", body: "{\"messages\":[]}", headers: key), 400, "invalid_request")
+        check(try await client.send(.POST, "/v1/chat/completions", body: "{\"model\":\"gpt-9\"}", headers: key), 404, "model_not_found")
+        check(try await client.send(.POST, "/v1/chat/completions", body: "{}"), 401, "invalid_api_key")
+        check(try await client.send(.POST, "/v1/chat/completions", body: "{}", headers: [("authorization", "Bearer tg-wrong")]), 401, "invalid_api_key")
+        check(try await client.send(.POST, "/v1/chat/completions", body: "{}", headers: [("authorization", "Basic abc")]), 401, "invalid_api_key")
+        check(try await client.send(.GET, "/v1/nothing-here"), 404, "not_found")
+        check(try await client.send(.GET, "/v1/chat/completions", headers: key), 405, "method_not_allowed")
+        // The connection survived all of that: a good request still works on it.
+        let status = try await client.chat(key: TestKeys.engineering).status; XCTAssertEqual(status, 200)
+        XCTAssertEqual(gw.instances[0].stats.generations + gw.instances[0].stats.errors, 1, "no bad request reached the instance")
+        await client.close()
+
+        let big = String(repeating: "x", count: 2000)
+        let oversize = try await gw.client()
+        check(try await oversize.send(.POST, "/v1/chat/completions", body: "{\"model\":\"\(big)\"}", headers: key), 413, "request_too_large")
+        await oversize.close()
+        await gw.stop()
+    }
+
+    func testOversizeChunkedBodyIsRefused() async throws {
+        let gw = try await GatewayFixture.start(instances: 1) { config in config.limits.maxBodyBytes = 1000 }
+        let raw = try await gw.raw()
+        let chunk = String(repeating: "a", count: 800)
+        try await raw.write("POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer \(TestKeys.engineering)\r\ntransfer-encoding: chunked\r\n\r\n")
+        try await raw.write("320\r\n\(chunk)\r\n320\r\n\(chunk)\r\n")
+        let answer = try await raw.readUntilClosed()
+        XCTAssertTrue(answer.hasPrefix("HTTP/1.1 413"), answer)
+        XCTAssertTrue(answer.contains("request_too_large"))
+        await gw.stop()
+    }
+
+    func testTooManyOrTooLargeHeadersGet431() async throws {
+        let gw = try await GatewayFixture.start(instances: 1) { config in
+            config.limits.maxHeaderCount = 20
+            config.limits.maxHeaderBytes = 4096
+        }
+        let many = try await gw.raw()
+        let headers = (0..<50).map { "x-h\($0): v\r\n" }.joined()
+        try await many.write("GET /healthz HTTP/1.1\r\nhost: x\r\n\(headers)\r\n")
+        let a = try await many.readUntilClosed()
+        XCTAssertTrue(a.hasPrefix("HTTP/1.1 431"), a)
+        XCTAssertTrue(a.contains("\"type\":\"invalid_request_error\""))
+
+        let large = try await gw.raw()
+        try await large.write("GET /healthz HTTP/1.1\r\nhost: x\r\nx-big: \(String(repeating: "b", count: 8000))\r\n\r\n")
+        let b = try await large.readUntilClosed()
+        XCTAssertTrue(b.hasPrefix("HTTP/1.1 431"), b)
+
+        let garbage = try await gw.raw()
+        try await garbage.write("HELLO\r\n\r\n")
+        let c = try await garbage.readUntilClosed()
+        XCTAssertTrue(c.hasPrefix("HTTP/1.1 400"), c)
+        await gw.stop()
+    }
+
+    /// Slow-loris: heads and bodies that trickle in byte by byte are cut off at the configured
+    /// time, while other clients are served meanwhile.
+    func testSlowClientsAreCutOffWhileOthersAreServed() async throws {
+        let gw = try await GatewayFixture.start(instances: 1) { config in
+            config.limits.headerTimeout = .milliseconds(400)
+            config.limits.bodyTimeout = .milliseconds(400)
+        }
+        let slowHead = try await gw.raw()
+        let slowBody = try await gw.raw()
+        let start = ContinuousClock.now
+        let trickle = Task {
+            let head = "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\n"
+            for byte in head { try? await slowHead.write(String(byte)); try? await Task.sleep(for: .milliseconds(30)) }
+        }
+        try await slowBody.write("POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer \(TestKeys.engineering)\r\ncontent-length: 100\r\n\r\n{\"mo")
+        // Meanwhile a normal client is served.
+        let client = try await gw.client()
+        for _ in 0..<5 { let status = try await client.chat(key: TestKeys.engineering).status; XCTAssertEqual(status, 200) }
+        let headAnswer = try await slowHead.readUntilClosed()
+        let bodyAnswer = try await slowBody.readUntilClosed()
+        let elapsed = ContinuousClock.now - start
+        trickle.cancel()
+        XCTAssertTrue(headAnswer.hasPrefix("HTTP/1.1 408"), headAnswer)
+        XCTAssertTrue(bodyAnswer.hasPrefix("HTTP/1.1 408"), bodyAnswer)
+        XCTAssertLessThan(elapsed, .seconds(2))
+        await client.close()
+        await gw.stop()
+    }
+
+    func testIdleKeepAliveConnectionIsClosed() async throws {
+        let gw = try await GatewayFixture.start(instances: 1) { config in config.limits.idleTimeout = .milliseconds(300) }
+        let raw = try await gw.raw()
+        let start = ContinuousClock.now
+        let nothing = try await raw.readUntilClosed()
+        XCTAssertEqual(nothing, "")
+        XCTAssertLessThan(ContinuousClock.now - start, .seconds(2))
+        await gw.stop()
+    }
+}
