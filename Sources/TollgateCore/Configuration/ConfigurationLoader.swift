@@ -148,6 +148,12 @@ struct Reader {
         errors.append(ConfigurationError(file: file, key: key, line: node?.mark?.line, message: message))
     }
 
+    /// An error about `key` of mapping `m`, at the line where that key is written (or the
+    /// mapping's line when the key is missing).
+    mutating func fail(_ m: MapReader, _ key: String, _ message: String) {
+        errors.append(ConfigurationError(file: m.file, key: m.keyPath(key), line: m.line(key) ?? m.line, message: message))
+    }
+
     mutating func map(_ node: Node, file: String, key: String) -> MapReader? {
         guard case .mapping(let mapping) = node else {
             fail(file, key, node, "expected a mapping of keys to values")
@@ -261,7 +267,7 @@ struct Reader {
             if let v = r.int(&m, "max_fails", min: 0) { config.health.maxFails = v }
             if let v = r.duration(&m, "fail_timeout") { config.health.failTimeout = v }
             if let v = r.string(&m, "probe_path") {
-                if !v.isEmpty && !v.hasPrefix("/") { r.fail(m.file, m.keyPath("probe_path"), nil, "must start with / (or be empty to disable probing)") }
+                if !v.isEmpty && !v.hasPrefix("/") { r.fail(m, "probe_path", "must start with / (or be empty to disable probing)") }
                 config.health.probePath = v
             }
             if let v = r.duration(&m, "probe_interval") { config.health.probeInterval = v }
@@ -293,11 +299,11 @@ struct Reader {
 
     mutating func name(_ m: inout MapReader) -> String? {
         guard let name = string(&m, "name") else {
-            fail(m.file, m.keyPath("name"), nil, "missing (every entry needs a name)")
+            fail(m, "name", "missing (every entry needs a name)")
             return nil
         }
         guard !name.isEmpty, name.allSatisfy({ $0.isLetter || $0.isNumber || "-_.".contains($0) }) else {
-            fail(m.file, m.keyPath("name"), nil, "\"\(name)\" must be letters, digits, '-', '_' or '.'")
+            fail(m, "name", "\"\(name)\" must be letters, digits, '-', '_' or '.'")
             return nil
         }
         return name
@@ -313,12 +319,12 @@ struct Reader {
                 if let s = n.scalar?.string, !s.isEmpty { models.append(s) } else { fail(file, "\(key).models[\(i)]", n, "expected a model name") }
             }
         } else {
-            fail(file, "\(key).models", nil, "missing (the model names this pool serves)")
+            fail(m, "models", "missing (the model names this pool serves)")
         }
         var policy = BalancingPolicy.roundRobin
         if let text = string(&m, "policy") {
             if let p = BalancingPolicy(rawValue: text) { policy = p } else {
-                fail(file, "\(key).policy", nil, "\"\(text)\" is not one of \(BalancingPolicy.allCases.map(\.rawValue).joined(separator: ", "))")
+                fail(m, "policy", "\"\(text)\" is not one of \(BalancingPolicy.allCases.map(\.rawValue).joined(separator: ", "))")
             }
         }
         var instances: [InstanceConfiguration] = []
@@ -327,7 +333,7 @@ struct Reader {
                 if let instance = instance(n, file: file, key: "\(key).instances[\(i)]") { instances.append(instance) }
             }
         } else {
-            fail(file, "\(key).instances", nil, "missing (the instances of this pool)")
+            fail(m, "instances", "missing (the instances of this pool)")
         }
         guard let name else { return nil }
         return PoolConfiguration(name: name, models: models, policy: policy, instances: instances)
@@ -340,9 +346,9 @@ struct Reader {
         var url: UpstreamURL?
         if let text = string(&m, "url") {
             url = UpstreamURL(parsing: text)
-            if url == nil { fail(file, "\(key).url", nil, "\"\(text)\" is not an http://host:port URL") }
+            if url == nil { fail(m, "url", "\"\(text)\" is not an http://host:port URL") }
         } else {
-            fail(file, "\(key).url", nil, "missing (e.g. http://127.0.0.1:8001)")
+            fail(m, "url", "missing (e.g. http://127.0.0.1:8001)")
         }
         let labels = stringMap(&m, "labels") ?? [:]
         let weight = int(&m, "weight", min: 1, max: 1000) ?? 1
@@ -375,7 +381,7 @@ struct Reader {
             if let weight { route.append(RouteGroup(match: match, weight: weight)) }
         }
         if !route.isEmpty && route.allSatisfy({ $0.weight == 0 }) {
-            fail(file, "\(key).route", nil, "at least one group needs a weight above 0")
+            fail(m, "route", "at least one group needs a weight above 0")
         }
         guard let name else { return nil }
         return DepartmentConfiguration(name: name, keys: keys, route: route)

@@ -1,0 +1,121 @@
+import Foundation
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+import TollgateCore
+import TollgateSimulator
+import XCTest
+
+/// The `tollgate` executable itself: `check`, and `serve` with SIGHUP reload and SIGTERM drain.
+final class CommandLineTests: XCTestCase {
+    /// The executable sits next to the test bundle in the build folder.
+    var executable: URL {
+        URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("tollgate")
+    }
+
+    var repository: URL {
+        URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+    }
+
+    func run(_ arguments: [String]) throws -> (status: Int32, out: String, err: String) {
+        let process = Process()
+        process.executableURL = executable
+        process.arguments = arguments
+        let out = Pipe(), err = Pipe()
+        process.standardOutput = out
+        process.standardError = err
+        try process.run()
+        let o = out.fileHandleForReading.readDataToEndOfFile()
+        let e = err.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return (process.terminationStatus, String(decoding: o, as: UTF8.self), String(decoding: e, as: UTF8.self))
+    }
+
+    func testCheckPrintsTheResolvedTable() throws {
+        let r = try run(["check", "--config", repository.appendingPathComponent("routes").path])
+        XCTAssertEqual(r.status, 0, r.err)
+        XCTAssertTrue(r.out.contains("qwen-0  http://127.0.0.1:8001"), r.out)
+        XCTAssertTrue(r.out.contains("customer-service (1 key)"), r.out)
+        XCTAssertTrue(r.out.contains("qwen: qwen-0 37.5%"), r.out)
+    }
+
+    func testCheckNamesFileKeyAndProblem() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("tollgate-check-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let file = dir.appendingPathComponent("bad.yaml")
+        try "pools:\n  - name: p\n    models: [m]\n    instances:\n      - {name: a, url: \"ftp://x\"}\n".write(to: file, atomically: true, encoding: .utf8)
+        let r = try run(["check", "--config", file.path])
+        XCTAssertEqual(r.status, 1)
+        XCTAssertTrue(r.err.contains("\(file.path):5: pools[0].instances[0].url: \"ftp://x\" is not an http://host:port URL"), r.err)
+    }
+
+    func testServeReloadsOnSIGHUPAndDrainsOnSIGTERM() async throws {
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        var slow = SimulatorConfiguration()
+        slow.tokensPerSecond = 10
+        let sim = try await SimulatedInstance.start(name: "s", port: 0, gpu: "0", configuration: slow, group: group)
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("tollgate-serve-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let port = try freePort(group: group)
+        func config(department: String) -> String {
+            """
+            listen: {host: 127.0.0.1, port: \(port)}
+            admin: {host: 127.0.0.1, port: 0}
+            shutdown_grace: 10s
+            pools:
+              - {name: p, models: [qwen2.5-0.5b-instruct], instances: [{name: s, url: "http://127.0.0.1:\(sim.port)"}]}
+            departments:
+              - {name: \(department), keys: [{sha256: \(KeyDigest.hex(of: TestKeys.engineering))}]}
+            """
+        }
+        try config(department: "before").write(to: dir.appendingPathComponent("g.yaml"), atomically: true, encoding: .utf8)
+        let process = Process()
+        process.executableURL = executable
+        process.arguments = ["serve", "--config", dir.path]
+        let out = Pipe()
+        process.standardOutput = out
+        process.standardError = out
+        try process.run()
+        defer { if process.isRunning { process.terminate() } }
+
+        var client: HTTPTestClient?
+        for _ in 0..<100 where client == nil {
+            client = try? await HTTPTestClient.connect(port: port, group: group)
+            if client == nil { try await Task.sleep(for: .milliseconds(50)) }
+        }
+        let c = try XCTUnwrap(client)
+        let first = try await c.chat(key: TestKeys.engineering, extra: #","max_tokens":1"#)
+        XCTAssertEqual(first.status, 200)
+
+        try config(department: "after").write(to: dir.appendingPathComponent("g.yaml"), atomically: true, encoding: .utf8)
+        kill(process.processIdentifier, SIGHUP)
+        try await Task.sleep(for: .milliseconds(500))
+
+        // SIGTERM while a 1-second stream is in flight: the stream completes, then exit 0.
+        let streaming = try await HTTPTestClient.connect(port: port, group: group)
+        let inFlight = Task { try await streaming.chat(key: TestKeys.engineering, extra: #","max_tokens":10"#, stream: true) }
+        try await Task.sleep(for: .milliseconds(200))
+        kill(process.processIdentifier, SIGTERM)
+        let answer = try await inFlight.value
+        XCTAssertEqual(answer.status, 200)
+        XCTAssertEqual(answer.events.last, "[DONE]")
+        process.waitUntilExit()
+        XCTAssertEqual(process.terminationStatus, 0)
+        let log = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        XCTAssertTrue(log.contains("configuration reloaded"), log)
+        XCTAssertTrue(log.contains("department=after"), "requests after SIGHUP are accounted to the reloaded department: \(log)")
+        await c.close()
+        await streaming.close()
+        try await sim.stop()
+        try await group.shutdownGracefully()
+    }
+
+    private func freePort(group: any EventLoopGroup) throws -> Int {
+        let channel = try ServerBootstrap(group: group).bind(host: "127.0.0.1", port: 0).wait()
+        let port = channel.localAddress!.port!
+        try channel.close().wait()
+        return port
+    }
+}
