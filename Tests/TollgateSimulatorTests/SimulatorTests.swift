@@ -186,6 +186,34 @@ final class SimulatorTests: XCTestCase {
         XCTAssertEqual(wrongMethod.status, .methodNotAllowed)
     }
 
+    func testKeepAlivePipelinedRequestsOnOneConnection() async throws {
+        let instance = try await self.start { $0.tokensPerSecond = 1000 }
+        let chat = TestRequest(method: .POST, path: "/v1/chat/completions", json: self.chatBody(maxTokens: 3, stream: true))
+        let responses = try await TestHTTPClient.send(
+            port: instance.port,
+            requests: [TestRequest(path: "/healthz"), chat, TestRequest(path: "/v1/models"), chat],
+            group: self.group
+        )
+        XCTAssertEqual(responses.map(\.status), [.ok, .ok, .ok, .ok])
+        XCTAssertEqual(responses[1].events.last, "[DONE]")
+        XCTAssertEqual(responses[3].events.count, 1 + 3 + 1 + 1)
+        XCTAssertEqual(instance.stats.requests, 4)
+    }
+
+    func testOversizedBodyIs413() async throws {
+        let instance = try await self.start()
+        let response = try await TestHTTPClient.send(
+            port: instance.port,
+            method: .POST,
+            path: "/v1/chat/completions",
+            json: "{}",
+            headers: [("content-length", String(17 * 1024 * 1024))],
+            group: self.group
+        )
+        XCTAssertEqual(response.status, .payloadTooLarge)
+        XCTAssertEqual(response.headers.first(name: "connection"), "close")
+    }
+
     // MARK: Timing and capacity
 
     func testTokensPerSecondSpacesTheStream() async throws {

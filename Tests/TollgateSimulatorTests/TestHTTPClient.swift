@@ -2,7 +2,7 @@ import NIOCore
 import NIOHTTP1
 import NIOPosix
 
-/// A test-only HTTP/1.1 client: one request per connection, every body part kept with its arrival time.
+/// A test-only HTTP/1.1 client: every body part is kept with its arrival time.
 struct TestResponse: Sendable {
     var status: HTTPResponseStatus
     var headers: HTTPHeaders
@@ -22,28 +22,43 @@ struct TestResponse: Sendable {
     }
 }
 
-/// The connection closed before the answer was complete.
+/// One request for `TestHTTPClient`.
+struct TestRequest: Sendable {
+    var method: HTTPMethod = .GET
+    var path: String
+    var json: String?
+    /// Extra headers; a `content-length` here replaces the computed one (the body is then not sent).
+    var headers: [(String, String)] = []
+}
+
+/// The connection closed before the answers were complete.
 struct ConnectionCut: Error {}
 
 enum TestHTTPClient {
-    /// Sends one request to 127.0.0.1:`port` and collects the answer; with `closeAfterFirstPart`, closes
-    /// the connection as soon as the first body part arrives and returns what it got.
+    /// Sends one request to 127.0.0.1:`port` on a new connection and collects the answer; with
+    /// `closeAfterFirstPart`, closes the connection as soon as the first body part arrives and returns what it got.
     static func send(
         port: Int,
         method: HTTPMethod = .GET,
         path: String,
         json: String? = nil,
+        headers: [(String, String)] = [],
         closeAfterFirstPart: Bool = false,
         group: any EventLoopGroup
     ) async throws -> TestResponse {
-        let promise = group.next().makePromise(of: TestResponse.self)
-        var head = HTTPRequestHead(version: .http1_1, method: method, uri: path)
-        head.headers.add(name: "host", value: "127.0.0.1:\(port)")
-        if let json {
-            head.headers.add(name: "content-type", value: "application/json")
-            head.headers.add(name: "content-length", value: String(json.utf8.count))
-        }
-        let request = head
+        let request = TestRequest(method: method, path: path, json: json, headers: headers)
+        let responses = try await self.send(port: port, requests: [request], closeAfterFirstPart: closeAfterFirstPart, group: group)
+        return responses[0]
+    }
+
+    /// Sends all `requests` at once, pipelined on one keep-alive connection, and collects their answers in order.
+    static func send(
+        port: Int,
+        requests: [TestRequest],
+        closeAfterFirstPart: Bool = false,
+        group: any EventLoopGroup
+    ) async throws -> [TestResponse] {
+        let promise = group.next().makePromise(of: [TestResponse].self)
         let channel: any Channel
         do {
             channel = try await ClientBootstrap(group: group)
@@ -51,7 +66,7 @@ enum TestHTTPClient {
                     channel.eventLoop.makeCompletedFuture {
                         try channel.pipeline.syncOperations.addHTTPClientHandlers()
                         try channel.pipeline.syncOperations.addHandler(
-                            CollectingHandler(request: request, body: json, closeAfterFirstPart: closeAfterFirstPart, promise: promise)
+                            CollectingHandler(port: port, requests: requests, closeAfterFirstPart: closeAfterFirstPart, promise: promise)
                         )
                     }
                 }
@@ -70,26 +85,38 @@ private final class CollectingHandler: ChannelInboundHandler {
     typealias InboundIn = HTTPClientResponsePart
     typealias OutboundOut = HTTPClientRequestPart
 
-    private let request: HTTPRequestHead
-    private let body: String?
+    private let port: Int
+    private let requests: [TestRequest]
     private let closeAfterFirstPart: Bool
-    private let promise: EventLoopPromise<TestResponse>
-    private var response: TestResponse?
+    private let promise: EventLoopPromise<[TestResponse]>
+    private var responses: [TestResponse] = []
+    private var current: TestResponse?
     private var done = false
 
-    init(request: HTTPRequestHead, body: String?, closeAfterFirstPart: Bool, promise: EventLoopPromise<TestResponse>) {
-        self.request = request
-        self.body = body
+    init(port: Int, requests: [TestRequest], closeAfterFirstPart: Bool, promise: EventLoopPromise<[TestResponse]>) {
+        self.port = port
+        self.requests = requests
         self.closeAfterFirstPart = closeAfterFirstPart
         self.promise = promise
     }
 
     func channelActive(context: ChannelHandlerContext) {
-        context.write(self.wrapOutboundOut(.head(self.request)), promise: nil)
-        if let body {
-            context.write(self.wrapOutboundOut(.body(.byteBuffer(ByteBuffer(string: body)))), promise: nil)
+        for request in self.requests {
+            var head = HTTPRequestHead(version: .http1_1, method: request.method, uri: request.path)
+            head.headers.add(name: "host", value: "127.0.0.1:\(self.port)")
+            let declaresLength = request.headers.contains { $0.0.lowercased() == "content-length" }
+            for (name, value) in request.headers { head.headers.add(name: name, value: value) }
+            if let json = request.json {
+                head.headers.add(name: "content-type", value: "application/json")
+                if !declaresLength { head.headers.add(name: "content-length", value: String(json.utf8.count)) }
+            }
+            context.write(self.wrapOutboundOut(.head(head)), promise: nil)
+            if let json = request.json, !declaresLength {
+                context.write(self.wrapOutboundOut(.body(.byteBuffer(ByteBuffer(string: json)))), promise: nil)
+            }
+            context.write(self.wrapOutboundOut(.end(nil)), promise: nil)
         }
-        context.writeAndFlush(self.wrapOutboundOut(.end(nil)), promise: nil)
+        context.flush()
         context.fireChannelActive()
     }
 
@@ -97,17 +124,20 @@ private final class CollectingHandler: ChannelInboundHandler {
         let now = NIODeadline.now()
         switch self.unwrapInboundIn(data) {
         case .head(let head):
-            guard head.status != .continue else { return }
-            self.response = TestResponse(status: head.status, headers: head.headers, parts: [], headAt: now, endedAt: now)
+            guard !(100..<200).contains(head.status.code) else { return }  // 1xx: the real head follows
+            self.current = TestResponse(status: head.status, headers: head.headers, parts: [], headAt: now, endedAt: now)
         case .body(let buffer):
-            self.response?.parts.append((now, String(buffer: buffer)))
-            if self.closeAfterFirstPart, let response = self.response {
-                self.finish(.success(response))
+            self.current?.parts.append((now, String(buffer: buffer)))
+            if self.closeAfterFirstPart, let current = self.current {
+                self.finish(.success(self.responses + [current]))
                 context.close(promise: nil)
             }
         case .end:
-            self.response?.endedAt = now
-            if let response = self.response { self.finish(.success(response)) }
+            guard var response = self.current else { return }
+            self.current = nil
+            response.endedAt = now
+            self.responses.append(response)
+            if self.responses.count == self.requests.count { self.finish(.success(self.responses)) }
         }
     }
 
@@ -121,7 +151,7 @@ private final class CollectingHandler: ChannelInboundHandler {
         context.close(promise: nil)
     }
 
-    private func finish(_ result: Result<TestResponse, any Error>) {
+    private func finish(_ result: Result<[TestResponse], any Error>) {
         guard !self.done else { return }
         self.done = true
         self.promise.completeWith(result)

@@ -113,7 +113,10 @@ struct StreamRenderer {
         case .text: buffer.writeString(#"{"index":0,"text":""#)
         }
         buffer.writeString(token)
-        buffer.writeString(#"","logprobs":null,"finish_reason":null}"#)
+        switch self.kind {
+        case .chat: buffer.writeString(#""},"logprobs":null,"finish_reason":null}"#)
+        case .text: buffer.writeString(#"","logprobs":null,"finish_reason":null}"#)
+        }
         buffer.writeString(self.suffix)
     }
 

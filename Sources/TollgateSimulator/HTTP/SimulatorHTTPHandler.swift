@@ -338,6 +338,7 @@ final class SimulatorHTTPHandler: ChannelInboundHandler, RemovableChannelHandler
         self.respond(version: exchange.version, keepAlive: exchange.keepAlive, status: .ok, json: json, context: context) {
             $0.generations += 1
             $0.promptTokens += request.promptTokens
+            $0.completionTokens += request.completionTokens
         }
     }
 
