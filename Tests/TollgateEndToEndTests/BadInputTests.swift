@@ -114,4 +114,40 @@ final class BadInputTests: XCTestCase {
         XCTAssertLessThan(ContinuousClock.now - start, .seconds(2))
         await gw.stop()
     }
+
+    /// curl sends `Expect: 100-continue` for bodies over 1 KiB and waits for the go-ahead.
+    func testExpectContinue() async throws {
+        let gw = try await GatewayFixture.start(instances: 1)
+        let body = #"{"model":"qwen2.5-0.5b-instruct","messages":[{"role":"user","content":"hi"}]}"#
+        let good = try await gw.raw()
+        try await good.write("POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nconnection: close\r\nauthorization: Bearer \(TestKeys.engineering)\r\nexpect: 100-continue\r\ncontent-length: \(body.utf8.count)\r\n\r\n")
+        try await Task.sleep(for: .milliseconds(100))
+        try await good.write(body)
+        let answer = try await good.readUntilClosed()
+        XCTAssertTrue(answer.hasPrefix("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK"), answer)
+
+        let refused = try await gw.raw()
+        try await refused.write("POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer nope\r\nexpect: 100-continue\r\ncontent-length: 5000\r\n\r\n")
+        let start = ContinuousClock.now
+        let no = try await refused.readUntilClosed()
+        XCTAssertTrue(no.hasPrefix("HTTP/1.1 401"), no)
+        XCTAssertLessThan(ContinuousClock.now - start, .seconds(1), "answered without waiting for the body")
+        await gw.stop()
+    }
+
+    /// Pipelined requests, one answered locally and two forwarded, come back in order.
+    func testPipelinedRequestsAreAnsweredInOrder() async throws {
+        let gw = try await GatewayFixture.start(instances: 1)
+        let raw = try await gw.raw()
+        func chat(_ id: String, close: Bool = false) -> String {
+            let body = #"{"model":"qwen2.5-0.5b-instruct","messages":[{"role":"user","content":"hi"}]}"#
+            return "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nx-request-id: \(id)\r\n\(close ? "connection: close\r\n" : "")authorization: Bearer \(TestKeys.engineering)\r\ncontent-length: \(body.utf8.count)\r\n\r\n\(body)"
+        }
+        try await raw.write(chat("first") + "GET /nowhere HTTP/1.1\r\nhost: x\r\nx-request-id: second\r\n\r\n" + chat("third", close: true))
+        let all = try await raw.readUntilClosed()
+        let ids = all.components(separatedBy: "\r\n").filter { $0.lowercased().hasPrefix("x-request-id: ") }.map { String($0.dropFirst(14)) }
+        XCTAssertEqual(ids, ["first", "second", "third"], all)
+        XCTAssertEqual(all.components(separatedBy: "HTTP/1.1 ").dropFirst().map { String($0.prefix(3)) }, ["200", "404", "200"])
+        await gw.stop()
+    }
 }

@@ -24,7 +24,8 @@ final class ConnectionGuard: ChannelDuplexHandler {
     private let idleTimeout: TimeAmount
     private let headerTimeout: TimeAmount
     private var state = State.idle
-    private var timer: Scheduled<Void>?
+    private var timer: DeadlineTimer?
+    private var headTimed = false
     private var context: ChannelHandlerContext?
 
     init(idleTimeout: TimeAmount, headerTimeout: TimeAmount) {
@@ -34,11 +35,12 @@ final class ConnectionGuard: ChannelDuplexHandler {
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
-        if context.channel.isActive { arm(idleTimeout, context: context) }
+        timer = DeadlineTimer(eventLoop: context.eventLoop) { [weak self] in self?.timedOut() }
+        if context.channel.isActive { timer?.set(.now() + idleTimeout) }
     }
 
     func channelActive(context: ChannelHandlerContext) {
-        arm(idleTimeout, context: context)
+        timer?.set(.now() + idleTimeout)
         context.fireChannelActive()
     }
 
@@ -49,31 +51,41 @@ final class ConnectionGuard: ChannelDuplexHandler {
 
     func channelInactive(context: ChannelHandlerContext) {
         timer?.cancel()
-        timer = nil
         context.fireChannelInactive()
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         if case .idle = state {
             state = .receivingHead
-            arm(headerTimeout, context: context)
+            headTimed = false
         }
         context.fireChannelRead(data)
+        // Most heads arrive whole in one read and are parsed right here; only a head still
+        // incomplete after this read gets a timer.
+        if case .receivingHead = state, !headTimed {
+            headTimed = true
+            timer?.set(.now() + headerTimeout)
+        }
     }
 
     /// The decoder produced a complete head: timing now belongs to the request.
     func requestHeadReceived() {
         if case .closing = state { return }
         state = .busy
-        timer?.cancel()
-        timer = nil
+        timer?.set(nil)
     }
 
     /// The response went out in full; the connection waits for the next request.
     func responseCompleted() {
-        guard let context, case .busy = state else { return }
+        guard case .busy = state else { return }
         state = .idle
-        arm(idleTimeout, context: context)
+        timer?.set(.now() + idleTimeout)
+    }
+
+    /// Writes bytes straight to the socket, ahead of the HTTP encoder (`100 Continue`).
+    func writeRaw(_ text: String) {
+        guard let context else { return }
+        context.writeAndFlush(wrapOutboundOut(context.channel.allocator.buffer(string: text)), promise: nil)
     }
 
     /// Writes a complete raw response (bypassing the HTTP encoder) and closes.
@@ -92,20 +104,16 @@ final class ConnectionGuard: ChannelDuplexHandler {
         }
     }
 
-    private func arm(_ timeout: TimeAmount, context: ChannelHandlerContext) {
-        timer?.cancel()
-        let loop = context.eventLoop.assumeIsolated()
-        timer = loop.scheduleTask(in: timeout) { [weak self] in
-            guard let self, let context = self.context else { return }
-            switch self.state {
-            case .idle:
-                self.state = .closing
-                context.close(promise: nil)
-            case .receivingHead:
-                self.rejectAndClose(.requestTimeout)
-            case .busy, .closing:
-                break
-            }
+    private func timedOut() {
+        guard let context else { return }
+        switch state {
+        case .idle:
+            state = .closing
+            context.close(promise: nil)
+        case .receivingHead:
+            rejectAndClose(.requestTimeout)
+        case .busy, .closing:
+            break
         }
     }
 }

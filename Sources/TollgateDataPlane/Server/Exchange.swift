@@ -21,7 +21,7 @@ final class Exchange: UpstreamDelegate {
     private let loop: LoopContext
     private let state: GatewayState
     let requestID: String
-    private let head: HTTPRequestHead
+    let head: HTTPRequestHead
     private let body: ByteBuffer
     let model: String
     let stream: Bool
@@ -35,8 +35,6 @@ final class Exchange: UpstreamDelegate {
     private var staleRetryUsed = false
     private var counted: (instance: Int, generation: Int, identity: String)?
     private var lastError: GatewayError?
-    private var tryTimer: Scheduled<Void>?
-    private var requestTimer: Scheduled<Void>?
     private var status = 0
     private var firstByte: NIODeadline?
     private var responseBytes = 0
@@ -60,11 +58,7 @@ final class Exchange: UpstreamDelegate {
 
     func start() {
         loop.counters.activeRequests.wrappingIncrement(ordering: .relaxed)
-        let timeout = TimeAmount.nanoseconds(config.timeouts.request.nanoseconds)
-        requestTimer = loop.eventLoop.assumeIsolated().scheduleTask(in: timeout) { [weak self] in
-            self?.requestTimedOut()
-            return ()
-        }
+        handler?.requestTimer?.set(received + .nanoseconds(config.timeouts.request.nanoseconds))
         tryNext()
     }
 
@@ -112,18 +106,13 @@ final class Exchange: UpstreamDelegate {
         connection.handler.delegate = self
         loop.counters.upstreamRequests.wrappingIncrement(ordering: .relaxed)
         connection.handler.send(head: upstreamHead(for: state.table.instances[instance]), body: body)
-        let timeout = TimeAmount.nanoseconds(config.timeouts.perTry.nanoseconds)
-        tryTimer = loop.eventLoop.assumeIsolated().scheduleTask(in: timeout) { [weak self] in
-            self?.tryTimedOut()
-            return ()
-        }
+        handler?.tryTimer?.set(.now() + .nanoseconds(config.timeouts.perTry.nanoseconds))
     }
 
     /// A try failed before any answer reached the client: count it against the instance,
     /// release the in-flight slot, and try another instance.
     private func attemptFailed(instance: Int, reason: String, error: GatewayError) {
-        tryTimer?.cancel()
-        tryTimer = nil
+        handler?.tryTimer?.set(nil)
         loop.counters.upstreamFailures.wrappingIncrement(ordering: .relaxed)
         let info = state.table.instances[instance]
         loop.monitor.reportFailure(identity: info.identity, name: info.name, reason: reason)
@@ -149,8 +138,7 @@ final class Exchange: UpstreamDelegate {
         switch phase {
         case .awaitingHead(let instance, let connection):
             guard case .head(let upstreamHead) = part else { return }
-            tryTimer?.cancel()
-            tryTimer = nil
+            handler?.tryTimer?.set(nil)
             let code = Int(upstreamHead.status.code)
             if code == 502 || code == 503 || code == 504 {
                 let name = state.table.instances[instance].name
@@ -176,14 +164,13 @@ final class Exchange: UpstreamDelegate {
                 responseBytes += buffer.readableBytes
                 handler?.writeResponseBody(buffer)
             case .end:
-                handler?.writeResponseEnd()
                 connection.handler.delegate = nil
                 if keepAlive {
                     connection.pool.release(connection)
                 } else {
                     connection.handler.close()
                 }
-                finish(closeClient: false, outcome: "ok")
+                finish(.complete, outcome: "ok")
             }
         default:
             break
@@ -197,8 +184,7 @@ final class Exchange: UpstreamDelegate {
     func upstreamClosed(error: (any Error)?) {
         switch phase {
         case .awaitingHead(let instance, let connection):
-            tryTimer?.cancel()
-            tryTimer = nil
+            handler?.tryTimer?.set(nil)
             if connection.served > 0 && !staleRetryUsed {
                 // A kept-alive connection the instance had already closed: not its fault.
                 staleRetryUsed = true
@@ -213,8 +199,7 @@ final class Exchange: UpstreamDelegate {
             attemptFailed(instance: instance, reason: "closed: \(error.map(describe) ?? "eof")", error: .upstreamUnavailable("\(name) closed the connection"))
         case .streaming:
             // The answer had started: the client cannot be told otherwise than by a close.
-            handler?.flush()
-            finish(closeClient: true, outcome: "upstream_closed")
+            finish(.abort, outcome: "upstream_closed")
         default:
             break
         }
@@ -232,7 +217,7 @@ final class Exchange: UpstreamDelegate {
         }
         if status == 0 { status = 499 }
         handler = nil
-        finish(closeClient: false, outcome: "client_closed")
+        finish(.abort, outcome: "client_closed")
     }
 
     func clientWritabilityChanged(_ writable: Bool) {
@@ -240,14 +225,14 @@ final class Exchange: UpstreamDelegate {
         if writable { connection.handler.resumeReading() } else { connection.handler.pauseReading() }
     }
 
-    private func tryTimedOut() {
+    func tryTimedOut() {
         guard case .awaitingHead(let instance, let connection) = phase else { return }
         connection.handler.delegate = nil
         connection.handler.close()
         attemptFailed(instance: instance, reason: "timeout", error: .upstreamTimeout)
     }
 
-    private func requestTimedOut() {
+    func requestTimedOut() {
         switch phase {
         case .connecting:
             fail(.upstreamTimeout)
@@ -258,7 +243,7 @@ final class Exchange: UpstreamDelegate {
         case .streaming(_, let connection, _):
             connection.handler.delegate = nil
             connection.handler.close()
-            finish(closeClient: true, outcome: "request_timeout")
+            finish(.abort, outcome: "request_timeout")
         case .starting, .finished:
             break
         }
@@ -269,21 +254,18 @@ final class Exchange: UpstreamDelegate {
     private func fail(_ error: GatewayError) {
         if case .finished = phase { return }
         status = error.status
-        handler?.writeError(error, head: head, requestID: requestID)
-        finish(closeClient: false, outcome: error.codeString, errorMessage: error.message)
+        finish(.error(error), outcome: error.codeString)
     }
 
-    private func finish(closeClient: Bool, outcome: String, errorMessage: String? = nil) {
+    private func finish(_ ending: GatewayHandler.Ending, outcome: String) {
         if case .finished = phase { return }
         let instance = counted.map { state.table.instances[$0.instance].name } ?? tried.last.map { state.table.instances[$0].name }
         phase = .finished
-        tryTimer?.cancel()
-        requestTimer?.cancel()
         releaseInFlight()
         loop.counters.activeRequests.wrappingDecrement(ordering: .relaxed)
         let handler = self.handler
         self.handler = nil
-        handler?.exchangeFinished(closeConnection: closeClient)
+        handler?.exchangeFinished(self, ending: ending)
         let now = NIODeadline.now()
         loop.logger.info("request", metadata: [
             "request_id": "\(requestID)",
@@ -297,7 +279,6 @@ final class Exchange: UpstreamDelegate {
             "attempts": "\(attempts)",
             "outcome": "\(outcome)",
         ])
-        _ = errorMessage
     }
 
     // MARK: Heads

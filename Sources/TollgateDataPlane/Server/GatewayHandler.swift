@@ -20,7 +20,7 @@ final class GatewayHandler: ChannelDuplexHandler {
         /// Collecting the body of a request that will be forwarded.
         case receiving(PendingRequest)
         /// Reading and dropping the body of a request already answered with `answer`.
-        case discarding(answer: LocalAnswer, close: Bool)
+        case discarding(answer: LocalAnswer, close: Bool, head: HTTPRequestHead, requestID: String)
         /// An exchange is forwarding the request and streaming the answer.
         case forwarding(Exchange)
         /// A local answer is being written.
@@ -35,7 +35,6 @@ final class GatewayHandler: ChannelDuplexHandler {
         var endpoint: Endpoint
         var body: ByteBuffer
         var started: NIODeadline
-        var bodyTimer: Scheduled<Void>?
     }
 
     enum Endpoint { case chatCompletions, completions, embeddings }
@@ -59,6 +58,20 @@ final class GatewayHandler: ChannelDuplexHandler {
     private var state = State.idle
     private(set) var context: ChannelHandlerContext?
     private var keepAlive = true
+    /// Per-connection timers, re-armed by each request without rescheduling (see `DeadlineTimer`).
+    private var bodyTimer: DeadlineTimer?
+    private(set) var requestTimer: DeadlineTimer?
+    private(set) var tryTimer: DeadlineTimer?
+
+    /// How a forwarded request's answer ends.
+    enum Ending {
+        /// The answer is complete: write the end of the response.
+        case complete
+        /// The answer broke off after it started: only a close can tell the client.
+        case abort
+        /// Nothing was sent yet: answer with this error.
+        case error(GatewayError)
+    }
 
     init(loop: LoopContext, guardHandler: ConnectionGuard, remoteAddress: String) {
         self.loop = loop
@@ -70,12 +83,22 @@ final class GatewayHandler: ChannelDuplexHandler {
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
+        bodyTimer = DeadlineTimer(eventLoop: context.eventLoop) { [weak self] in self?.bodyTimedOut() }
+        requestTimer = DeadlineTimer(eventLoop: context.eventLoop) { [weak self] in
+            if case .forwarding(let exchange) = self?.state { exchange.requestTimedOut() }
+        }
+        tryTimer = DeadlineTimer(eventLoop: context.eventLoop) { [weak self] in
+            if case .forwarding(let exchange) = self?.state { exchange.tryTimedOut() }
+        }
         loop.connections[ObjectIdentifier(self)] = self
         loop.counters.activeConnections.wrappingIncrement(ordering: .relaxed)
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
         connectionGone()
+        bodyTimer?.cancel()
+        requestTimer?.cancel()
+        tryTimer?.cancel()
         self.context = nil
     }
 
@@ -96,7 +119,7 @@ final class GatewayHandler: ChannelDuplexHandler {
             case .receiving(var pending):
                 let limit = loop.monitor.store.load().table.configuration.limits.maxBodyBytes
                 if pending.body.readableBytes + chunk.readableBytes > limit {
-                    pending.bodyTimer?.cancel()
+                    bodyTimer?.set(nil)
                     state = .responding
                     keepAlive = false
                     respond(.error(.bodyTooLarge(limit: limit)), head: pending.head, requestID: pending.requestID)
@@ -111,13 +134,13 @@ final class GatewayHandler: ChannelDuplexHandler {
         case .end:
             switch state {
             case .receiving(let pending):
-                pending.bodyTimer?.cancel()
+                bodyTimer?.set(nil)
                 state = .responding
                 dispatch(pending)
-            case .discarding(let answer, let close):
+            case .discarding(let answer, let close, let head, let requestID):
                 if close { keepAlive = false }
                 state = .responding
-                respond(answer, head: nil, requestID: nil)
+                respond(answer, head: head, requestID: requestID, log: answer.error != nil)
             default:
                 break
             }
@@ -126,7 +149,6 @@ final class GatewayHandler: ChannelDuplexHandler {
 
     func channelInactive(context: ChannelHandlerContext) {
         if case .forwarding(let exchange) = state { exchange.clientClosed() }
-        if case .receiving(let pending) = state { pending.bodyTimer?.cancel() }
         state = .closed
         connectionGone()
         context.fireChannelInactive()
@@ -172,9 +194,18 @@ final class GatewayHandler: ChannelDuplexHandler {
         let table = state.table
         let path = head.uri.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false).first.map(String.init) ?? head.uri
 
+        let expectsContinue = head.headers.first(name: "expect")?.lowercased() == "100-continue"
         func early(_ answer: LocalAnswer, close: Bool = false) {
             loop.counters.clientErrors.wrappingIncrement(ordering: .relaxed)
-            self.state = .discarding(answer: answer, close: close)
+            if expectsContinue {
+                // The client waits for our word before sending its body: answer now and close
+                // rather than wait for a body that will not come.
+                keepAlive = false
+                self.state = .responding
+                respond(answer, head: head, requestID: requestID)
+                return
+            }
+            self.state = .discarding(answer: answer, close: close, head: head, requestID: requestID)
         }
 
         let endpoint: Endpoint
@@ -184,12 +215,12 @@ final class GatewayHandler: ChannelDuplexHandler {
         case "/v1/embeddings": endpoint = .embeddings
         case "/healthz", "/health":
             guard head.method == .GET || head.method == .HEAD else { return early(.error(.methodNotAllowed(method: head.method.rawValue, path: path))) }
-            self.state = .discarding(answer: healthAnswer(state), close: false)
+            self.state = .discarding(answer: healthAnswer(state), close: false, head: head, requestID: requestID)
             return
         case "/v1/models":
             guard head.method == .GET else { return early(.error(.methodNotAllowed(method: head.method.rawValue, path: path))) }
             if case .failure(let e) = authenticate(head, table: table) { return early(.error(e)) }
-            self.state = .discarding(answer: modelsAnswer(table), close: false)
+            self.state = .discarding(answer: modelsAnswer(table), close: false, head: head, requestID: requestID)
             return
         default:
             return early(.error(.notFound(method: head.method.rawValue, path: path)))
@@ -211,16 +242,14 @@ final class GatewayHandler: ChannelDuplexHandler {
             respond(.error(.bodyTooLarge(limit: limit)), head: head, requestID: requestID)
             return
         }
+        if expectsContinue { guardHandler.writeRaw("HTTP/1.1 100 Continue\r\n\r\n") }
         let expected = head.headers.first(name: "content-length").flatMap(Int.init) ?? 0
         let body = context.channel.allocator.buffer(capacity: min(max(expected, 256), limit))
-        let timeout = TimeAmount.nanoseconds(table.configuration.limits.bodyTimeout.nanoseconds)
-        let timer = context.eventLoop.assumeIsolated().scheduleTask(in: timeout) { [weak self] in
-            self?.bodyTimedOut()
-            return ()
-        }
+        let now = NIODeadline.now()
+        bodyTimer?.set(now + .nanoseconds(table.configuration.limits.bodyTimeout.nanoseconds))
         self.state = .receiving(PendingRequest(
             head: head, requestID: requestID, department: department, endpoint: endpoint, body: body,
-            started: .now(), bodyTimer: timer))
+            started: now))
     }
 
     private func bodyTimedOut() {
@@ -287,15 +316,34 @@ final class GatewayHandler: ChannelDuplexHandler {
 
     // MARK: Writing answers
 
-    /// Called by the exchange when its answer is complete (or abandoned).
-    func exchangeFinished(closeConnection: Bool) {
-        guard case .forwarding = state else { return }
-        state = .idle
-        if closeConnection || !keepAlive {
+    /// Called by an exchange when its answer is complete, broke off, or never started.
+    ///
+    /// The connection's state is settled *before* the end of the response is written: NIO's
+    /// pipelining handler delivers a pipelined next request synchronously from that write.
+    func exchangeFinished(_ exchange: Exchange, ending: Ending) {
+        guard case .forwarding(let current) = state, current === exchange else { return }
+        requestTimer?.set(nil)
+        tryTimer?.set(nil)
+        switch ending {
+        case .error(let error):
+            state = .responding
+            respond(.error(error), head: exchange.head, requestID: exchange.requestID, log: false)
+        case .abort:
             state = .closed
+            context?.flush()
             context?.close(promise: nil)
-        } else {
-            guardHandler.responseCompleted()
+        case .complete:
+            guard let context else { return }
+            if keepAlive && !loop.draining {
+                state = .idle
+                guardHandler.responseCompleted()
+                context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+            } else {
+                state = .closed
+                context.writeAndFlush(wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { _ in
+                    context.close(promise: nil)
+                }
+            }
         }
     }
 
@@ -309,10 +357,6 @@ final class GatewayHandler: ChannelDuplexHandler {
         context?.write(wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
     }
 
-    func writeResponseEnd() {
-        context?.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
-    }
-
     func flush() { context?.flush() }
 
     var clientWritable: Bool { context?.channel.isWritable ?? false }
@@ -320,13 +364,6 @@ final class GatewayHandler: ChannelDuplexHandler {
     func closeNow() {
         state = .closed
         context?.close(promise: nil)
-    }
-
-    /// Answers a forwarded request with a gateway error (no instance could answer it).
-    func writeError(_ error: GatewayError, head: HTTPRequestHead, requestID: String) {
-        guard case .forwarding = state else { return }
-        state = .responding
-        respond(.error(error), head: head, requestID: requestID, log: false)
     }
 
     private func respond(_ answer: LocalAnswer, head: HTTPRequestHead?, requestID: String?, log: Bool = true) {
@@ -342,12 +379,12 @@ final class GatewayHandler: ChannelDuplexHandler {
         if head?.method != .HEAD {
             context.write(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(string: answer.body)))), promise: nil)
         }
-        if keepAlive {
-            context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+        if keepAlive && !loop.draining {
             if case .responding = state {
                 state = .idle
                 guardHandler.responseCompleted()
             }
+            context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
         } else {
             state = .closed
             context.writeAndFlush(wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { _ in

@@ -1,0 +1,107 @@
+/// Token usage as an instance reported it.
+public struct TokenUsage: Sendable, Equatable {
+    public var promptTokens: Int
+    public var completionTokens: Int
+    public init(promptTokens: Int, completionTokens: Int) {
+        self.promptTokens = promptTokens
+        self.completionTokens = completionTokens
+    }
+    public var totalTokens: Int { promptTokens + completionTokens }
+}
+
+/// Finds the `usage` object in an instance's answer without parsing the whole document.
+///
+/// OpenAI-compatible servers put `"usage":{"prompt_tokens":P,"completion_tokens":C,...}` at
+/// the end of a JSON answer, and in the last data event of a stream that asked for it. The
+/// scan looks for the last `"usage"` member name that is not inside a string (a prompt that
+/// quotes the word has its quotes escaped) and reads the two counters from its object.
+public enum UsageScanner {
+    public static func lastUsage(in bytes: UnsafeRawBufferPointer) -> TokenUsage? {
+        let key = Array("\"usage\"".utf8)
+        guard bytes.count >= key.count else { return nil }
+        var i = bytes.count - key.count
+        while i >= 0 {
+            if bytes[i] == UInt8(ascii: "\""), matches(bytes, at: i, key), !escaped(bytes, before: i) {
+                if let usage = readObject(bytes, from: i + key.count) { return usage }
+            }
+            i -= 1
+        }
+        return nil
+    }
+
+    public static func lastUsage(in bytes: [UInt8]) -> TokenUsage? {
+        bytes.withUnsafeBytes { lastUsage(in: $0) }
+    }
+
+    private static func matches(_ b: UnsafeRawBufferPointer, at i: Int, _ key: [UInt8]) -> Bool {
+        guard i + key.count <= b.count else { return false }
+        for k in 0..<key.count where b[i + k] != key[k] { return false }
+        return true
+    }
+
+    private static func escaped(_ b: UnsafeRawBufferPointer, before i: Int) -> Bool {
+        var n = 0
+        var j = i - 1
+        while j >= 0, b[j] == UInt8(ascii: "\\") {
+            n += 1
+            j -= 1
+        }
+        return n % 2 == 1
+    }
+
+    /// After `"usage"`: whitespace, `:`, whitespace, `{ ... }` with the counters.
+    private static func readObject(_ b: UnsafeRawBufferPointer, from start: Int) -> TokenUsage? {
+        var i = start
+        func space() { while i < b.count, b[i] == 0x20 || b[i] == 0x0A || b[i] == 0x0D || b[i] == 0x09 { i += 1 } }
+        space()
+        guard i < b.count, b[i] == UInt8(ascii: ":") else { return nil }
+        i += 1
+        space()
+        guard i < b.count, b[i] == UInt8(ascii: "{") else { return nil }
+        // The object's end: counters are flat integers, so the first '}' at depth 1 closes it
+        // (nested *_tokens_details objects are skipped by depth).
+        var depth = 0
+        var end = i
+        var inString = false
+        while end < b.count {
+            let c = b[end]
+            if inString {
+                if c == UInt8(ascii: "\\") { end += 1 } else if c == UInt8(ascii: "\"") { inString = false }
+            } else if c == UInt8(ascii: "\"") {
+                inString = true
+            } else if c == UInt8(ascii: "{") {
+                depth += 1
+            } else if c == UInt8(ascii: "}") {
+                depth -= 1
+                if depth == 0 { break }
+            }
+            end += 1
+        }
+        guard end < b.count else { return nil }
+        let object = UnsafeRawBufferPointer(rebasing: b[i...end])
+        guard let prompt = integer(after: "\"prompt_tokens\"", in: object) else { return nil }
+        let completion = integer(after: "\"completion_tokens\"", in: object) ?? 0
+        return TokenUsage(promptTokens: prompt, completionTokens: completion)
+    }
+
+    private static func integer(after name: String, in b: UnsafeRawBufferPointer) -> Int? {
+        let key = Array(name.utf8)
+        guard b.count > key.count else { return nil }
+        for i in 0...(b.count - key.count) where matches(b, at: i, key) {
+            var j = i + key.count
+            while j < b.count, b[j] == 0x20 { j += 1 }
+            guard j < b.count, b[j] == UInt8(ascii: ":") else { continue }
+            j += 1
+            while j < b.count, b[j] == 0x20 { j += 1 }
+            var value = 0
+            var digits = 0
+            while j < b.count, b[j] >= 48, b[j] <= 57, digits < 12 {
+                value = value * 10 + Int(b[j] - 48)
+                digits += 1
+                j += 1
+            }
+            return digits > 0 ? value : nil
+        }
+        return nil
+    }
+}
