@@ -1,0 +1,75 @@
+import Foundation
+import TollgateCore
+
+/// What the ledger knows about an API key (never the key itself). Times are Unix ms.
+public struct APIKeyInfo: Sendable, Equatable, Codable {
+    /// First 11 characters of the key, e.g. `tg-AbCd1234`: shown in lists and logs.
+    public var prefix: String
+    public var department: String
+    public var label: String?
+    public var createdMs: Int64
+    public var lastUsedMs: Int64?
+    /// Nil: never expires.
+    public var expiresMs: Int64?
+    /// Nil: not revoked.
+    public var revokedMs: Int64?
+
+    public init(prefix: String, department: String, label: String?, createdMs: Int64,
+                lastUsedMs: Int64?, expiresMs: Int64?, revokedMs: Int64?) {
+        self.prefix = prefix
+        self.department = department
+        self.label = label
+        self.createdMs = createdMs
+        self.lastUsedMs = lastUsedMs
+        self.expiresMs = expiresMs
+        self.revokedMs = revokedMs
+    }
+
+    public enum State: String, Sendable, Codable {
+        case active, expired, revoked
+    }
+
+    /// Whether the key works at `nowMs`; a key expires at its `expiresMs` exactly.
+    public func state(atMs nowMs: Int64) -> State {
+        if revokedMs != nil { return .revoked }
+        if let expiresMs, expiresMs <= nowMs { return .expired }
+        return .active
+    }
+}
+
+/// A key just created: `key` is shown once and stored nowhere.
+public struct CreatedKey: Sendable {
+    public let key: String
+    public let info: APIKeyInfo
+}
+
+/// A key the gateway accepts: what it loads into its in-memory table.
+public struct ActiveKey: Sendable, Equatable {
+    /// Lower-case hex SHA-256 of the key.
+    public var sha256: String
+    public var department: String
+    public var prefix: String
+    public var expiresMs: Int64?
+
+    public init(sha256: String, department: String, prefix: String, expiresMs: Int64?) {
+        self.sha256 = sha256
+        self.department = department
+        self.prefix = prefix
+        self.expiresMs = expiresMs
+    }
+
+    /// The digest as the gateway's key table holds it.
+    public var digest: KeyDigest? { KeyDigest(hex: sha256) }
+}
+
+extension Date {
+    /// Unix time in whole milliseconds.
+    var unixMs: Int64 { Int64((timeIntervalSince1970 * 1000).rounded(.down)) }
+}
+
+extension Duration {
+    /// Whole milliseconds, rounded down.
+    var wholeMilliseconds: Int64 {
+        components.seconds * 1000 + components.attoseconds / 1_000_000_000_000_000
+    }
+}

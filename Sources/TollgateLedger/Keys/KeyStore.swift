@@ -1,0 +1,135 @@
+import Foundation
+import GRDB
+import TollgateCore
+
+/// API keys in the ledger's `api_keys` table, for `tollgate keys` and the gateway.
+///
+/// A key is `tg-` followed by 43 base62 characters from 32 bytes of
+/// `SystemRandomNumberGenerator` (256 bits). Only its lower-case hex SHA-256 and its first
+/// 11 characters (the prefix, for lists and logs) are stored; the key is shown once.
+/// Times are Unix milliseconds. Every call blocks on SQLite: not from an event loop.
+public final class KeyStore: Sendable {
+    private let database: LedgerDatabase
+
+    public init(database: LedgerDatabase) {
+        self.database = database
+    }
+
+    /// Creates a key for `department`, valid for `expiresIn` (nil: until revoked).
+    public func create(department: String, label: String?, expiresIn: Duration?, now: Date = Date()) throws -> CreatedKey {
+        let department = department.trimmingCharacters(in: .whitespaces)
+        guard !department.isEmpty else { throw LedgerError.invalidDepartment(department) }
+        if let expiresIn, expiresIn <= .zero { throw LedgerError.invalidDuration("\(expiresIn)") }
+        let label = label.flatMap { $0.isEmpty ? nil : $0 }
+        let createdMs = now.unixMs
+        let expiresMs = expiresIn.map { createdMs + $0.wholeMilliseconds }
+        var attempt = 0
+        while true {
+            let key = KeyGenerator.makeKey()
+            let info = APIKeyInfo(prefix: KeyGenerator.prefix(of: key), department: department, label: label,
+                                  createdMs: createdMs, lastUsedMs: nil, expiresMs: expiresMs, revokedMs: nil)
+            do {
+                try database.pool.write { db in
+                    try db.execute(
+                        sql: """
+                            INSERT INTO api_keys (prefix, sha256, department, label, created_ms, expires_ms)
+                            VALUES (?, ?, ?, ?, ?, ?)
+                            """,
+                        arguments: [info.prefix, KeyDigest.hex(of: key), department, label, createdMs, expiresMs])
+                }
+                return CreatedKey(key: key, info: info)
+            } catch let error as DatabaseError where error.extendedResultCode == .SQLITE_CONSTRAINT_UNIQUE && attempt < 5 {
+                attempt += 1  // a prefix collision (1 in 62^8 per pair of keys): draw again
+            }
+        }
+    }
+
+    /// Every key, or one department's, ordered by department and creation time.
+    public func list(department: String? = nil) throws -> [APIKeyInfo] {
+        try database.pool.read { db in
+            let sql = "SELECT \(Self.columns) FROM api_keys"
+                + (department == nil ? "" : " WHERE department = ?")
+                + " ORDER BY department, created_ms, prefix"
+            let arguments: StatementArguments = department.map { [$0] } ?? []
+            return try Row.fetchAll(db, sql: sql, arguments: arguments).map(Self.info(from:))
+        }
+    }
+
+    /// The key with this prefix, or nil.
+    public func find(prefix: String) throws -> APIKeyInfo? {
+        try database.pool.read { db in
+            try Row.fetchOne(db, sql: "SELECT \(Self.columns) FROM api_keys WHERE prefix = ?", arguments: [prefix])
+                .map(Self.info(from:))
+        }
+    }
+
+    /// Revokes the key with this prefix; throws when there is none or it is already revoked.
+    @discardableResult
+    public func revoke(prefix: String, now: Date = Date()) throws -> APIKeyInfo {
+        try database.pool.write { db in
+            guard let row = try Row.fetchOne(
+                db, sql: "SELECT \(Self.columns) FROM api_keys WHERE prefix = ?", arguments: [prefix])
+            else { throw LedgerError.keyNotFound(prefix) }
+            var info = Self.info(from: row)
+            if let revokedMs = info.revokedMs { throw LedgerError.keyAlreadyRevoked(prefix, atMs: revokedMs) }
+            info.revokedMs = now.unixMs
+            try db.execute(sql: "UPDATE api_keys SET revoked_ms = ? WHERE prefix = ?", arguments: [info.revokedMs, prefix])
+            return info
+        }
+    }
+
+    /// The keys the gateway accepts at `now`: not revoked, not expired.
+    public func activeKeys(now: Date = Date()) throws -> [ActiveKey] {
+        try database.pool.read { db in
+            try Row.fetchAll(
+                db,
+                sql: """
+                    SELECT sha256, department, prefix, expires_ms FROM api_keys
+                    WHERE revoked_ms IS NULL AND (expires_ms IS NULL OR expires_ms > ?)
+                    ORDER BY prefix
+                    """,
+                arguments: [now.unixMs]
+            ).map { ActiveKey(sha256: $0[0], department: $0[1], prefix: $0[2], expiresMs: $0[3]) }
+        }
+    }
+
+    /// Records when keys were last used (prefix → Unix ms), in one transaction. A time
+    /// older than the one stored is ignored; unknown prefixes are ignored.
+    public func recordLastUsed(_ uses: [String: Int64]) throws {
+        guard !uses.isEmpty else { return }
+        try database.pool.write { db in
+            let statement = try db.cachedStatement(
+                sql: "UPDATE api_keys SET last_used_ms = max(coalesce(last_used_ms, 0), ?) WHERE prefix = ?")
+            for (prefix, timeMs) in uses {
+                try statement.execute(arguments: [timeMs, prefix])
+            }
+        }
+    }
+
+    /// Parses `--expires`: a positive whole number and a unit — `s`, `m`, `h`, `d` or `w`
+    /// (`90d`, `12h`, `30m`).
+    public static func parseDuration(_ text: String) throws -> Duration {
+        let trimmed = text.trimmingCharacters(in: .whitespaces)
+        guard let unit = trimmed.last, let value = Int64(trimmed.dropLast()), value > 0,
+              trimmed.dropLast().allSatisfy(\.isASCII) else { throw LedgerError.invalidDuration(text) }
+        let seconds: Int64
+        switch unit {
+        case "s": seconds = 1
+        case "m": seconds = 60
+        case "h": seconds = 3_600
+        case "d": seconds = 86_400
+        case "w": seconds = 604_800
+        default: throw LedgerError.invalidDuration(text)
+        }
+        let (total, overflow) = value.multipliedReportingOverflow(by: seconds * 1000)
+        guard !overflow else { throw LedgerError.invalidDuration(text) }
+        return .milliseconds(total)
+    }
+
+    private static let columns = "prefix, department, label, created_ms, last_used_ms, expires_ms, revoked_ms"
+
+    private static func info(from row: Row) -> APIKeyInfo {
+        APIKeyInfo(prefix: row[0], department: row[1], label: row[2], createdMs: row[3],
+                   lastUsedMs: row[4], expiresMs: row[5], revokedMs: row[6])
+    }
+}

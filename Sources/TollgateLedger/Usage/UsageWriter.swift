@@ -1,0 +1,295 @@
+import Foundation
+import GRDB
+import Logging
+
+/// Commits usage records to the ledger from one dedicated writer thread.
+///
+/// Event loops never touch SQLite: each collects its records locally and now and then hands
+/// a whole batch to `submit(_:)`, which appends it to a pending list under a lock (one lock
+/// per batch, never per record) and signals a condition variable. The writer thread — a
+/// `Thread` of its own, not a task and not an event loop — wakes when records are pending,
+/// or every `interval` otherwise, and commits up to `maxBatch` records per transaction with
+/// one cached prepared statement. While it commits, new batches pile up and go into the
+/// next transaction, so the write rate follows the load.
+///
+/// **What a crash can lose.** A record is durable once its transaction has committed.
+/// If the process crashes (or is killed with SIGKILL), the records lost are those submitted
+/// but not yet committed — at most about one batch interval (`interval`, 100 ms by default,
+/// plus the time of the transaction in progress) — plus whatever the event loops had
+/// collected but not yet submitted (their own collection interval). A graceful shutdown
+/// loses nothing: `close()` commits everything submitted first. With `synchronous = NORMAL`
+/// in WAL mode, committed transactions survive a process crash; an operating-system crash
+/// or power loss can additionally roll back the last transactions not yet synced to disk.
+///
+/// A failed write (disk full, database locked past the busy timeout) never drops the batch
+/// and never crashes: the batch is retried with exponential backoff (50 ms doubling to 5 s)
+/// and each failure is logged; records keep queueing meanwhile (watch `queueDepth`). Only
+/// a record SQLite refuses as data (a constraint violation, which a well-formed
+/// `UsageRecord` cannot cause) is logged in full and skipped, so that one bad row cannot
+/// block the ledger forever.
+public final class UsageWriter: Sendable {
+    /// The longest the writer sleeps when nothing is pending.
+    public let interval: Duration
+    /// The most records committed in one transaction.
+    public let maxBatch: Int
+    private let state: WriterState
+    private let logger: Logger
+
+    /// Starts the writer thread. Call `close()` before the process exits.
+    public init(
+        database: LedgerDatabase,
+        interval: Duration = .milliseconds(100),
+        maxBatch: Int = 2_000,
+        logger: Logger = Logger(label: "tollgate.ledger.writer")
+    ) {
+        precondition(maxBatch > 0, "maxBatch must be positive")
+        self.interval = interval
+        self.maxBatch = maxBatch
+        self.logger = logger
+        let state = WriterState()
+        self.state = state
+        let loop = WriterLoop(
+            pool: database.pool, state: state, interval: interval.seconds, maxBatch: maxBatch, logger: logger)
+        let thread = Thread { loop.run() }
+        thread.name = "tollgate-ledger-writer"
+        thread.start()
+    }
+
+    deinit {
+        // The thread holds no reference to self: let it commit what is left and exit.
+        state.condition.lock()
+        state.closing = true
+        state.condition.signal()
+        state.condition.unlock()
+    }
+
+    /// Hands a batch of records to the writer. Cheap and never blocks on SQLite: one lock,
+    /// one append, one signal. Ignored (and logged) after `close()`.
+    public func submit(_ batch: [UsageRecord]) {
+        guard !batch.isEmpty else { return }
+        state.condition.lock()
+        if state.closing {
+            state.droppedAfterClose += batch.count
+            let dropped = state.droppedAfterClose
+            state.condition.unlock()
+            logger.warning("usage records submitted after the writer was closed are ignored",
+                           metadata: ["records": "\(batch.count)", "ignored_total": "\(dropped)"])
+            return
+        }
+        state.pending.append(batch)
+        state.submitted += batch.count
+        state.condition.signal()
+        state.condition.unlock()
+    }
+
+    /// Records submitted and not yet committed.
+    public var queueDepth: Int {
+        state.withLock { $0.submitted - $0.processed }
+    }
+
+    /// Duration of the last committed transaction, in milliseconds.
+    public var lastWriteLatencyMs: Double {
+        state.withLock { $0.lastWriteLatencyMs }
+    }
+
+    /// Rows committed since the writer started.
+    public var committedRows: Int {
+        state.withLock { $0.committed }
+    }
+
+    /// Failed write attempts since the writer started (each was retried).
+    public var writeErrors: Int {
+        state.withLock { $0.writeErrors }
+    }
+
+    /// Returns once every record submitted before this call is committed. While writes
+    /// keep failing (disk full) it keeps waiting: nothing is given up.
+    public func flush() async {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            state.condition.lock()
+            let target = state.submitted
+            if state.processed >= target {
+                state.condition.unlock()
+                continuation.resume()
+                return
+            }
+            state.flushWaiters.append((target, continuation))
+            state.condition.signal()
+            state.condition.unlock()
+        }
+    }
+
+    /// Commits everything submitted, then stops the thread. Later submits are ignored and
+    /// logged. Safe to call more than once.
+    public func close() async {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            state.condition.lock()
+            state.closing = true
+            if state.finished {
+                state.condition.unlock()
+                continuation.resume()
+                return
+            }
+            state.closeWaiters.append(continuation)
+            state.condition.signal()
+            state.condition.unlock()
+        }
+    }
+}
+
+/// Everything the producers and the writer thread share, guarded by `condition`.
+final class WriterState: @unchecked Sendable {
+    let condition = NSCondition()
+    var pending: [[UsageRecord]] = []
+    /// Records accepted by `submit`, since the start.
+    var submitted = 0
+    /// Records the writer is done with: committed, or skipped as refused data.
+    var processed = 0
+    var committed = 0
+    var lastWriteLatencyMs = 0.0
+    var writeErrors = 0
+    var droppedAfterClose = 0
+    var closing = false
+    var finished = false
+    var flushWaiters: [(target: Int, continuation: CheckedContinuation<Void, Never>)] = []
+    var closeWaiters: [CheckedContinuation<Void, Never>] = []
+
+    func withLock<T>(_ body: (WriterState) -> T) -> T {
+        condition.lock()
+        defer { condition.unlock() }
+        return body(self)
+    }
+}
+
+/// The body of the writer thread.
+private struct WriterLoop: Sendable {
+    let pool: DatabasePool
+    let state: WriterState
+    let interval: TimeInterval
+    let maxBatch: Int
+    let logger: Logger
+
+    func run() {
+        var chunk: [UsageRecord] = []
+        chunk.reserveCapacity(maxBatch)
+        while true {
+            state.condition.lock()
+            if state.pending.isEmpty && !state.closing {
+                _ = state.condition.wait(until: Date(timeIntervalSinceNow: interval))
+            }
+            let taken = state.pending
+            state.pending = []
+            let exit = taken.isEmpty && state.closing
+            state.condition.unlock()
+            if exit { break }
+
+            for batch in taken {
+                for record in batch {
+                    chunk.append(record)
+                    if chunk.count == maxBatch {
+                        commit(chunk)
+                        chunk.removeAll(keepingCapacity: true)
+                    }
+                }
+            }
+            if !chunk.isEmpty {
+                commit(chunk)
+                chunk.removeAll(keepingCapacity: true)
+            }
+        }
+        state.condition.lock()
+        state.finished = true
+        let waiters = state.closeWaiters + state.flushWaiters.map(\.continuation)
+        state.closeWaiters = []
+        state.flushWaiters = []
+        state.condition.unlock()
+        for waiter in waiters { waiter.resume() }
+    }
+
+    /// Commits `records` in one transaction, retrying until it succeeds.
+    private func commit(_ records: [UsageRecord]) {
+        var attempt = 0
+        while true {
+            let start = ContinuousClock.now
+            do {
+                try insert(records)
+                let elapsed = (ContinuousClock.now - start).seconds * 1000
+                if attempt > 0 {
+                    logger.notice("usage writes recovered", metadata: ["rows": "\(records.count)", "attempts": "\(attempt + 1)"])
+                }
+                didProcess(committed: records.count, skipped: 0, latencyMs: elapsed)
+                return
+            } catch {
+                attempt += 1
+                state.withLock { $0.writeErrors += 1 }
+                if Self.isRefusedData(error) {
+                    commitOneByOne(records)
+                    return
+                }
+                let delay = min(0.05 * Double(1 << min(attempt - 1, 7)), 5.0)
+                logger.error("usage write failed; the batch is kept and retried", metadata: [
+                    "rows": "\(records.count)", "attempt": "\(attempt)",
+                    "retry_in_ms": "\(Int(delay * 1000))", "error": "\(error)",
+                ])
+                Thread.sleep(forTimeInterval: delay)
+            }
+        }
+    }
+
+    /// A batch SQLite refused as data: commit the good rows, log and skip the bad ones.
+    private func commitOneByOne(_ records: [UsageRecord]) {
+        for record in records {
+            let start = ContinuousClock.now
+            do {
+                try insert([record])
+                didProcess(committed: 1, skipped: 0, latencyMs: (ContinuousClock.now - start).seconds * 1000)
+            } catch where Self.isRefusedData(error) {
+                logger.error("usage record refused by SQLite and skipped", metadata: [
+                    "error": "\(error)", "record": "\(record)",
+                ])
+                didProcess(committed: 0, skipped: 1, latencyMs: nil)
+            } catch {
+                commit([record])  // an I/O error again: back to retrying
+            }
+        }
+    }
+
+    private func insert(_ records: [UsageRecord]) throws {
+        try pool.write { db in
+            let statement = try db.cachedStatement(sql: UsageRecord.insertSQL)
+            for record in records {
+                statement.setUncheckedArguments(record.statementArguments)
+                try statement.execute()
+            }
+        }
+    }
+
+    private func didProcess(committed: Int, skipped: Int, latencyMs: Double?) {
+        state.condition.lock()
+        state.committed += committed
+        state.processed += committed + skipped
+        if let latencyMs { state.lastWriteLatencyMs = latencyMs }
+        let processed = state.processed
+        var ready: [CheckedContinuation<Void, Never>] = []
+        state.flushWaiters.removeAll { waiter in
+            guard waiter.target <= processed else { return false }
+            ready.append(waiter.continuation)
+            return true
+        }
+        state.condition.unlock()
+        for continuation in ready { continuation.resume() }
+    }
+
+    private static func isRefusedData(_ error: any Error) -> Bool {
+        guard let error = error as? DatabaseError else { return false }
+        return error.resultCode == .SQLITE_CONSTRAINT || error.resultCode == .SQLITE_MISMATCH
+            || error.resultCode == .SQLITE_TOOBIG
+    }
+}
+
+extension Duration {
+    /// The duration in seconds, as a `TimeInterval`.
+    var seconds: Double {
+        Double(components.seconds) + Double(components.attoseconds) / 1e18
+    }
+}

@@ -1,0 +1,100 @@
+import Foundation
+import GRDB
+import TollgateLedger
+import XCTest
+
+final class UsageWriterTests: LedgerTestCase {
+    func testRecordsFromFourThreadsAreAllCommitted() async throws {
+        let ledger = try openLedger()
+        let writer = UsageWriter(database: ledger)
+        let perThread = 5_000
+        let done = DispatchGroup()
+        for t in 0..<4 {
+            done.enter()
+            Thread {
+                var batch: [UsageRecord] = []
+                for i in 0..<perThread {
+                    batch.append(record(Int64(1_000_000 + i), "dept-\(t)", prompt: i % 97, completion: t + 1))
+                    if batch.count == 137 {  // an event loop's collection, handed over whole
+                        writer.submit(batch)
+                        batch.removeAll()
+                    }
+                }
+                writer.submit(batch)
+                done.leave()
+            }.start()
+        }
+        await withCheckedContinuation { continuation in
+            done.notify(queue: .global()) { continuation.resume() }
+        }
+        await writer.flush()
+
+        XCTAssertEqual(writer.queueDepth, 0)
+        XCTAssertEqual(writer.committedRows, 20_000)
+        XCTAssertGreaterThan(writer.lastWriteLatencyMs, 0)
+        let (rows, prompt, completion) = try totals()
+        let expectedPrompt = 4 * (0..<perThread).reduce(0) { $0 + $1 % 97 }
+        XCTAssertEqual(rows, 20_000)
+        XCTAssertEqual(prompt, expectedPrompt)
+        XCTAssertEqual(completion, perThread * (1 + 2 + 3 + 4))
+        let sums = try Reports.tokenSumsByDepartment(database: ledger, since: 0)
+        XCTAssertEqual(sums.values.reduce(0) { $0 + $1.tokens }, expectedPrompt + completion)
+        XCTAssertEqual(sums["dept-2"]?.requests, perThread)
+        await writer.close()
+    }
+
+    func testCloseCommitsEverythingAndIgnoresLaterSubmits() async throws {
+        let ledger = try openLedger()
+        let writer = UsageWriter(database: ledger, interval: .seconds(5), maxBatch: 300)
+        for i in 0..<10 {
+            writer.submit((0..<500).map { record(Int64(i * 500 + $0), "sales") })
+        }
+        await writer.close()
+        XCTAssertEqual(writer.committedRows, 5_000)
+        writer.submit([record(1, "sales")])
+        await writer.close()
+        await writer.flush()
+        XCTAssertEqual(try count(ledger), 5_000)
+        XCTAssertEqual(writer.queueDepth, 0)
+    }
+
+    func testAFailingWriteIsRetriedAndNothingIsLost() async throws {
+        let ledger = try openLedger()
+        let writer = UsageWriter(database: ledger, interval: .milliseconds(10))
+        let other = try DatabaseQueue(path: path("ledger.sqlite"))
+        // A real failure: the table is gone while the writer writes.
+        try await other.write { db in try db.execute(sql: "ALTER TABLE usage RENAME TO usage_away") }
+        writer.submit((0..<50).map { record(Int64($0), "ops") })
+        let deadline = Date().addingTimeInterval(5)
+        while writer.writeErrors < 2 && Date() < deadline { try await Task.sleep(for: .milliseconds(20)) }
+        XCTAssertGreaterThanOrEqual(writer.writeErrors, 2)
+        XCTAssertEqual(writer.queueDepth, 50)
+        try await other.write { db in try db.execute(sql: "ALTER TABLE usage_away RENAME TO usage") }
+        await writer.flush()
+        XCTAssertEqual(try count(ledger), 50)
+        XCTAssertEqual(writer.committedRows, 50)
+        await writer.close()
+    }
+
+    func testRecordsRoundTrip() async throws {
+        let ledger = try openLedger()
+        let original = UsageRecord(
+            timeMs: 1_793_491_200_123, requestID: "req-1", department: "legal", keyPrefix: "tg-AbCd1234",
+            model: "m", endpoint: "embeddings", instance: nil, status: 503, promptTokens: nil,
+            completionTokens: nil, latencyMs: 12.5, ttftMs: 3.25, cache: .bypass, stream: true,
+            cacheKey: "k", promptPreview: "hello", reservedTokens: 42, replica: "r2")
+        await insert([original], into: ledger)
+        XCTAssertEqual(try Reports.recentErrors(database: ledger, limit: 5), [original])
+    }
+
+    private func totals() throws -> (Int, Int, Int) {
+        try DatabaseQueue(path: path("ledger.sqlite")).read { db in
+            let row = try Row.fetchOne(db, sql: "SELECT count(*), sum(prompt_tokens), sum(completion_tokens) FROM usage")!
+            return (row[0] as Int, row[1] as Int, row[2] as Int)
+        }
+    }
+
+    private func count(_ ledger: LedgerDatabase) throws -> Int {
+        try DatabaseQueue(path: path("ledger.sqlite")).read { db in try Int.fetchOne(db, sql: "SELECT count(*) FROM usage")! }
+    }
+}
