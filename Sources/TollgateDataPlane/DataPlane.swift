@@ -22,7 +22,12 @@ public final class DataPlane: Sendable {
     /// - Parameters:
     ///   - table: the routing table to start with.
     ///   - clock: monotonic nanoseconds; tests may inject their own.
-    public init(table: RoutingTable, logger: Logger, clock: @escaping MonotonicClock = { NIODeadline.now().uptimeNanoseconds }) {
+    public let usageSink: UsageSink?
+    private let flushTasks = NIOLockedValueBox<[RepeatedTask]>([])
+
+    public init(table: RoutingTable, logger: Logger, usageSink: UsageSink? = nil,
+                clock: @escaping MonotonicClock = { NIODeadline.now().uptimeNanoseconds }) {
+        self.usageSink = usageSink
         let loops = table.configuration.eventLoops > 0 ? table.configuration.eventLoops : System.coreCount
         self.group = MultiThreadedEventLoopGroup(numberOfThreads: loops)
         self.logger = logger
@@ -41,13 +46,31 @@ public final class DataPlane: Sendable {
             let loopCount = all.count
             // Build each context on its own loop: NIOLoopBound checks it.
             let bound = try! loop.submit {
-                NIOLoopBound(LoopContext(eventLoop: loop, index: i, loopCount: loopCount, monitor: monitor, counters: c, logger: loopLogger, clock: clock), eventLoop: loop)
+                NIOLoopBound(LoopContext(eventLoop: loop, index: i, loopCount: loopCount, monitor: monitor, counters: c, logger: loopLogger,
+                                         clock: clock, usageSink: usageSink), eventLoop: loop)
             }.wait()
             contexts[ObjectIdentifier(loop)] = bound
         }
         self.contexts = contexts
         self.counters = counters
         self.generation.withLockedValue { $0 = table.generation }
+        if usageSink != nil {
+            // Each loop hands its usage records to the ledger's writer every 100 ms.
+            var tasks: [RepeatedTask] = []
+            for bound in contexts.values {
+                tasks.append(bound.eventLoop.scheduleRepeatedTask(initialDelay: .milliseconds(100), delay: .milliseconds(100)) { _ in
+                    bound.value.flushUsage()
+                })
+            }
+            flushTasks.withLockedValue { $0 = tasks }
+        }
+    }
+
+    /// Hands every loop's pending usage records to the writer (shutdown, tests).
+    public func flushUsage() async {
+        for bound in contexts.values {
+            try? await bound.eventLoop.submit { bound.value.flushUsage() }.get()
+        }
     }
 
     /// The current routing snapshot.
@@ -141,6 +164,8 @@ public final class DataPlane: Sendable {
                 loop.closeIdleUpstreams()
             }.get()
         }
+        for task in flushTasks.withLockedValue({ $0 }) { task.cancel() }
+        await flushUsage()
         monitor.stop()
         try? await group.shutdownGracefully()
     }

@@ -8,10 +8,13 @@ import UnixSignals
 import TollgateControlPlane
 import TollgateCore
 import TollgateDataPlane
+import TollgateLedger
 
 /// Both planes, configuration reload and graceful shutdown: what `tollgate serve` runs.
 public final class Gateway: Sendable {
     public let dataPlane: DataPlane
+    /// The usage ledger and key store; nil for a gateway started without one (tests).
+    public let ledger: Ledger?
     public let configPath: String?
     let logger: Logger
     let overrides: Overrides
@@ -39,13 +42,17 @@ public final class Gateway: Sendable {
 
     /// - Parameter configPath: where `reload()` re-reads the configuration from; `nil` for a
     ///   gateway built from an in-memory configuration (tests).
-    public init(configuration: GatewayConfiguration, configPath: String?, overrides: Overrides = Overrides(), logger: Logger) {
+    public init(configuration: GatewayConfiguration, configPath: String?, overrides: Overrides = Overrides(),
+                ledger: LedgerSettings? = nil, logger: Logger) throws {
         var config = configuration
         overrides.apply(to: &config)
-        self.dataPlane = DataPlane(table: RoutingTable(configuration: config), logger: logger)
+        let ledger = try ledger.map { try Ledger(settings: $0, logger: logger) }
+        self.ledger = ledger
+        self.dataPlane = DataPlane(table: RoutingTable(configuration: config), logger: logger, usageSink: ledger?.sink)
         self.configPath = configPath
         self.overrides = overrides
         self.logger = logger
+        if let ledger { try ledger.startKeyRefresh(into: dataPlane) }
     }
 
     /// Re-reads the configuration file, validates it and swaps the routing table. A bad file is
@@ -86,6 +93,10 @@ public final class Gateway: Sendable {
             gracefulShutdownSignals: [.sigterm, .sigint],
             logger: logger))
         try await group.run()
+        if let ledger {
+            await ledger.close()
+            logger.notice("ledger flushed", metadata: ["rows_written": "\(ledger.writer.committedRows)"])
+        }
         logger.notice("stopped")
     }
 

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import Logging
 import TollgateCore
+import TollgateLedger
 import TollgateServer
 
 @main
@@ -9,7 +10,7 @@ struct Tollgate: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "tollgate",
         abstract: "An OpenAI-compatible gateway for a pool of LLM inference instances.",
-        subcommands: [Serve.self, Check.self, Simulate.self, HashKey.self],
+        subcommands: [Serve.self, Check.self, Keys.self, Report.self, Migrate.self, Simulate.self, HashKey.self],
         defaultSubcommand: Serve.self)
 }
 
@@ -39,7 +40,8 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Data-plane port (overrides listen.port).") var port: Int?
     @Option(help: "Control-plane address (overrides admin.host).") var adminHost: String?
     @Option(help: "Control-plane port (overrides admin.port).") var adminPort: Int?
-    @Option(help: "Usage ledger, a SQLite file (env TOLLGATE_DATABASE). Used by the ledger once it lands.") var database: String?
+    @OptionGroup var ledger: LedgerOptions
+    @Option(help: "Name of this replica, written into every ledger row (default: the host name).") var replica: String?
     @Option(help: "Redis URL redis://[:password@]host:port/db (env TOLLGATE_REDIS_URL). Used by the cache once it lands.") var redis: String?
     @Option(help: "trace, debug, info, notice, warning, error (env TOLLGATE_LOG_LEVEL; default info).") var logLevel: String?
 
@@ -54,7 +56,16 @@ struct Serve: AsyncParsableCommand {
             throw ExitCode(2)
         }
         let overrides = Gateway.Overrides(host: host, port: port, adminHost: adminHost, adminPort: adminPort)
-        let gateway = Gateway(configuration: config, configPath: path, overrides: overrides, logger: logger)
+        let settings = LedgerSettings(
+            databasePath: ledger.databasePath, migrationsDirectory: try ledger.migrationsDirectory(),
+            replica: replica ?? ProcessInfo.processInfo.hostName)
+        let gateway: Gateway
+        do {
+            gateway = try Gateway(configuration: config, configPath: path, overrides: overrides, ledger: settings, logger: logger)
+        } catch {
+            FileHandle.standardError.write(Data("tollgate: cannot open the ledger \(settings.databasePath)\n\(error)\n".utf8))
+            throw ExitCode(2)
+        }
         try await gateway.run { data, admin in
             logger.notice("ready", metadata: ["data_plane": "\(data)", "control_plane": "\(admin)", "config": "\(path)"])
         }

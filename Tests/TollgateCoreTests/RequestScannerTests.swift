@@ -43,4 +43,20 @@ final class RequestScannerTests: XCTestCase {
         let ok = "{\"a\":" + String(repeating: "[", count: 100) + String(repeating: "]", count: 100) + "}"
         XCTAssertNoThrow(try scan(ok))
     }
+
+    func testPicksWhatPolicyNeeds() throws {
+        let body = #"{"model":"m","messages":[{"role":"user","content":"hi"}],"stream":true,"stream_options":{"x":[1],"include_usage":true},"max_tokens":64,"temperature":0,"seed":7}"#
+        let s = try scan(body)
+        XCTAssertTrue(s.includeUsage)
+        XCTAssertEqual(s.maxTokens, 64)
+        XCTAssertEqual(s.temperature, 0)
+        XCTAssertTrue(s.hasSeed)
+        let range = try XCTUnwrap(s.promptRange)
+        XCTAssertEqual(String(decoding: Array(body.utf8)[range], as: UTF8.self), #"[{"role":"user","content":"hi"}]"#)
+        let other = try scan(#"{"model":"m","prompt":"x","stream_options":{"include_usage":false},"max_tokens":5,"max_completion_tokens":9,"temperature":0.7,"seed":null}"#)
+        XCTAssertFalse(other.includeUsage)
+        XCTAssertEqual(other.maxTokens, 9)
+        XCTAssertEqual(other.temperature, 0.7)
+        XCTAssertFalse(other.hasSeed)
+    }
 }

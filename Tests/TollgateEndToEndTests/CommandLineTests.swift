@@ -73,7 +73,8 @@ final class CommandLineTests: XCTestCase {
         try config(department: "before").write(to: dir.appendingPathComponent("g.yaml"), atomically: true, encoding: .utf8)
         let process = Process()
         process.executableURL = executable
-        process.arguments = ["serve", "--config", dir.path]
+        process.arguments = ["serve", "--config", dir.path, "--database", dir.appendingPathComponent("ledger.sqlite").path,
+                             "--migrations", repository.appendingPathComponent("migrations").path]
         let out = Pipe()
         process.standardOutput = out
         process.standardError = out

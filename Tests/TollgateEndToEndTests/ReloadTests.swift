@@ -46,7 +46,7 @@ final class ReloadTests: XCTestCase {
 
         var logger = Logger(label: "test")
         logger.logLevel = .critical
-        let gateway = Gateway(configuration: try ConfigurationLoader.load(path: dir.path), configPath: dir.path, logger: logger)
+        let gateway = try Gateway(configuration: try ConfigurationLoader.load(path: dir.path), configPath: dir.path, logger: logger)
         let port = try await gateway.dataPlane.start().port!
         let client = try await HTTPTestClient.connect(port: port, group: group)
         func burst(_ n: Int) async throws {

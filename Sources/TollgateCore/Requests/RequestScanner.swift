@@ -4,6 +4,16 @@ public struct RequestSummary: Sendable, Equatable {
     public var model: String?
     /// The top-level `stream` flag (`false` when absent).
     public var stream: Bool
+    /// `stream_options.include_usage` is `true`.
+    public var includeUsage = false
+    /// `max_completion_tokens`, else `max_tokens`, when given as a whole number.
+    public var maxTokens: Int?
+    /// `temperature` when given as a number.
+    public var temperature: Double?
+    /// A non-null `seed` was given.
+    public var hasSeed = false
+    /// Byte range of the `messages` value (chat), or of `prompt`/`input` (completions, embeddings).
+    public var promptRange: Range<Int>?
 
     public init(model: String?, stream: Bool) {
         self.model = model
@@ -90,6 +100,28 @@ private struct Parser {
                         throw RequestBodyError(message: "'model' must be a string.", param: "model")
                     }
                     summary.model = try string(capture: true)
+                } else if name == "stream_options" {
+                    let start = i
+                    try value()
+                    summary.includeUsage = Self.flag("include_usage", in: UnsafeRawBufferPointer(rebasing: bytes[start..<i]))
+                } else if name == "max_tokens" || name == "max_completion_tokens" {
+                    let start = i
+                    try value()
+                    if let n = Int(String(decoding: UnsafeRawBufferPointer(rebasing: bytes[start..<i]), as: UTF8.self)) {
+                        if name == "max_completion_tokens" || summary.maxTokens == nil { summary.maxTokens = n }
+                    }
+                } else if name == "temperature" {
+                    let start = i
+                    try value()
+                    summary.temperature = Double(String(decoding: UnsafeRawBufferPointer(rebasing: bytes[start..<i]), as: UTF8.self))
+                } else if name == "seed" {
+                    let start = i
+                    try value()
+                    summary.hasSeed = !UnsafeRawBufferPointer(rebasing: bytes[start..<i]).elementsEqual("null".utf8)
+                } else if name == "messages" || name == "prompt" || name == "input" {
+                    let start = i
+                    try value()
+                    summary.promptRange = start..<i
                 } else if name == "stream" {
                     let start = i
                     try value()
@@ -110,6 +142,27 @@ private struct Parser {
         skipSpace()
         guard i == bytes.count else { throw invalid("unexpected data after the JSON object") }
         return summary
+    }
+
+    /// `"name": true` directly inside the object `bytes` (an already validated JSON value).
+    static func flag(_ name: String, in bytes: UnsafeRawBufferPointer) -> Bool {
+        guard bytes.first == UInt8(ascii: "{") else { return false }
+        var p = Parser(bytes: bytes)
+        p.i = 1
+        while true {
+            p.skipSpace()
+            guard p.i < bytes.count, bytes[p.i] == UInt8(ascii: "\"") else { return false }
+            guard let key = try? p.string(capture: true) else { return false }
+            p.skipSpace()
+            p.i += 1  // ':'
+            p.skipSpace()
+            let start = p.i
+            guard (try? p.value()) != nil else { return false }
+            if key == name { return UnsafeRawBufferPointer(rebasing: bytes[start..<p.i]).elementsEqual("true".utf8) }
+            p.skipSpace()
+            guard p.i < bytes.count, bytes[p.i] == UInt8(ascii: ",") else { return false }
+            p.i += 1
+        }
     }
 
     mutating func value() throws(RequestBodyError) {

@@ -3,6 +3,7 @@ import NIOCore
 import NIOHTTP1
 import NIOPosix
 import TollgateCore
+import TollgateLedger
 
 /// Owns every instance's `InstanceHealth` on one event loop, runs the active probes, receives
 /// passive failure reports from the data-plane loops, and publishes `GatewayState` snapshots.
@@ -21,6 +22,8 @@ public final class HealthMonitor: Sendable {
         var probeTask: RepeatedTask?
         var probing: Set<String> = []
         var stopped = false
+        var activeKeys: [ActiveKey] = []
+        var keyTable = KeyTable.empty
     }
 
     /// Publishes the initial snapshot for `table` at once.
@@ -63,8 +66,28 @@ public final class HealthMonitor: Sendable {
             }
             let reschedule = self.store.load().table.configuration.health != table.configuration.health || s.probeTask == nil
             s.health = health
+            s.keyTable = KeyTable(table: table, keys: s.activeKeys)
             self.publish(table: table)
             if reschedule && s.probeTask != nil { self.reschedule() }
+        }
+    }
+
+    /// Swaps in the ledger's active keys (after `keys create`/`revoke`). Returns once the new
+    /// snapshot is published, so that a revocation answered by the admin API is in force.
+    @discardableResult
+    public func installKeys(_ keys: [ActiveKey]) -> EventLoopFuture<KeyTable> {
+        eventLoop.submit {
+            let s = self.state.value
+            s.activeKeys = keys
+            let table = self.store.load().table
+            s.keyTable = KeyTable(table: table, keys: keys)
+            if !s.keyTable.unknownDepartments.isEmpty {
+                self.logger.warning("keys of departments not in the configuration are ignored", metadata: [
+                    "departments": "\(s.keyTable.unknownDepartments.sorted().joined(separator: ","))",
+                ])
+            }
+            self.publish(table: table)
+            return s.keyTable
         }
     }
 
@@ -96,7 +119,7 @@ public final class HealthMonitor: Sendable {
             guard let h = s.health[inst.identity] else { return .up }
             return Availability(probeUp: h.probeUp, ejectedUntil: h.ejectedUntil ?? 0)
         }
-        store.store(GatewayState(table: table, availability: availability))
+        store.store(GatewayState(table: table, availability: availability, keys: s.keyTable))
     }
 
     private func reschedule() {

@@ -3,6 +3,7 @@ import Logging
 import NIOCore
 import NIOHTTP1
 import TollgateCore
+import TollgateLedger
 
 /// Forwards one request to an instance and streams the answer back, all on the connection's
 /// event loop. Tries instances until one answers, within the attempt limit; once the first
@@ -28,6 +29,13 @@ final class Exchange: UpstreamDelegate {
     let department: Int
     let pool: Int
     private let received: NIODeadline
+    private let caller: GatewayHandler.Caller
+    private let endpoint: GatewayHandler.Endpoint
+    private let summary: RequestSummary
+    /// The gateway asked the instance for stream usage that the client did not ask for.
+    private let injectedUsage: Bool
+    private var usageFilter = InjectedUsageFilter()
+    private var tail = ResponseTail()
 
     private var phase = Phase.starting
     private var tried: [Int] = []
@@ -37,21 +45,28 @@ final class Exchange: UpstreamDelegate {
     private var lastError: GatewayError?
     private var status = 0
     private var firstByte: NIODeadline?
+    private var firstChunk: NIODeadline?
     private var responseBytes = 0
 
     init(handler: GatewayHandler, loop: LoopContext, state: GatewayState, requestID: String, head: HTTPRequestHead,
-         body: ByteBuffer, model: String, stream: Bool, department: Int, pool: Int, received: NIODeadline) {
+         body: ByteBuffer, model: String, summary: RequestSummary, caller: GatewayHandler.Caller,
+         endpoint: GatewayHandler.Endpoint, pool: Int, received: NIODeadline) {
         self.handler = handler
         self.loop = loop
         self.state = state
         self.requestID = requestID
         self.head = head
-        self.body = body
         self.model = model
-        self.stream = stream
-        self.department = department
+        self.stream = summary.stream
+        self.department = caller.department
+        self.caller = caller
+        self.endpoint = endpoint
+        self.summary = summary
         self.pool = pool
         self.received = received
+        // Usage is metered from the instance's own count; a stream reports it only when asked.
+        self.injectedUsage = summary.stream && !summary.includeUsage && endpoint != .embeddings && loop.usageSink != nil
+        self.body = injectedUsage ? bodyAskingForUsage(body) : body
     }
 
     private var config: GatewayConfiguration { state.table.configuration }
@@ -162,8 +177,15 @@ final class Exchange: UpstreamDelegate {
                 break
             case .body(let buffer):
                 responseBytes += buffer.readableBytes
-                handler?.writeResponseBody(buffer)
+                if firstChunk == nil { firstChunk = .now() }
+                if injectedUsage && status == 200 {
+                    if let forward = usageFilter.filter(buffer) { handler?.writeResponseBody(forward) }
+                } else {
+                    if loop.usageSink != nil { tail.append(buffer) }
+                    handler?.writeResponseBody(buffer)
+                }
             case .end:
+                if injectedUsage, let rest = usageFilter.remainder() { handler?.writeResponseBody(rest) }
                 connection.handler.delegate = nil
                 if keepAlive {
                     connection.pool.release(connection)
@@ -267,6 +289,16 @@ final class Exchange: UpstreamDelegate {
         self.handler = nil
         handler?.exchangeFinished(self, ending: ending)
         let now = NIODeadline.now()
+        if loop.usageSink != nil {
+            let usage = injectedUsage ? usageFilter.usage : tail.usage()
+            let latency = Double((now - received).nanoseconds) / 1e6
+            loop.record(UsageRecord(
+                timeMs: wallClockMs() - Int64(latency), requestID: requestID, department: state.table.departments[department].name,
+                keyPrefix: caller.keyPrefix, model: model, endpoint: endpoint.name, instance: instance, status: status,
+                promptTokens: usage?.promptTokens, completionTokens: usage?.completionTokens, latencyMs: latency,
+                ttftMs: stream ? firstChunk.map { Double(($0 - received).nanoseconds) / 1e6 } : nil,
+                cache: .off, stream: stream))
+        }
         loop.logger.info("request", metadata: [
             "request_id": "\(requestID)",
             "department": "\(state.table.departments[department].name)",

@@ -3,6 +3,7 @@ import Logging
 import NIOCore
 import NIOHTTP1
 import TollgateCore
+import TollgateLedger
 
 /// The data plane's handler for one client connection. It reads a request (head, then body),
 /// decides what it is — a local answer, an error, or a request to forward — and hands
@@ -28,16 +29,32 @@ final class GatewayHandler: ChannelDuplexHandler {
         case closed
     }
 
+    /// Who is calling: the department and, for a key from the ledger, its prefix.
+    struct Caller {
+        var department: Int
+        var keyPrefix: String?
+    }
+
     struct PendingRequest {
         var head: HTTPRequestHead
         var requestID: String
-        var department: Int
+        var caller: Caller
         var endpoint: Endpoint
         var body: ByteBuffer
         var started: NIODeadline
     }
 
-    enum Endpoint { case chatCompletions, completions, embeddings }
+    enum Endpoint {
+        case chatCompletions, completions, embeddings
+        /// As the ledger's `endpoint` column names it.
+        var name: String {
+            switch self {
+            case .chatCompletions: "chat"
+            case .completions: "completions"
+            case .embeddings: "embeddings"
+            }
+        }
+    }
 
     struct LocalAnswer {
         var status: HTTPResponseStatus
@@ -122,6 +139,7 @@ final class GatewayHandler: ChannelDuplexHandler {
                     bodyTimer?.set(nil)
                     state = .responding
                     keepAlive = false
+                    recordLocal(pending, status: 413, model: nil)
                     respond(.error(.bodyTooLarge(limit: limit)), head: pending.head, requestID: pending.requestID)
                     return
                 }
@@ -219,7 +237,7 @@ final class GatewayHandler: ChannelDuplexHandler {
             return
         case "/v1/models":
             guard head.method == .GET else { return early(.error(.methodNotAllowed(method: head.method.rawValue, path: path))) }
-            if case .failure(let e) = authenticate(head, table: table) { return early(.error(e)) }
+            if case .failure(let e) = authenticate(head, state: state) { return early(.error(e)) }
             self.state = .discarding(answer: modelsAnswer(table), close: false, head: head, requestID: requestID)
             return
         default:
@@ -228,10 +246,10 @@ final class GatewayHandler: ChannelDuplexHandler {
         guard head.method == .POST else {
             return early(.error(.methodNotAllowed(method: head.method.rawValue, path: path)))
         }
-        let department: Int
-        switch authenticate(head, table: table) {
+        let caller: Caller
+        switch authenticate(head, state: state) {
         case .failure(let e): return early(.error(e))
-        case .success(let d): department = d
+        case .success(let c): caller = c
         }
         let limit = table.configuration.limits.maxBodyBytes
         if let length = head.headers.first(name: "content-length").flatMap(Int.init), length > limit {
@@ -239,6 +257,8 @@ final class GatewayHandler: ChannelDuplexHandler {
             loop.counters.clientErrors.wrappingIncrement(ordering: .relaxed)
             keepAlive = false
             self.state = .responding
+            recordLocal(PendingRequest(head: head, requestID: requestID, caller: caller, endpoint: endpoint,
+                                       body: ByteBuffer(), started: .now()), status: 413, model: nil)
             respond(.error(.bodyTooLarge(limit: limit)), head: head, requestID: requestID)
             return
         }
@@ -248,7 +268,7 @@ final class GatewayHandler: ChannelDuplexHandler {
         let now = NIODeadline.now()
         bodyTimer?.set(now + .nanoseconds(table.configuration.limits.bodyTimeout.nanoseconds))
         self.state = .receiving(PendingRequest(
-            head: head, requestID: requestID, department: department, endpoint: endpoint, body: body,
+            head: head, requestID: requestID, caller: caller, endpoint: endpoint, body: body,
             started: now))
     }
 
@@ -257,12 +277,14 @@ final class GatewayHandler: ChannelDuplexHandler {
         state = .responding
         keepAlive = false
         loop.counters.clientErrors.wrappingIncrement(ordering: .relaxed)
+        recordLocal(pending, status: 408, model: nil)
         respond(.error(.requestTimeout), head: pending.head, requestID: pending.requestID)
     }
 
-    private func authenticate(_ head: HTTPRequestHead, table: RoutingTable) -> Result<Int, GatewayError> {
+    private func authenticate(_ head: HTTPRequestHead, state: GatewayState) -> Result<Caller, GatewayError> {
+        let table = state.table
         guard let value = head.headers.first(name: "authorization") else {
-            if let anonymous = table.anonymousDepartment { return .success(anonymous) }
+            if let anonymous = table.anonymousDepartment { return .success(Caller(department: anonymous, keyPrefix: nil)) }
             return .failure(.invalidAPIKey("You didn't provide an API key. You need to provide your API key in an Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY)."))
         }
         let utf8 = value.utf8
@@ -271,8 +293,26 @@ final class GatewayHandler: ChannelDuplexHandler {
         }
         let key = utf8.dropFirst(7).drop { $0 == UInt8(ascii: " ") }
         // Hash first, then look up: the time taken does not depend on the key's content.
-        if let d = table.department(forKey: KeyDigest(hashing: key)) { return .success(d) }
+        let digest = KeyDigest(hashing: key)
+        if let entry = state.keys.lookup(digest) {
+            if let expires = entry.expiresMs, expires <= wallClockMs() {
+                return .failure(.invalidAPIKey("Incorrect API key provided."))
+            }
+            return .success(Caller(department: entry.department, keyPrefix: entry.prefix))
+        }
+        if let d = table.department(forKey: digest) { return .success(Caller(department: d, keyPrefix: nil)) }
         return .failure(.invalidAPIKey("Incorrect API key provided."))
+    }
+
+    /// The ledger row of a request that passed authentication but was answered here.
+    private func recordLocal(_ pending: PendingRequest, status: Int, model: String?, stream: Bool = false) {
+        let now = NIODeadline.now()
+        let latency = Double((now - pending.started).nanoseconds) / 1e6
+        loop.record(UsageRecord(
+            timeMs: wallClockMs() - Int64(latency), requestID: pending.requestID,
+            department: loop.monitor.store.load().table.departments[pending.caller.department].name,
+            keyPrefix: pending.caller.keyPrefix, model: model, endpoint: pending.endpoint.name, instance: nil, status: status,
+            latencyMs: latency, cache: .off, stream: stream))
     }
 
     /// A client's `X-Request-Id` is kept when it is short and printable.
@@ -294,22 +334,25 @@ final class GatewayHandler: ChannelDuplexHandler {
             }
         } catch {
             loop.counters.clientErrors.wrappingIncrement(ordering: .relaxed)
+            recordLocal(pending, status: 400, model: nil)
             respond(.error(.invalidRequest(error.message, param: error.param)), head: pending.head, requestID: pending.requestID)
             return
         }
         guard let model = summary.model, !model.isEmpty else {
             loop.counters.clientErrors.wrappingIncrement(ordering: .relaxed)
+            recordLocal(pending, status: 400, model: nil, stream: summary.stream)
             respond(.error(.invalidRequest("You must provide a model parameter.", param: "model")), head: pending.head, requestID: pending.requestID)
             return
         }
         guard let pool = table.pool(forModel: model) else {
             loop.counters.clientErrors.wrappingIncrement(ordering: .relaxed)
+            recordLocal(pending, status: 404, model: model, stream: summary.stream)
             respond(.error(.modelNotFound(model)), head: pending.head, requestID: pending.requestID)
             return
         }
         let exchange = Exchange(
             handler: self, loop: loop, state: state, requestID: pending.requestID, head: pending.head, body: pending.body,
-            model: model, stream: summary.stream, department: pending.department, pool: pool, received: pending.started)
+            model: model, summary: summary, caller: pending.caller, endpoint: pending.endpoint, pool: pool, received: pending.started)
         self.state = .forwarding(exchange)
         exchange.start()
     }

@@ -2,6 +2,7 @@ import Atomics
 import Logging
 import NIOCore
 import TollgateCore
+import TollgateLedger
 
 /// Counters of one event loop. Written only by that loop (relaxed atomics, so no lock and no
 /// contention), summed by the control plane when read.
@@ -39,9 +40,16 @@ final class LoopContext {
     /// Open client connections, for graceful shutdown.
     var connections: [ObjectIdentifier: GatewayHandler] = [:]
     var draining = false
+    /// Usage records not yet handed to the ledger's writer.
+    let usageSink: UsageSink?
+    private var pendingUsage: [UsageRecord] = []
+    private var pendingLastUsed: [String: Int64] = [:]
+    static let usageBatch = 256
 
-    init(eventLoop: any EventLoop, index: Int, loopCount: Int, monitor: HealthMonitor, counters: LoopCounters, logger: Logger, clock: @escaping MonotonicClock) {
+    init(eventLoop: any EventLoop, index: Int, loopCount: Int, monitor: HealthMonitor, counters: LoopCounters, logger: Logger,
+         clock: @escaping MonotonicClock, usageSink: UsageSink?) {
         self.eventLoop = eventLoop
+        self.usageSink = usageSink
         self.index = index
         self.loopCount = loopCount
         self.monitor = monitor
@@ -119,6 +127,23 @@ final class LoopContext {
         let pool = UpstreamConnectionPool(address: url, eventLoop: eventLoop)
         pools[url] = pool
         return pool
+    }
+
+    /// Keeps a usage record for the ledger (handed over every 100 ms or every 256 records).
+    func record(_ record: UsageRecord) {
+        guard usageSink != nil else { return }
+        var r = record
+        r.replica = usageSink?.replica
+        pendingUsage.append(r)
+        if let prefix = r.keyPrefix { pendingLastUsed[prefix] = r.timeMs }
+        if pendingUsage.count >= Self.usageBatch { flushUsage() }
+    }
+
+    func flushUsage() {
+        guard let sink = usageSink, !pendingUsage.isEmpty else { return }
+        sink.submit(pendingUsage, lastUsed: pendingLastUsed)
+        pendingUsage.removeAll(keepingCapacity: true)
+        pendingLastUsed.removeAll(keepingCapacity: true)
     }
 
     func closeIdleUpstreams() {

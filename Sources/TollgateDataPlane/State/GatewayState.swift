@@ -1,5 +1,6 @@
 import Atomics
 import TollgateCore
+import TollgateLedger
 
 /// Whether one instance may receive requests, as published to the event loops.
 public struct Availability: Sendable, Equatable {
@@ -19,11 +20,14 @@ public final class GatewayState: AtomicReference, Sendable {
     public let table: RoutingTable
     /// Indexed like `table.instances`.
     public let availability: [Availability]
+    /// Keys from the ledger; keys from the configuration are in `table`.
+    public let keys: KeyTable
 
-    public init(table: RoutingTable, availability: [Availability]) {
+    public init(table: RoutingTable, availability: [Availability], keys: KeyTable = .empty) {
         precondition(availability.count == table.instances.count)
         self.table = table
         self.availability = availability
+        self.keys = keys
     }
 }
 
@@ -45,3 +49,41 @@ public final class StateStore: Sendable {
 
 /// Monotonic time in nanoseconds; injected so that tests can drive time.
 public typealias MonotonicClock = @Sendable () -> UInt64
+
+/// API keys from the ledger (`tollgate keys create`), resolved against one routing table.
+/// Keys of departments the configuration does not name are left out (and logged by whoever
+/// builds the table).
+public final class KeyTable: Sendable {
+    public struct Entry: Sendable, Equatable {
+        public let department: Int
+        public let prefix: String
+        public let expiresMs: Int64?
+    }
+
+    private let entries: [KeyDigest: Entry]
+    public var count: Int { entries.count }
+    /// Departments of keys that no configured department matches.
+    public let unknownDepartments: Set<String>
+
+    public static let empty = KeyTable(table: nil, keys: [])
+
+    public init(table: RoutingTable?, keys: [ActiveKey]) {
+        var entries: [KeyDigest: Entry] = [:]
+        var unknown = Set<String>()
+        if let table {
+            for key in keys {
+                guard let digest = KeyDigest(hex: key.sha256) else { continue }
+                guard let department = table.department(named: key.department) else {
+                    unknown.insert(key.department)
+                    continue
+                }
+                entries[digest] = Entry(department: department, prefix: key.prefix, expiresMs: key.expiresMs)
+            }
+        }
+        self.entries = entries
+        self.unknownDepartments = unknown
+    }
+
+    @inline(__always)
+    public func lookup(_ digest: KeyDigest) -> Entry? { entries[digest] }
+}

@@ -1,0 +1,135 @@
+import NIOCore
+import TollgateCore
+
+/// The last bytes of an answer, where OpenAI-compatible servers put `usage`. Bounded, so a
+/// long answer costs no more than a short one.
+struct ResponseTail {
+    static let capacity = 8192
+    private(set) var bytes: [UInt8] = []
+
+    mutating func append(_ buffer: ByteBuffer) {
+        let n = buffer.readableBytes
+        if n >= Self.capacity {
+            bytes = buffer.getBytes(at: buffer.readerIndex + n - Self.capacity, length: Self.capacity) ?? []
+            return
+        }
+        let overflow = bytes.count + n - Self.capacity
+        if overflow > 0 { bytes.removeFirst(overflow) }
+        buffer.withUnsafeReadableBytes { bytes.append(contentsOf: $0) }
+    }
+
+    func usage() -> TokenUsage? { UsageScanner.lastUsage(in: bytes) }
+}
+
+/// For a stream whose usage the gateway asked for on the client's behalf: passes every SSE
+/// event through except the usage-only one (`"choices":[]` with `usage`), whose counters it
+/// keeps. Events split across reads are held back until complete.
+struct InjectedUsageFilter {
+    private var carry: ByteBuffer?
+    private(set) var usage: TokenUsage?
+
+    /// What to forward of `part` (nil: nothing yet).
+    mutating func filter(_ part: ByteBuffer) -> ByteBuffer? {
+        var data: ByteBuffer
+        if var held = carry {
+            var p = part
+            held.writeBuffer(&p)
+            data = held
+            carry = nil
+        } else {
+            data = part
+        }
+        // Up to the end of the last complete event.
+        let end = data.withUnsafeReadableBytes { Self.lastEventEnd($0) }
+        guard end > 0 else {
+            carry = data
+            return nil
+        }
+        if end < data.readableBytes {
+            carry = data.getSlice(at: data.readerIndex + end, length: data.readableBytes - end)
+        }
+        let complete = data.getSlice(at: data.readerIndex, length: end)!
+        let hasUsageEvent = complete.withUnsafeReadableBytes { Self.contains($0, Array("\"choices\":[]".utf8)) }
+        guard hasUsageEvent else { return complete }
+        // Rebuild without the usage-only events.
+        var out = ByteBuffer()
+        out.reserveCapacity(complete.readableBytes)
+        complete.withUnsafeReadableBytes { raw in
+            var start = 0
+            while start < raw.count {
+                let stop = Self.eventEnd(raw, from: start) ?? raw.count
+                let event = UnsafeRawBufferPointer(rebasing: raw[start..<stop])
+                if Self.contains(event, Array("\"choices\":[]".utf8)), let u = UsageScanner.lastUsage(in: event) {
+                    usage = u
+                } else {
+                    out.writeBytes(event)
+                }
+                start = stop
+            }
+        }
+        return out.readableBytes > 0 ? out : nil
+    }
+
+    /// Whatever is held back when the stream ends (an unterminated last event).
+    mutating func remainder() -> ByteBuffer? {
+        defer { carry = nil }
+        return carry
+    }
+
+    static func lastEventEnd(_ b: UnsafeRawBufferPointer) -> Int {
+        var i = b.count - 1
+        while i >= 1 {
+            if b[i] == 0x0A && b[i - 1] == 0x0A { return i + 1 }
+            if b[i] == 0x0A && i >= 3 && b[i - 1] == 0x0D && b[i - 2] == 0x0A && b[i - 3] == 0x0D { return i + 1 }
+            i -= 1
+        }
+        return 0
+    }
+
+    static func eventEnd(_ b: UnsafeRawBufferPointer, from start: Int) -> Int? {
+        var i = start + 1
+        while i < b.count {
+            if b[i] == 0x0A && b[i - 1] == 0x0A { return i + 1 }
+            if b[i] == 0x0A && i >= start + 3 && b[i - 1] == 0x0D && b[i - 2] == 0x0A && b[i - 3] == 0x0D { return i + 1 }
+            i += 1
+        }
+        return nil
+    }
+
+    static func contains(_ b: UnsafeRawBufferPointer, _ needle: [UInt8]) -> Bool {
+        guard b.count >= needle.count, let first = needle.first else { return false }
+        var i = 0
+        let last = b.count - needle.count
+        while i <= last {
+            if b[i] == first {
+                var k = 1
+                while k < needle.count && b[i + k] == needle[k] { k += 1 }
+                if k == needle.count { return true }
+            }
+            i += 1
+        }
+        return false
+    }
+}
+
+/// Adds `"stream_options":{"include_usage":true}` as the body's last member (JSON parsers of
+/// OpenAI-compatible servers keep the last of duplicate members), so that a stream reports
+/// its usage in a final event.
+func bodyAskingForUsage(_ body: ByteBuffer) -> ByteBuffer {
+    var view = body
+    let end = body.withUnsafeReadableBytes { raw -> Int? in
+        var i = raw.count - 1
+        while i >= 0 {
+            if raw[i] == UInt8(ascii: "}") { return i }
+            i -= 1
+        }
+        return nil
+    }
+    guard let end else { return body }
+    var out = ByteBuffer()
+    out.reserveCapacity(body.readableBytes + 48)
+    var head = view.readSlice(length: end)!
+    out.writeBuffer(&head)
+    out.writeString(#","stream_options":{"include_usage":true}}"#)
+    return out
+}

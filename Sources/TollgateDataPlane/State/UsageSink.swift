@@ -1,0 +1,39 @@
+import Foundation
+import NIOConcurrencyHelpers
+import TollgateLedger
+
+/// Where the event loops hand their usage records: the ledger's writer thread. Each loop
+/// collects records on its own and hands them over in batches (one lock per batch, never
+/// per request); keys' last-use times ride along.
+public final class UsageSink: Sendable {
+    public let writer: UsageWriter
+    /// Written into every record, so that merged reports can tell replicas apart.
+    public let replica: String?
+    private let lastUsed = NIOLockedValueBox<[String: Int64]>([:])
+
+    public init(writer: UsageWriter, replica: String? = nil) {
+        self.writer = writer
+        self.replica = replica
+    }
+
+    func submit(_ records: [UsageRecord], lastUsed uses: [String: Int64]) {
+        writer.submit(records)
+        if !uses.isEmpty {
+            lastUsed.withLockedValue { all in
+                for (prefix, ms) in uses where ms > all[prefix] ?? 0 { all[prefix] = ms }
+            }
+        }
+    }
+
+    /// Keys used since the last call (prefix → last use, Unix ms), for `keys list`.
+    public func takeLastUsed() -> [String: Int64] {
+        lastUsed.withLockedValue { all in
+            defer { all = [:] }
+            return all
+        }
+    }
+}
+
+/// Unix time in milliseconds.
+@inline(__always)
+func wallClockMs() -> Int64 { Int64(Date().timeIntervalSince1970 * 1000) }

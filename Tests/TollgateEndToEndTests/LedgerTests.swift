@@ -1,0 +1,198 @@
+import Foundation
+import GRDB
+import Logging
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+import TollgateCore
+import TollgateDataPlane
+import TollgateLedger
+import TollgateServer
+import TollgateSimulator
+import XCTest
+
+/// The usage ledger and keys from SQLite, against real SQLite files and the running gateway.
+final class LedgerTests: XCTestCase {
+    var repository: URL {
+        URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+    }
+
+    struct Rig {
+        let gateway: Gateway
+        let sims: [SimulatedInstance]
+        let group: MultiThreadedEventLoopGroup
+        let port: Int
+        let dir: URL
+        var ledger: Ledger { gateway.ledger! }
+
+        /// Reads the ledger file the way any other process would.
+        func rows(_ sql: String) throws -> [Row] {
+            let queue = try DatabaseQueue(path: dir.appendingPathComponent("ledger.sqlite").path)
+            return try queue.read { db in try Row.fetchAll(db, sql: sql) }
+        }
+
+        func stop() async {
+            await gateway.dataPlane.shutdown(grace: .seconds(1))
+            await ledger.close()
+            for sim in sims where sim.isRunning { try? await sim.stop() }
+            try? await group.shutdownGracefully()
+            try? FileManager.default.removeItem(at: dir)
+        }
+    }
+
+    func start(instances: Int = 2, simulator: SimulatorConfiguration = .init()) async throws -> Rig {
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
+        var sims: [SimulatedInstance] = []
+        for i in 0..<instances {
+            sims.append(try await SimulatedInstance.start(name: "s\(i)", port: 0, gpu: "0", configuration: simulator, group: group))
+        }
+        var config = GatewayConfiguration()
+        config.listen = Endpoint(host: "127.0.0.1", port: 0)
+        config.eventLoops = 2
+        config.health.probePath = ""
+        config.pools = [PoolConfiguration(name: "q", models: ["qwen2.5-0.5b-instruct"], instances: sims.map {
+            InstanceConfiguration(name: $0.name, url: UpstreamURL(host: "127.0.0.1", port: $0.port))
+        })]
+        config.departments = [
+            DepartmentConfiguration(name: "engineering", keys: [KeyEntry(sha256: KeyDigest.hex(of: TestKeys.engineering), label: "cfg")]),
+            DepartmentConfiguration(name: "support"),
+        ]
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("tollgate-ledger-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        var logger = Logger(label: "test")
+        logger.logLevel = .critical
+        let gateway = try Gateway(
+            configuration: config, configPath: nil,
+            ledger: LedgerSettings(databasePath: dir.appendingPathComponent("ledger.sqlite").path,
+                                   migrationsDirectory: repository.appendingPathComponent("migrations").path, replica: "test"),
+            logger: logger)
+        let port = try await gateway.dataPlane.start().port!
+        return Rig(gateway: gateway, sims: sims, group: group, port: port, dir: dir)
+    }
+
+    /// 2,000 concurrent requests, streamed and not: exactly 2,000 rows, whose token sums are
+    /// what the instances reported.
+    func testEveryRequestHasExactlyOneRowWithTheInstancesTokens() async throws {
+        let rig = try await start()
+        let key = try rig.ledger.keys.create(department: "support", label: "load", expiresIn: nil).key
+        try rig.ledger.refreshKeys(into: rig.gateway.dataPlane)?.wait()
+        let counter = Counter()
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for _ in 0..<50 {
+                group.addTask {
+                    let client = try await HTTPTestClient.connect(port: rig.port, group: rig.group)
+                    while let i = counter.next(below: 2000) {
+                        let answer = try await client.chat(key: key, content: "request number \(i) with words", extra: #","max_tokens":\#(1 + i % 7)"#,
+                                                           stream: i % 3 == 0)
+                        XCTAssertEqual(answer.status, 200)
+                        if i % 3 == 0 {
+                            XCTAssertEqual(answer.events.last, "[DONE]")
+                            XCTAssertFalse(answer.body.contains("\"choices\":[]"), "the usage chunk the gateway asked for is not passed on")
+                        }
+                    }
+                    await client.close()
+                }
+            }
+            try await group.waitForAll()
+        }
+        await rig.gateway.dataPlane.flushUsage()
+        await rig.ledger.writer.flush()
+        let rows = try rig.rows("SELECT COUNT(*) AS n, SUM(prompt_tokens) AS p, SUM(completion_tokens) AS c, COUNT(DISTINCT request_id) AS ids, SUM(stream) AS streams FROM usage")
+        XCTAssertEqual(rows[0]["n"] as Int, 2000)
+        XCTAssertEqual(rows[0]["ids"] as Int, 2000)
+        XCTAssertEqual(rows[0]["streams"] as Int, 667)
+        let prompt = rig.sims.reduce(0) { $0 + $1.stats.promptTokens }
+        let completion = rig.sims.reduce(0) { $0 + $1.stats.completionTokens }
+        XCTAssertEqual(rows[0]["p"] as Int, prompt)
+        XCTAssertEqual(rows[0]["c"] as Int, completion)
+        let detail = try rig.rows("SELECT department, key_prefix, replica, status, endpoint FROM usage LIMIT 1")[0]
+        XCTAssertEqual(detail["department"] as String, "support")
+        XCTAssertEqual(detail["key_prefix"] as String, String(key.prefix(11)))
+        XCTAssertEqual(detail["replica"] as String, "test")
+        XCTAssertEqual(detail["endpoint"] as String, "chat")
+        await rig.stop()
+    }
+
+    func testClientThatAsksForStreamUsageGetsIt() async throws {
+        let rig = try await start(instances: 1)
+        let client = try await HTTPTestClient.connect(port: rig.port, group: rig.group)
+        let answer = try await client.chat(key: TestKeys.engineering, extra: #","max_tokens":4,"stream_options":{"include_usage":true}"#, stream: true)
+        XCTAssertTrue(answer.body.contains("\"choices\":[]"))
+        XCTAssertTrue(answer.body.contains("\"completion_tokens\":4"))
+        await client.close()
+        await rig.gateway.dataPlane.flushUsage()
+        await rig.ledger.writer.flush()
+        let row = try rig.rows("SELECT completion_tokens, key_prefix FROM usage")[0]
+        XCTAssertEqual(row["completion_tokens"] as Int, 4)
+        XCTAssertNil(row["key_prefix"] as String?, "keys from the configuration have no ledger prefix")
+        await rig.stop()
+    }
+
+    func testRefusedAfterAuthenticationIsRecordedAndUnauthenticatedIsNot() async throws {
+        let rig = try await start(instances: 1)
+        let client = try await HTTPTestClient.connect(port: rig.port, group: rig.group)
+        let bad = try await client.send(.POST, "/v1/chat/completions", body: "{nope", headers: [("authorization", "Bearer \(TestKeys.engineering)")])
+        XCTAssertEqual(bad.status, 400)
+        let unknown = try await client.chat(key: TestKeys.engineering, model: "gpt-9")
+        XCTAssertEqual(unknown.status, 404)
+        let anonymous = try await client.chat(key: "tg-wrong")
+        XCTAssertEqual(anonymous.status, 401)
+        await client.close()
+        await rig.gateway.dataPlane.flushUsage()
+        await rig.ledger.writer.flush()
+        let statuses = try rig.rows("SELECT status FROM usage ORDER BY id").map { $0["status"] as Int }
+        XCTAssertEqual(statuses, [400, 404])
+        await rig.stop()
+    }
+
+    func testRevokedAndExpiredKeysAreRefused() async throws {
+        let rig = try await start(instances: 1)
+        let created = try rig.ledger.keys.create(department: "support", label: "svc", expiresIn: nil)
+        let shortLived = try rig.ledger.keys.create(department: "support", label: "tmp", expiresIn: .seconds(1))
+        try rig.ledger.refreshKeys(into: rig.gateway.dataPlane)?.wait()
+        let client = try await HTTPTestClient.connect(port: rig.port, group: rig.group)
+        var status = try await client.chat(key: created.key).status
+        XCTAssertEqual(status, 200)
+        status = try await client.chat(key: shortLived.key).status
+        XCTAssertEqual(status, 200)
+
+        _ = try rig.ledger.keys.revoke(prefix: created.info.prefix)
+        try rig.ledger.refreshKeys(into: rig.gateway.dataPlane)?.wait()
+        let refused = try await client.chat(key: created.key)
+        XCTAssertEqual(refused.status, 401, "refused on the very next request")
+        XCTAssertEqual(refused.errorCode, "invalid_api_key")
+
+        try await Task.sleep(for: .milliseconds(1100))
+        status = try await client.chat(key: shortLived.key).status
+        XCTAssertEqual(status, 401, "expired")
+        await client.close()
+        await rig.stop()
+    }
+
+    /// A key revoked by another process (`tollgate keys revoke`) is refused within the refresh interval.
+    func testRevocationByAnotherWriterIsPickedUp() async throws {
+        let rig = try await start(instances: 1)
+        let created = try rig.ledger.keys.create(department: "support", label: "svc", expiresIn: nil)
+        let client = try await HTTPTestClient.connect(port: rig.port, group: rig.group)
+        let accepted = await rig.gateway.dataPlane.monitor.eventually { try? await client.chat(key: created.key).status == 200 }
+        XCTAssertTrue(accepted)
+        let other = try LedgerDatabase.open(path: rig.dir.appendingPathComponent("ledger.sqlite").path,
+                                            migrations: MigrationLoader.load(directory: repository.appendingPathComponent("migrations").path))
+        _ = try KeyStore(database: other).revoke(prefix: created.info.prefix)
+        let refused = await rig.gateway.dataPlane.monitor.eventually { try? await client.chat(key: created.key).status == 401 }
+        XCTAssertTrue(refused)
+        await client.close()
+        await rig.stop()
+    }
+}
+
+extension HealthMonitor {
+    /// Polls `condition` for up to two seconds.
+    func eventually(_ condition: () async -> Bool?) async -> Bool {
+        for _ in 0..<100 {
+            if await condition() == true { return true }
+            try? await Task.sleep(for: .milliseconds(20))
+        }
+        return false
+    }
+}
