@@ -24,10 +24,17 @@ public final class DataPlane: Sendable {
     ///   - clock: monotonic nanoseconds; tests may inject their own.
     public let usageSink: UsageSink?
     private let flushTasks = NIOLockedValueBox<[RepeatedTask]>([])
+    /// Threads for the few data-plane requests that must block (`/v1/usage` reads SQLite).
+    let threadPool = NIOThreadPool(numberOfThreads: 2)
 
-    public init(table: RoutingTable, logger: Logger, usageSink: UsageSink? = nil,
+    /// - Parameters:
+    ///   - usageSink: where usage rows go; nil runs without a ledger.
+    ///   - usageReporter: answers `GET /v1/usage`; nil answers 404.
+    public init(table: RoutingTable, logger: Logger, usageSink: UsageSink? = nil, usageReporter: UsageReporter? = nil,
                 clock: @escaping MonotonicClock = { NIODeadline.now().uptimeNanoseconds }) {
         self.usageSink = usageSink
+        threadPool.start()
+        let threadPool = self.threadPool
         let loops = table.configuration.eventLoops > 0 ? table.configuration.eventLoops : System.coreCount
         self.group = MultiThreadedEventLoopGroup(numberOfThreads: loops)
         self.logger = logger
@@ -47,7 +54,8 @@ public final class DataPlane: Sendable {
             // Build each context on its own loop: NIOLoopBound checks it.
             let bound = try! loop.submit {
                 NIOLoopBound(LoopContext(eventLoop: loop, index: i, loopCount: loopCount, monitor: monitor, counters: c, logger: loopLogger,
-                                         clock: clock, usageSink: usageSink), eventLoop: loop)
+                                         clock: clock, usageSink: usageSink, usageReporter: usageReporter, threadPool: threadPool),
+                             eventLoop: loop)
             }.wait()
             contexts[ObjectIdentifier(loop)] = bound
         }
@@ -167,6 +175,7 @@ public final class DataPlane: Sendable {
         for task in flushTasks.withLockedValue({ $0 }) { task.cancel() }
         await flushUsage()
         monitor.stop()
+        try? await threadPool.shutdownGracefully()
         try? await group.shutdownGracefully()
     }
 

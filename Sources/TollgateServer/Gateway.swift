@@ -48,7 +48,8 @@ public final class Gateway: Sendable {
         overrides.apply(to: &config)
         let ledger = try ledger.map { try Ledger(settings: $0, logger: logger) }
         self.ledger = ledger
-        self.dataPlane = DataPlane(table: RoutingTable(configuration: config), logger: logger, usageSink: ledger?.sink)
+        self.dataPlane = DataPlane(table: RoutingTable(configuration: config), logger: logger, usageSink: ledger?.sink,
+                                   usageReporter: ledger?.usageReporter())
         self.configPath = configPath
         self.overrides = overrides
         self.logger = logger

@@ -5,6 +5,7 @@ import NIOPosix
 import TollgateCore
 import TollgateSimulator
 import XCTest
+import GRDB
 
 /// The `tollgate` executable itself: `check`, and `serve` with SIGHUP reload and SIGTERM drain.
 final class CommandLineTests: XCTestCase {
@@ -113,10 +114,82 @@ final class CommandLineTests: XCTestCase {
         try await group.shutdownGracefully()
     }
 
+    /// SIGTERM in the middle of a load: every request that got an answer has its row, and
+    /// every generation an instance ran is accounted for.
+    func testSIGTERMUnderLoadLosesNoRow() async throws {
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
+        var sim = SimulatorConfiguration()
+        sim.timeToFirstToken = .milliseconds(10)
+        let instance = try await SimulatedInstance.start(name: "s", port: 0, gpu: "0", configuration: sim, group: group)
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("tollgate-term-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let port = try freePort(group: group)
+        try """
+            listen: {host: 127.0.0.1, port: \(port)}
+            admin: {host: 127.0.0.1, port: 0}
+            shutdown_grace: 10s
+            pools:
+              - {name: p, models: [qwen2.5-0.5b-instruct], instances: [{name: s, url: "http://127.0.0.1:\(instance.port)"}]}
+            departments:
+              - {name: eng, keys: [{sha256: \(KeyDigest.hex(of: TestKeys.engineering))}]}
+            """.write(to: dir.appendingPathComponent("g.yaml"), atomically: true, encoding: .utf8)
+        let database = dir.appendingPathComponent("ledger.sqlite").path
+        let process = Process()
+        process.executableURL = executable
+        process.arguments = ["serve", "--config", dir.path, "--database", database, "--log-level", "warning",
+                             "--migrations", repository.appendingPathComponent("migrations").path]
+        process.standardOutput = FileHandle.nullDevice
+        try process.run()
+        defer { if process.isRunning { process.terminate() } }
+        var ready = false
+        for _ in 0..<100 where !ready {
+            if let c = try? await HTTPTestClient.connect(port: port, group: group) { await c.close(); ready = true } else { try await Task.sleep(for: .milliseconds(50)) }
+        }
+        XCTAssertTrue(ready)
+
+        let answered = ManagedCounter()
+        let load = Task {
+            await withTaskGroup(of: Void.self) { tasks in
+                for _ in 0..<20 {
+                    tasks.addTask {
+                        guard let client = try? await HTTPTestClient.connect(port: port, group: group) else { return }
+                        for _ in 0..<1000 {
+                            guard let answer = try? await client.chat(key: TestKeys.engineering, extra: #","max_tokens":3"#) else { break }
+                            answered.add(answer.status == 200 ? 1 : 0)
+                            if answer.headers.first(name: "connection") == "close" { break }
+                        }
+                        await client.close()
+                    }
+                }
+            }
+        }
+        try await Task.sleep(for: .milliseconds(700))
+        kill(process.processIdentifier, SIGTERM)
+        await load.value
+        process.waitUntilExit()
+        XCTAssertEqual(process.terminationStatus, 0)
+        let queue = try DatabaseQueue(path: database)
+        let rows = try await queue.read { db in try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM usage WHERE status = 200") ?? -1 }
+        XCTAssertGreaterThan(answered.value, 100)
+        XCTAssertEqual(rows, answered.value, "one row per answered request")
+        XCTAssertEqual(rows, instance.stats.generations, "one row per generation the instance ran")
+        try await instance.stop()
+        try await group.shutdownGracefully()
+    }
+
     private func freePort(group: any EventLoopGroup) throws -> Int {
         let channel = try ServerBootstrap(group: group).bind(host: "127.0.0.1", port: 0).wait()
         let port = channel.localAddress!.port!
         try channel.close().wait()
         return port
     }
+}
+
+final class ManagedCounter: @unchecked Sendable {
+    // Guarded by `lock`.
+    private let lock = NSLock()
+    private var count = 0
+    func add(_ n: Int) { lock.lock(); count += n; lock.unlock() }
+    var value: Int { lock.lock(); defer { lock.unlock() }; return count }
 }

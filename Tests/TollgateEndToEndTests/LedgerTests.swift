@@ -184,6 +184,32 @@ final class LedgerTests: XCTestCase {
         await client.close()
         await rig.stop()
     }
+
+    /// A department's key reads its own usage and nothing of another department's.
+    func testUsageEndpointShowsOnlyTheCallersDepartment() async throws {
+        let rig = try await start(instances: 1)
+        let support = try rig.ledger.keys.create(department: "support", label: "s", expiresIn: nil).key
+        try rig.ledger.refreshKeys(into: rig.gateway.dataPlane)?.wait()
+        let client = try await HTTPTestClient.connect(port: rig.port, group: rig.group)
+        for _ in 0..<3 { _ = try await client.chat(key: support, extra: #","max_tokens":2"#) }
+        for _ in 0..<5 { _ = try await client.chat(key: TestKeys.engineering, extra: #","max_tokens":3"#) }
+        await rig.gateway.dataPlane.flushUsage()
+        await rig.ledger.writer.flush()
+        let mine = try await client.send(.GET, "/v1/usage", headers: [("authorization", "Bearer \(support)")])
+        XCTAssertEqual(mine.status, 200, mine.body)
+        XCTAssertEqual(mine.json?["department"] as? String, "support")
+        let report = mine.json?["report"] as? [String: Any]
+        XCTAssertEqual(report?["requests"] as? Int, 3, mine.body)
+        XCTAssertFalse(mine.body.contains("engineering"), "nothing of another department")
+        let theirs = try await client.send(.GET, "/v1/usage?period=2026-11", headers: [("authorization", "Bearer \(TestKeys.engineering)")])
+        XCTAssertEqual(theirs.json?["department"] as? String, "engineering")
+        let bad = try await client.send(.GET, "/v1/usage?period=eleven", headers: [("authorization", "Bearer \(support)")])
+        XCTAssertEqual(bad.status, 400)
+        let nobody = try await client.send(.GET, "/v1/usage")
+        XCTAssertEqual(nobody.status, 401)
+        await client.close()
+        await rig.stop()
+    }
 }
 
 extension HealthMonitor {

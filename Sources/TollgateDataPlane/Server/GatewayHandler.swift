@@ -2,6 +2,7 @@ import Atomics
 import Logging
 import NIOCore
 import NIOHTTP1
+import NIOPosix
 import TollgateCore
 import TollgateLedger
 
@@ -24,7 +25,9 @@ final class GatewayHandler: ChannelDuplexHandler {
         case discarding(answer: LocalAnswer, close: Bool, head: HTTPRequestHead, requestID: String)
         /// An exchange is forwarding the request and streaming the answer.
         case forwarding(Exchange)
-        /// A local answer is being written.
+        /// `GET /v1/usage`: the department's own report, read off the event loop once the request is complete.
+        case usageReport(head: HTTPRequestHead, requestID: String, department: String)
+        /// A local answer is being written (or computed off the loop).
         case responding
         case closed
     }
@@ -159,6 +162,9 @@ final class GatewayHandler: ChannelDuplexHandler {
                 if close { keepAlive = false }
                 state = .responding
                 respond(answer, head: head, requestID: requestID, log: answer.error != nil)
+            case .usageReport(let head, let requestID, let department):
+                state = .responding
+                answerUsage(head: head, requestID: requestID, department: department, context: context)
             default:
                 break
             }
@@ -239,6 +245,15 @@ final class GatewayHandler: ChannelDuplexHandler {
             guard head.method == .GET else { return early(.error(.methodNotAllowed(method: head.method.rawValue, path: path))) }
             if case .failure(let e) = authenticate(head, state: state) { return early(.error(e)) }
             self.state = .discarding(answer: modelsAnswer(table), close: false, head: head, requestID: requestID)
+            return
+        case "/v1/usage":
+            guard head.method == .GET else { return early(.error(.methodNotAllowed(method: head.method.rawValue, path: path))) }
+            let caller: Caller
+            switch authenticate(head, state: state) {
+            case .failure(let e): return early(.error(e))
+            case .success(let c): caller = c
+            }
+            self.state = .usageReport(head: head, requestID: requestID, department: table.departments[caller.department].name)
             return
         default:
             return early(.error(.notFound(method: head.method.rawValue, path: path)))
@@ -439,6 +454,27 @@ final class GatewayHandler: ChannelDuplexHandler {
                 "request_id": "\(requestID ?? "-")", "method": "\(head.method.rawValue)", "path": "\(head.uri)",
                 "status": "\(error.status)", "code": "\(error.codeString)",
             ])
+        }
+    }
+
+    /// Runs the usage report on the data plane's thread pool (SQLite blocks), then answers on
+    /// this loop. Only the caller's own department is ever read.
+    private func answerUsage(head: HTTPRequestHead, requestID: String, department: String, context: ChannelHandlerContext) {
+        guard let reporter = loop.usageReporter else {
+            respond(.error(.notFound(method: "GET", path: "/v1/usage")), head: head, requestID: requestID)
+            return
+        }
+        let query = head.uri.split(separator: "?", maxSplits: 1).dropFirst().first.map(String.init) ?? ""
+        loop.threadPool.runIfActive(eventLoop: context.eventLoop) {
+            try reporter(department, query)
+        }.assumeIsolated().whenComplete { [weak self] result in
+            guard let self else { return }
+            switch result {
+            case .success(let answer):
+                self.respond(LocalAnswer(status: HTTPResponseStatus(statusCode: answer.status), body: answer.body), head: head, requestID: requestID)
+            case .failure(let error):
+                self.respond(.error(.invalidRequest("\(error)")), head: head, requestID: requestID)
+            }
         }
     }
 

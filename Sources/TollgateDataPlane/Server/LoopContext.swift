@@ -1,6 +1,7 @@
 import Atomics
 import Logging
 import NIOCore
+import NIOPosix
 import TollgateCore
 import TollgateLedger
 
@@ -45,11 +46,16 @@ final class LoopContext {
     private var pendingUsage: [UsageRecord] = []
     private var pendingLastUsed: [String: Int64] = [:]
     static let usageBatch = 256
+    /// Answers `GET /v1/usage`; runs on `threadPool`, never on the loop.
+    let usageReporter: UsageReporter?
+    let threadPool: NIOThreadPool
 
     init(eventLoop: any EventLoop, index: Int, loopCount: Int, monitor: HealthMonitor, counters: LoopCounters, logger: Logger,
-         clock: @escaping MonotonicClock, usageSink: UsageSink?) {
+         clock: @escaping MonotonicClock, usageSink: UsageSink?, usageReporter: UsageReporter?, threadPool: NIOThreadPool) {
         self.eventLoop = eventLoop
         self.usageSink = usageSink
+        self.usageReporter = usageReporter
+        self.threadPool = threadPool
         self.index = index
         self.loopCount = loopCount
         self.monitor = monitor
