@@ -141,6 +141,7 @@ let package = Package(
             name: "TollgateRedisTests",
             dependencies: [
                 "TollgateRedis",
+                .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ],
