@@ -53,7 +53,10 @@ public final class Gateway: Sendable {
         self.configPath = configPath
         self.overrides = overrides
         self.logger = logger
-        if let ledger { try ledger.startKeyRefresh(into: dataPlane) }
+        if let ledger {
+            try ledger.seedQuotas(dataPlane)
+            try ledger.startKeyRefresh(into: dataPlane)
+        }
     }
 
     /// Re-reads the configuration file, validates it and swaps the routing table. A bad file is

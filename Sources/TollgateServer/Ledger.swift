@@ -132,3 +132,23 @@ extension Ledger {
         }
     }
 }
+
+extension Ledger {
+    /// Seeds the quota counters from the ledger, so that a restart does not hand every
+    /// department a fresh minute, day and month.
+    func seedQuotas(_ dataPlane: DataPlane, nowMs: Int64 = Int64(Date().timeIntervalSince1970 * 1000)) throws {
+        let book = dataPlane.state.quotas
+        var calendar = QuotaCalendar(timeZone: book.settings.timeZone)
+        let now = calendar.current(atMs: nowMs)
+        let minute = try Reports.tokenSumsByDepartment(database: database, since: now.minuteStart)
+        let day = try Reports.tokenSumsByDepartment(database: database, since: now.dayStart)
+        let month = try Reports.tokenSumsByDepartment(database: database, since: now.monthStart)
+        for (i, name) in book.names.enumerated() {
+            let counters = book.departments[i].counters
+            counters[QuotaMeter.requestsPerMinute.rawValue].seed(window: now.minute, amount: minute[name]?.requests ?? 0)
+            counters[QuotaMeter.tokensPerMinute.rawValue].seed(window: now.minute, amount: minute[name]?.tokens ?? 0)
+            counters[QuotaMeter.tokensPerDay.rawValue].seed(window: now.day, amount: day[name]?.tokens ?? 0)
+            counters[QuotaMeter.tokensPerMonth.rawValue].seed(window: now.month, amount: month[name]?.tokens ?? 0)
+        }
+    }
+}

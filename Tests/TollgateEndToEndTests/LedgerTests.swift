@@ -31,16 +31,17 @@ final class LedgerTests: XCTestCase {
             return try queue.read { db in try Row.fetchAll(db, sql: sql) }
         }
 
-        func stop() async {
+        func stop(keepFiles: Bool = false) async {
             await gateway.dataPlane.shutdown(grace: .seconds(1))
             await ledger.close()
             for sim in sims where sim.isRunning { try? await sim.stop() }
             try? await group.shutdownGracefully()
-            try? FileManager.default.removeItem(at: dir)
+            if !keepFiles { try? FileManager.default.removeItem(at: dir) }
         }
     }
 
-    func start(instances: Int = 2, simulator: SimulatorConfiguration = .init()) async throws -> Rig {
+    func start(instances: Int = 2, simulator: SimulatorConfiguration = .init(), dir existing: URL? = nil,
+               configure: (inout GatewayConfiguration) -> Void = { _ in }) async throws -> Rig {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
         var sims: [SimulatedInstance] = []
         for i in 0..<instances {
@@ -57,7 +58,8 @@ final class LedgerTests: XCTestCase {
             DepartmentConfiguration(name: "engineering", keys: [KeyEntry(sha256: KeyDigest.hex(of: TestKeys.engineering), label: "cfg")]),
             DepartmentConfiguration(name: "support"),
         ]
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("tollgate-ledger-\(UUID().uuidString)")
+        configure(&config)
+        let dir = existing ?? FileManager.default.temporaryDirectory.appendingPathComponent("tollgate-ledger-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         var logger = Logger(label: "test")
         logger.logLevel = .critical
@@ -209,6 +211,116 @@ final class LedgerTests: XCTestCase {
         XCTAssertEqual(nobody.status, 401)
         await client.close()
         await rig.stop()
+    }
+
+    // MARK: Quotas
+
+    /// Quota windows are calendar minutes: keep a test's requests inside one.
+    func avoidMinuteBoundary() async throws {
+        let intoMinute = Int64(Date().timeIntervalSince1970 * 1000) % 60_000
+        if intoMinute > 55_000 { try await Task.sleep(for: .milliseconds(60_000 - intoMinute + 100)) }
+    }
+
+    func testDepartmentOverItsTokensPerMinuteGets429WhileAnotherIsServed() async throws {
+        try await avoidMinuteBoundary()
+        let rig = try await start(instances: 1) { config in
+            config.departments[1].quota = QuotaLimits(tokensPerMinute: 200)
+        }
+        let support = try rig.ledger.keys.create(department: "support", label: nil, expiresIn: nil).key
+        try rig.ledger.refreshKeys(into: rig.gateway.dataPlane)?.wait()
+        let client = try await HTTPTestClient.connect(port: rig.port, group: rig.group)
+        var served = 0
+        var refused: Answer?
+        for _ in 0..<100 {
+            let a = try await client.chat(key: support, extra: #","max_tokens":10"#)
+            if a.status == 429 { refused = a; break }
+            XCTAssertEqual(a.status, 200)
+            XCTAssertEqual(a.headers.first(name: "x-ratelimit-limit-tokens"), "200")
+            XCTAssertNotNil(a.headers.first(name: "x-ratelimit-remaining-tokens"))
+            served += 1
+        }
+        let r = try XCTUnwrap(refused, "the quota ran out")
+        XCTAssertEqual(r.errorCode, "rate_limit_exceeded")
+        XCTAssertEqual(r.errorType, "tokens")
+        XCTAssertNotNil(r.headers.first(name: "retry-after"))
+        XCTAssertEqual(r.headers.first(name: "x-ratelimit-remaining-tokens"), "0")
+        XCTAssertGreaterThan(served, 5)
+        let other = try await client.chat(key: TestKeys.engineering)
+        XCTAssertEqual(other.status, 200, "another department is served meanwhile")
+        await client.close()
+        await rig.gateway.dataPlane.flushUsage()
+        await rig.ledger.writer.flush()
+        let used = try rig.rows("SELECT SUM(prompt_tokens + completion_tokens) AS t FROM usage WHERE department = 'support' AND status = 200")[0]["t"] as Int
+        XCTAssertGreaterThanOrEqual(used, 200, "a limit is reached at used >= limit")
+        XCTAssertLessThan(used, 200 + 30, "overshoot at most one request")
+        let rejected = try rig.rows("SELECT COUNT(*) AS n FROM usage WHERE status = 429")[0]["n"] as Int
+        XCTAssertEqual(rejected, 1, "the refusal is in the ledger too")
+        await rig.stop()
+    }
+
+    func testConcurrentRequestsOvershootByAtMostOneReservation() async throws {
+        try await avoidMinuteBoundary()
+        var slow = SimulatorConfiguration()
+        slow.timeToFirstToken = .milliseconds(20)
+        let rig = try await start(instances: 2, simulator: slow) { config in
+            config.departments[0].quota = QuotaLimits(tokensPerMinute: 300)
+        }
+        let ok = ManagedCounter()
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for _ in 0..<40 {
+                group.addTask {
+                    let client = try await HTTPTestClient.connect(port: rig.port, group: rig.group)
+                    for _ in 0..<3 {
+                        let a = try await client.chat(key: TestKeys.engineering, extra: #","max_tokens":10"#)
+                        XCTAssertTrue([200, 429].contains(a.status))
+                        if a.status == 200 { ok.add(1) }
+                    }
+                    await client.close()
+                }
+            }
+            try await group.waitForAll()
+        }
+        let tokens = rig.sims.reduce(0) { $0 + $1.stats.promptTokens + $1.stats.completionTokens }
+        // Each request reserves ~25 tokens (prompt estimate + max_tokens) and uses 14.
+        XCTAssertLessThan(tokens, 300 + 25 * 40, "bounded by concurrent reservations")
+        XCTAssertLessThan(ok.value, 120, "some were refused")
+        await rig.stop()
+    }
+
+    func testRequestsPerMinute() async throws {
+        try await avoidMinuteBoundary()
+        let rig = try await start(instances: 1) { config in
+            config.departments[0].quota = QuotaLimits(requestsPerMinute: 5)
+        }
+        let client = try await HTTPTestClient.connect(port: rig.port, group: rig.group)
+        var statuses: [Int] = []
+        for _ in 0..<7 { statuses.append(try await client.chat(key: TestKeys.engineering).status) }
+        XCTAssertEqual(statuses, [200, 200, 200, 200, 200, 429, 429])
+        let last = try await client.chat(key: TestKeys.engineering)
+        XCTAssertEqual(last.errorType, "requests")
+        XCTAssertEqual(last.headers.first(name: "x-ratelimit-limit-requests"), "5")
+        await client.close()
+        await rig.stop()
+    }
+
+    func testCountersSurviveARestart() async throws {
+        try await avoidMinuteBoundary()
+        let quota = QuotaLimits(tokensPerDay: 100)
+        let first = try await start(instances: 1) { $0.departments[0].quota = quota }
+        let client = try await HTTPTestClient.connect(port: first.port, group: first.group)
+        var status = 200
+        while status == 200 { status = try await client.chat(key: TestKeys.engineering, extra: #","max_tokens":20"#).status }
+        XCTAssertEqual(status, 429)
+        await client.close()
+        await first.stop(keepFiles: true)
+
+        let second = try await start(instances: 1, dir: first.dir) { $0.departments[0].quota = quota }
+        let again = try await HTTPTestClient.connect(port: second.port, group: second.group)
+        let answer = try await again.chat(key: TestKeys.engineering, extra: #","max_tokens":20"#)
+        XCTAssertEqual(answer.status, 429, "the day's use was seeded from the ledger")
+        XCTAssertEqual(answer.errorType, "tokens")
+        await again.close()
+        await second.stop()
     }
 }
 

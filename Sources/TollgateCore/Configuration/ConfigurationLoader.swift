@@ -278,6 +278,14 @@ struct Reader {
         section(&map, "auth") { r, m in
             config.auth.anonymousDepartment = r.string(&m, "anonymous_department")
         }
+        section(&map, "quotas") { r, m in
+            if let zone = r.string(&m, "time_zone") {
+                if let tz = TimeZone(identifier: zone) { config.quotas.timeZone = tz } else {
+                    r.fail(m, "time_zone", "\"\(zone)\" is not a time zone (e.g. UTC, Europe/Berlin, Asia/Shanghai)")
+                }
+            }
+            if let n = r.int(&m, "default_max_tokens", min: 0) { config.quotas.defaultMaxTokens = n }
+        }
         if let pools = list(&map, "pools") {
             let base = config.pools.count
             for (i, node) in pools.enumerated() {
@@ -380,11 +388,18 @@ struct Reader {
             finish(rm)
             if let weight { route.append(RouteGroup(match: match, weight: weight)) }
         }
+        var quota = QuotaLimits()
+        section(&m, "quota") { r, q in
+            quota.requestsPerMinute = r.int(&q, "requests_per_minute", min: 1)
+            quota.tokensPerMinute = r.int(&q, "tokens_per_minute", min: 1)
+            quota.tokensPerDay = r.int(&q, "tokens_per_day", min: 1)
+            quota.tokensPerMonth = r.int(&q, "tokens_per_month", min: 1)
+        }
         if !route.isEmpty && route.allSatisfy({ $0.weight == 0 }) {
             fail(m, "route", "at least one group needs a weight above 0")
         }
         guard let name else { return nil }
-        return DepartmentConfiguration(name: name, keys: keys, route: route)
+        return DepartmentConfiguration(name: name, keys: keys, route: route, quota: quota)
     }
 }
 

@@ -31,6 +31,9 @@
 ///   healthy_threshold: 2                       # consecutive good probes to mark up
 /// auth:
 ///   anonymous_department: null                 # department for requests without a key; null = 401
+/// quotas:
+///   time_zone: UTC                             # calendar days and months of the quotas
+///   default_max_tokens: 1024                   # reserved when a request sets no max_tokens
 /// pools:                                       # one per served model (aliases allowed)
 ///   - name: qwen
 ///     models: [qwen2.5-0.5b-instruct]
@@ -40,6 +43,7 @@
 /// departments:
 ///   - name: customer-service
 ///     keys: [{sha256: <hex of the key's SHA-256>, label: demo}]
+///     quota: {requests_per_minute: 600, tokens_per_minute: 200000, tokens_per_day: 5000000, tokens_per_month: 100000000}
 ///     route:                                   # shares by instance labels; omitted = whole pool by weight
 ///       - {match: {gpu: "0"}, weight: 3}
 ///       - {match: {}, weight: 1}
@@ -56,6 +60,7 @@ public struct GatewayConfiguration: Sendable, Equatable {
     public var retry = RetryPolicy()
     public var health = HealthSettings()
     public var auth = AuthSettings()
+    public var quotas = QuotaSettings()
     public var pools: [PoolConfiguration] = []
     public var departments: [DepartmentConfiguration] = []
 
@@ -213,10 +218,12 @@ public struct DepartmentConfiguration: Sendable, Equatable {
     public var keys: [KeyEntry]
     /// Shares over instance groups; empty means the whole pool by instance weight.
     public var route: [RouteGroup]
-    public init(name: String, keys: [KeyEntry] = [], route: [RouteGroup] = []) {
+    public var quota: QuotaLimits
+    public init(name: String, keys: [KeyEntry] = [], route: [RouteGroup] = [], quota: QuotaLimits = QuotaLimits()) {
         self.name = name
         self.keys = keys
         self.route = route
+        self.quota = quota
     }
 }
 

@@ -17,6 +17,7 @@ public struct GatewayError: Error, Sendable, Equatable {
         case upstreamUnavailable = "upstream_unavailable"
         case upstreamTimeout = "upstream_timeout"
         case shuttingDown = "shutting_down"
+        case rateLimitExceeded = "rate_limit_exceeded"
     }
 
     private let code: Code
@@ -71,6 +72,21 @@ public struct GatewayError: Error, Sendable, Equatable {
     }
     public static let upstreamTimeout = GatewayError(
         .upstreamTimeout, status: 504, type: "server_error", message: "The model instance did not answer in time.", retryAfter: 1)
+    /// A department's quota is used up (`used >= limit`) for the current window.
+    public static func quotaExceeded(department: String, meter: QuotaMeter, limit: Int, used: Int, requested: Int, retryAfter: Int) -> GatewayError {
+        let what: String
+        switch meter {
+        case .requestsPerMinute: what = "requests per min (RPM)"
+        case .tokensPerMinute: what = "tokens per min (TPM)"
+        case .tokensPerDay: what = "tokens per day (TPD)"
+        case .tokensPerMonth: what = "tokens per month"
+        }
+        return GatewayError(
+            .rateLimitExceeded, status: 429, type: meter == .requestsPerMinute ? "requests" : "tokens",
+            message: "Rate limit reached for department \(department) on \(what): Limit \(limit), Used \(used), Requested \(requested). Please try again in \(retryAfter)s.",
+            retryAfter: retryAfter)
+    }
+
     public static let shuttingDown = GatewayError(
         .shuttingDown, status: 503, type: "server_error", message: "The gateway is shutting down. Retry shortly.", retryAfter: 1)
 

@@ -24,6 +24,7 @@ public final class HealthMonitor: Sendable {
         var stopped = false
         var activeKeys: [ActiveKey] = []
         var keyTable = KeyTable.empty
+        var quotas: QuotaBook?
     }
 
     /// Publishes the initial snapshot for `table` at once.
@@ -67,6 +68,7 @@ public final class HealthMonitor: Sendable {
             let reschedule = self.store.load().table.configuration.health != table.configuration.health || s.probeTask == nil
             s.health = health
             s.keyTable = KeyTable(table: table, keys: s.activeKeys)
+            s.quotas = QuotaBook(table: table, previous: s.quotas ?? self.store.load().quotas)
             self.publish(table: table)
             if reschedule && s.probeTask != nil { self.reschedule() }
         }
@@ -119,7 +121,7 @@ public final class HealthMonitor: Sendable {
             guard let h = s.health[inst.identity] else { return .up }
             return Availability(probeUp: h.probeUp, ejectedUntil: h.ejectedUntil ?? 0)
         }
-        store.store(GatewayState(table: table, availability: availability, keys: s.keyTable))
+        store.store(GatewayState(table: table, availability: availability, keys: s.keyTable, quotas: s.quotas))
     }
 
     private func reschedule() {

@@ -36,6 +36,9 @@ final class Exchange: UpstreamDelegate {
     private let injectedUsage: Bool
     private var usageFilter = InjectedUsageFilter()
     private var tail = ResponseTail()
+    private let reservation: QuotaBook.Reservation
+    /// Usage is read from the answer (for the ledger or a quota).
+    private let metered: Bool
 
     private var phase = Phase.starting
     private var tried: [Int] = []
@@ -50,7 +53,8 @@ final class Exchange: UpstreamDelegate {
 
     init(handler: GatewayHandler, loop: LoopContext, state: GatewayState, requestID: String, head: HTTPRequestHead,
          body: ByteBuffer, model: String, summary: RequestSummary, caller: GatewayHandler.Caller,
-         endpoint: GatewayHandler.Endpoint, pool: Int, received: NIODeadline) {
+         endpoint: GatewayHandler.Endpoint, pool: Int, received: NIODeadline, reservation: QuotaBook.Reservation) {
+        self.reservation = reservation
         self.handler = handler
         self.loop = loop
         self.state = state
@@ -65,7 +69,8 @@ final class Exchange: UpstreamDelegate {
         self.pool = pool
         self.received = received
         // Usage is metered from the instance's own count; a stream reports it only when asked.
-        self.injectedUsage = summary.stream && !summary.includeUsage && endpoint != .embeddings && loop.usageSink != nil
+        self.metered = loop.usageSink != nil || !state.quotas.departments[caller.department].limits.isUnlimited
+        self.injectedUsage = summary.stream && !summary.includeUsage && endpoint != .embeddings && metered
         self.body = injectedUsage ? bodyAskingForUsage(body) : body
     }
 
@@ -181,7 +186,7 @@ final class Exchange: UpstreamDelegate {
                 if injectedUsage && status == 200 {
                     if let forward = usageFilter.filter(buffer) { handler?.writeResponseBody(forward) }
                 } else {
-                    if loop.usageSink != nil { tail.append(buffer) }
+                    if metered { tail.append(buffer) }
                     handler?.writeResponseBody(buffer)
                 }
             case .end:
@@ -289,15 +294,20 @@ final class Exchange: UpstreamDelegate {
         self.handler = nil
         handler?.exchangeFinished(self, ending: ending)
         let now = NIODeadline.now()
+        // Settle the quota: the instance's count when it gave one; the reservation when an
+        // answer was sent without one (a stream cut before its usage); nothing when no
+        // instance answered.
+        let usage = injectedUsage ? usageFilter.usage : tail.usage()
+        let spent = usage?.totalTokens ?? (firstByte != nil && status < 500 ? reservation.tokens : 0)
+        state.quotas.settle(reservation, actualTokens: spent)
         if loop.usageSink != nil {
-            let usage = injectedUsage ? usageFilter.usage : tail.usage()
             let latency = Double((now - received).nanoseconds) / 1e6
             loop.record(UsageRecord(
                 timeMs: wallClockMs() - Int64(latency), requestID: requestID, department: state.table.departments[department].name,
                 keyPrefix: caller.keyPrefix, model: model, endpoint: endpoint.name, instance: instance, status: status,
                 promptTokens: usage?.promptTokens, completionTokens: usage?.completionTokens, latencyMs: latency,
                 ttftMs: stream ? firstChunk.map { Double(($0 - received).nanoseconds) / 1e6 } : nil,
-                cache: .off, stream: stream))
+                cache: .off, stream: stream, reservedTokens: reservation.tokens))
         }
         loop.logger.info("request", metadata: [
             "request_id": "\(requestID)",
@@ -355,6 +365,13 @@ final class Exchange: UpstreamDelegate {
             }
         }
         headers.add(name: "x-request-id", value: requestID)
+        let quotas = state.quotas
+        if !quotas.departments[department].limits.isUnlimited {
+            let nowMs = wallClockMs()
+            for (name, value) in quotas.headers(department: department, at: loop.quotaWindows(quotas.settings, nowMs: nowMs), nowMs: nowMs) {
+                headers.add(name: name, value: value)
+            }
+        }
         return HTTPResponseHead(version: .http1_1, status: upstream.status, headers: headers)
     }
 }

@@ -365,9 +365,29 @@ final class GatewayHandler: ChannelDuplexHandler {
             respond(.error(.modelNotFound(model)), head: pending.head, requestID: pending.requestID)
             return
         }
+        // Admission: reserve the request and its possible tokens against the department's quotas.
+        let nowMs = wallClockMs()
+        let windows = loop.quotaWindows(table.configuration.quotas, nowMs: nowMs)
+        let cost = reservationEstimate(promptBytes: summary.promptRange?.count ?? pending.body.readableBytes,
+                                       maxTokens: summary.maxTokens, defaultMaxTokens: table.configuration.quotas.defaultMaxTokens)
+        let reservation: QuotaBook.Reservation
+        switch state.quotas.admit(department: pending.caller.department, tokens: cost, at: windows, nowMs: nowMs) {
+        case .admitted(let r):
+            reservation = r
+        case .rejected(let meter, let limit, let used, let requested, let wait):
+            loop.counters.quotaRejections.wrappingIncrement(ordering: .relaxed)
+            recordLocal(pending, status: 429, model: model, stream: summary.stream)
+            var answer = LocalAnswer.error(.quotaExceeded(
+                department: table.departments[pending.caller.department].name, meter: meter, limit: limit, used: used,
+                requested: requested, retryAfter: wait))
+            answer.headers += state.quotas.headers(department: pending.caller.department, at: windows, nowMs: nowMs)
+            respond(answer, head: pending.head, requestID: pending.requestID)
+            return
+        }
         let exchange = Exchange(
             handler: self, loop: loop, state: state, requestID: pending.requestID, head: pending.head, body: pending.body,
-            model: model, summary: summary, caller: pending.caller, endpoint: pending.endpoint, pool: pool, received: pending.started)
+            model: model, summary: summary, caller: pending.caller, endpoint: pending.endpoint, pool: pool, received: pending.started,
+            reservation: reservation)
         self.state = .forwarding(exchange)
         exchange.start()
     }

@@ -1,4 +1,5 @@
 import Atomics
+import Foundation
 import Logging
 import NIOCore
 import NIOPosix
@@ -14,6 +15,7 @@ public final class LoopCounters: Sendable {
     public let upstreamFailures = ManagedAtomic<Int>(0)
     public let clientErrors = ManagedAtomic<Int>(0)
     public let noInstance = ManagedAtomic<Int>(0)
+    public let quotaRejections = ManagedAtomic<Int>(0)
     public let activeConnections = ManagedAtomic<Int>(0)
     public let activeRequests = ManagedAtomic<Int>(0)
     init() {}
@@ -46,6 +48,18 @@ final class LoopContext {
     private var pendingUsage: [UsageRecord] = []
     private var pendingLastUsed: [String: Int64] = [:]
     static let usageBatch = 256
+    /// Calendar windows of the quotas, cached per loop.
+    private var quotaCalendar = QuotaCalendar(timeZone: TimeZone(identifier: "UTC")!)
+    private var quotaZone = TimeZone(identifier: "UTC")!
+
+    func quotaWindows(_ settings: QuotaSettings, nowMs: Int64) -> QuotaCalendar.Current {
+        if settings.timeZone != quotaZone {
+            quotaZone = settings.timeZone
+            quotaCalendar = QuotaCalendar(timeZone: quotaZone)
+        }
+        return quotaCalendar.current(atMs: nowMs)
+    }
+
     /// Answers `GET /v1/usage`; runs on `threadPool`, never on the loop.
     let usageReporter: UsageReporter?
     let threadPool: NIOThreadPool

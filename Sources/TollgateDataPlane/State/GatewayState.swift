@@ -22,12 +22,15 @@ public final class GatewayState: AtomicReference, Sendable {
     public let availability: [Availability]
     /// Keys from the ledger; keys from the configuration are in `table`.
     public let keys: KeyTable
+    /// Quota counters, indexed like `table.departments`.
+    public let quotas: QuotaBook
 
-    public init(table: RoutingTable, availability: [Availability], keys: KeyTable = .empty) {
+    public init(table: RoutingTable, availability: [Availability], keys: KeyTable = .empty, quotas: QuotaBook? = nil) {
         precondition(availability.count == table.instances.count)
         self.table = table
         self.availability = availability
         self.keys = keys
+        self.quotas = quotas ?? QuotaBook(table: table, previous: nil)
     }
 }
 

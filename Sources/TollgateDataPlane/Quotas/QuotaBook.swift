@@ -1,0 +1,152 @@
+import Atomics
+import Foundation
+import TollgateCore
+
+/// One meter of one department: the window it counts and the amount used, packed into one
+/// atomic word, so that every event loop reserves against the same counter without a lock.
+/// A reservation is one compare-and-swap: it succeeds only while `used < limit`, so requests
+/// racing for the last of a quota overshoot it by at most one request's reservation.
+public final class QuotaCounter: Sendable {
+    private let word = ManagedAtomic<UInt64>(0)
+    private static let amountBits: UInt64 = 40
+    private static let amountMask: UInt64 = (1 << 40) - 1
+
+    @inline(__always)
+    private static func tag(_ window: Int64) -> UInt64 { UInt64(truncatingIfNeeded: window) & 0xFF_FFFF }
+    @inline(__always)
+    private static func pack(_ window: Int64, _ amount: Int) -> UInt64 {
+        tag(window) << amountBits | (UInt64(max(0, amount)) & amountMask)
+    }
+
+    /// Used in `window` (0 when the counter still holds an older window).
+    public func used(window: Int64) -> Int {
+        let w = word.load(ordering: .relaxed)
+        return w >> Self.amountBits == Self.tag(window) ? Int(w & Self.amountMask) : 0
+    }
+
+    /// Adds `amount` when the window's use is below `limit`; returns whether it did, and the
+    /// use before the attempt.
+    public func reserve(window: Int64, amount: Int, limit: Int) -> (admitted: Bool, used: Int) {
+        var current = word.load(ordering: .relaxed)
+        while true {
+            let used = current >> Self.amountBits == Self.tag(window) ? Int(current & Self.amountMask) : 0
+            guard used < limit else { return (false, used) }
+            let (exchanged, original) = word.compareExchange(
+                expected: current, desired: Self.pack(window, used + amount), ordering: .relaxed)
+            if exchanged { return (true, used) }
+            current = original
+        }
+    }
+
+    /// Settles a reservation made in `window` (ignored once the counter moved to a new window).
+    public func adjust(window: Int64, by delta: Int) {
+        guard delta != 0 else { return }
+        var current = word.load(ordering: .relaxed)
+        while current >> Self.amountBits == Self.tag(window) {
+            let used = Int(current & Self.amountMask)
+            let (exchanged, original) = word.compareExchange(
+                expected: current, desired: Self.pack(window, used + delta), ordering: .relaxed)
+            if exchanged { return }
+            current = original
+        }
+    }
+
+    /// Sets the use of `window` (start-up, from the ledger).
+    public func seed(window: Int64, amount: Int) {
+        word.store(Self.pack(window, amount), ordering: .relaxed)
+    }
+}
+
+/// Every department's quota counters. Immutable itself (counters are shared objects), built
+/// with each routing table; a reload keeps the counters of departments it keeps.
+public final class QuotaBook: Sendable {
+    public struct Department: Sendable {
+        public let limits: QuotaLimits
+        /// Indexed by `QuotaMeter.rawValue`.
+        public let counters: [QuotaCounter]
+    }
+
+    public let settings: QuotaSettings
+    /// Indexed like the routing table's departments.
+    public let departments: [Department]
+    public let names: [String]
+
+    public init(table: RoutingTable, previous: QuotaBook?) {
+        settings = table.configuration.quotas
+        var kept: [String: [QuotaCounter]] = [:]
+        if let previous {
+            for (i, name) in previous.names.enumerated() { kept[name] = previous.departments[i].counters }
+        }
+        names = table.departments.map(\.name)
+        departments = table.configuration.departments.map { d in
+            Department(limits: d.quota, counters: kept[d.name] ?? QuotaMeter.allCases.map { _ in QuotaCounter() })
+        }
+    }
+
+    /// A reservation to settle when the request ends.
+    public struct Reservation: Sendable {
+        public let department: Int
+        public let tokens: Int
+        public let minute: Int64, day: Int64, month: Int64
+    }
+
+    public enum Admission: Sendable {
+        case admitted(Reservation)
+        case rejected(meter: QuotaMeter, limit: Int, used: Int, requested: Int, retryAfterSeconds: Int)
+    }
+
+    /// Reserves one request and `tokens` against every limited meter, or none of them.
+    public func admit(department: Int, tokens: Int, at now: QuotaCalendar.Current, nowMs: Int64) -> Admission {
+        let d = departments[department]
+        let reservation = Reservation(department: department, tokens: tokens, minute: now.minute, day: now.day, month: now.month)
+        guard !d.limits.isUnlimited else { return .admitted(reservation) }
+        var taken: [(QuotaMeter, Int)] = []
+        for meter in QuotaMeter.allCases {
+            guard let limit = d.limits.limit(meter) else { continue }
+            let amount = meter == .requestsPerMinute ? 1 : tokens
+            let window = now.index(meter.window)
+            let (ok, used) = d.counters[meter.rawValue].reserve(window: window, amount: amount, limit: limit)
+            if !ok {
+                for (m, a) in taken { d.counters[m.rawValue].adjust(window: now.index(m.window), by: -a) }
+                let wait = max(1, Int((now.end(meter.window) - nowMs + 999) / 1000))
+                return .rejected(meter: meter, limit: limit, used: used, requested: amount, retryAfterSeconds: wait)
+            }
+            taken.append((meter, amount))
+        }
+        return .admitted(reservation)
+    }
+
+    /// Replaces a reservation by what the request really used.
+    public func settle(_ r: Reservation, actualTokens: Int) {
+        let d = departments[r.department]
+        let delta = actualTokens - r.tokens
+        guard delta != 0 else { return }
+        if d.limits.tokensPerMinute != nil { d.counters[QuotaMeter.tokensPerMinute.rawValue].adjust(window: r.minute, by: delta) }
+        if d.limits.tokensPerDay != nil { d.counters[QuotaMeter.tokensPerDay.rawValue].adjust(window: r.day, by: delta) }
+        if d.limits.tokensPerMonth != nil { d.counters[QuotaMeter.tokensPerMonth.rawValue].adjust(window: r.month, by: delta) }
+    }
+
+    /// `x-ratelimit-*` headers: limit, remaining and reset for each limited meter.
+    public func headers(department: Int, at now: QuotaCalendar.Current, nowMs: Int64) -> [(String, String)] {
+        let d = departments[department]
+        var out: [(String, String)] = []
+        for meter in QuotaMeter.allCases {
+            guard let limit = d.limits.limit(meter) else { continue }
+            let used = d.counters[meter.rawValue].used(window: now.index(meter.window))
+            let reset = max(0, now.end(meter.window) - nowMs)
+            out.append(("x-ratelimit-limit-\(meter.headerName)", String(limit)))
+            out.append(("x-ratelimit-remaining-\(meter.headerName)", String(max(0, limit - used))))
+            out.append(("x-ratelimit-reset-\(meter.headerName)", "\(reset / 1000).\(String(format: "%03d", Int(reset % 1000)))s"))
+        }
+        return out
+    }
+
+    /// Use so far, for reports and the admin page: meter → used in the current window.
+    public func usage(department: Int, at now: QuotaCalendar.Current) -> [QuotaMeter: Int] {
+        var out: [QuotaMeter: Int] = [:]
+        for meter in QuotaMeter.allCases {
+            out[meter] = departments[department].counters[meter.rawValue].used(window: now.index(meter.window))
+        }
+        return out
+    }
+}
