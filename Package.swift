@@ -56,7 +56,9 @@ let package = Package(
             dependencies: [
                 "TollgateCore",
                 "TollgateDataPlane",
+                "TollgateLedger",
                 .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Atomics", package: "swift-atomics"),
             ],

@@ -12,10 +12,12 @@ public enum ControlPlane {
     /// Builds the control-plane application for a running data plane.
     public static func buildApplication(
         dataPlane: DataPlane,
+        admin: AdminServices? = nil,
         logger: Logger,
         onServerRunning: @escaping @Sendable (any Channel) async -> Void = { _ in }
     ) -> some ApplicationProtocol {
         let router = Router()
+        if let admin { addAdminAPI(to: router, services: admin, dataPlane: dataPlane) }
         router.get("/healthz") { _, _ -> Response in
             let health = try await dataPlane.monitor.snapshot().get()
             let report = HealthReport(dataPlane: dataPlane, health: health)

@@ -86,7 +86,7 @@ public final class Gateway: Sendable {
         let reloadSource = installReloadSignal()
         defer { reloadSource.cancel() }
         let dataService = DataPlaneService(dataPlane: dataPlane)
-        let app = ControlPlane.buildApplication(dataPlane: dataPlane, logger: logger) { channel in
+        let app = ControlPlane.buildApplication(dataPlane: dataPlane, admin: adminServices(), logger: logger) { channel in
             if let admin = channel.localAddress {
                 self.logger.notice("control plane listening", metadata: ["address": "\(admin)"])
                 await onReady(dataAddress, admin)
@@ -102,6 +102,35 @@ public final class Gateway: Sendable {
             logger.notice("ledger flushed", metadata: ["rows_written": "\(ledger.writer.committedRows)"])
         }
         logger.notice("stopped")
+    }
+
+    /// The admin API's view of this gateway. The admin key comes from `TOLLGATE_ADMIN_KEY`, or
+    /// from the file `auth.admin_key_file` names; without either the admin API is off.
+    public func adminServices() -> AdminServices {
+        let config = dataPlane.state.table.configuration
+        var key = ProcessInfo.processInfo.environment["TOLLGATE_ADMIN_KEY"]
+        if key == nil, let file = config.auth.adminKeyFile {
+            if let text = try? String(contentsOfFile: file, encoding: .utf8) {
+                key = text.trimmingCharacters(in: .whitespacesAndNewlines)
+            } else {
+                logger.error("cannot read the admin key file; the admin API is off", metadata: ["file": "\(file)"])
+            }
+        }
+        if key?.isEmpty ?? true {
+            key = nil
+            logger.notice("no admin key (TOLLGATE_ADMIN_KEY or auth.admin_key_file): /admin/api is off")
+        }
+        let dataPlane = self.dataPlane
+        let ledger = self.ledger
+        let notFound: @Sendable (String) throws -> (status: Int, body: String) = { _ in
+            (404, GatewayError.notFound(method: "GET", path: "/admin/api/reports/quota").body)
+        }
+        return AdminServices(
+            adminKey: key.map { KeyDigest(hashing: Array($0.utf8)) },
+            keys: ledger?.keys,
+            refreshKeys: { try ledger?.refreshKeys(into: dataPlane)?.wait() },
+            reload: { [self] in reload() },
+            quotaReport: ledger?.quotaReporter(dataPlane: dataPlane) ?? notFound)
     }
 
     private func installReloadSignal() -> any DispatchSourceSignal {

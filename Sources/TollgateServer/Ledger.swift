@@ -90,6 +90,62 @@ public final class Ledger: Sendable {
 }
 
 extension Ledger {
+    /// Reports for `department` (nil: all) with the monthly token quota filled in, for the
+    /// period a query string names (`period=2026-11` or `from=…&to=…`; default: this month).
+    static func reports(database: LedgerDatabase, dataPlane: DataPlane?, department: String?, query: String,
+                        timeZone: TimeZone) throws -> Result<(ReportPeriod, [DepartmentReport]), GatewayError> {
+        var params: [String: String] = [:]
+        for pair in query.split(separator: "&") {
+            let kv = pair.split(separator: "=", maxSplits: 1).map { String($0).removingPercentEncoding ?? String($0) }
+            if kv.count == 2 { params[kv[0]] = kv[1] }
+        }
+        let period: ReportPeriod
+        do {
+            if let from = params["from"], let to = params["to"] {
+                period = try ReportPeriod.days(from: from, to: to, timeZone: timeZone)
+            } else {
+                let f = DateFormatter()
+                f.dateFormat = "yyyy-MM"
+                f.timeZone = timeZone
+                period = try ReportPeriod.month(params["period"] ?? f.string(from: Date()), timeZone: timeZone)
+            }
+        } catch {
+            return .failure(.invalidRequest("\(error)", param: "period"))
+        }
+        var reports = try Reports.departments(databases: [database], period: period, department: department)
+        if let config = dataPlane?.state.table.configuration {
+            let known = Set(reports.map(\.department))
+            for d in config.departments where (department == nil || d.name == department) && !known.contains(d.name) {
+                reports.append(DepartmentReport(department: d.name, requests: 0, promptTokens: 0, completionTokens: 0, totalTokens: 0,
+                                                cacheHits: 0, cacheHitRate: 0, errors: 0, p50LatencyMs: 0, p95LatencyMs: 0, upstreamCalls: 0))
+            }
+            for i in reports.indices {
+                if let limit = config.departments.first(where: { $0.name == reports[i].department })?.quota.tokensPerMonth {
+                    reports[i].tokenLimit = limit
+                    reports[i].quotaUsedPercent = Double(reports[i].totalTokens) * 100 / Double(limit)
+                }
+            }
+        }
+        return .success((period, reports.sorted { $0.department < $1.department }))
+    }
+
+    /// `GET /admin/api/reports/quota`: every department.
+    func quotaReporter(dataPlane: DataPlane) -> @Sendable (String) throws -> (status: Int, body: String) {
+        let database = self.database
+        return { @Sendable query in
+            let zone = dataPlane.state.table.configuration.quotas.timeZone
+            switch try Ledger.reports(database: database, dataPlane: dataPlane, department: nil, query: query, timeZone: zone) {
+            case .failure(let e): return (e.status, e.body)
+            case .success(let (period, reports)):
+                let encoder = JSONEncoder()
+                encoder.outputFormatting = [.sortedKeys]
+                encoder.dateEncodingStrategy = .iso8601
+                struct Answer: Encodable { let object = "quota_report"; let from: Date; let to: Date; let data: [DepartmentReport] }
+                return (200, String(decoding: try encoder.encode(Answer(from: period.from, to: period.to, data: reports)), as: UTF8.self) + "\n")
+            }
+        }
+    }
+
     /// `GET /v1/usage` for one department: `period=2026-11` or `from=2026-11-01&to=2026-11-30`
     /// (default: the current month, in the gateway's time zone).
     func usageReporter(timeZone: TimeZone = .current) -> UsageReporter {

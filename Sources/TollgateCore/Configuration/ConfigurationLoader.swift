@@ -277,6 +277,7 @@ struct Reader {
         }
         section(&map, "auth") { r, m in
             config.auth.anonymousDepartment = r.string(&m, "anonymous_department")
+            config.auth.adminKeyFile = r.string(&m, "admin_key_file")
         }
         section(&map, "quotas") { r, m in
             if let zone = r.string(&m, "time_zone") {

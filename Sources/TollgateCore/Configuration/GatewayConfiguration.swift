@@ -31,6 +31,7 @@
 ///   healthy_threshold: 2                       # consecutive good probes to mark up
 /// auth:
 ///   anonymous_department: null                 # department for requests without a key; null = 401
+///   admin_key_file: null                       # file with the admin key (env TOLLGATE_ADMIN_KEY wins)
 /// quotas:
 ///   time_zone: UTC                             # calendar days and months of the quotas
 ///   default_max_tokens: 1024                   # reserved when a request sets no max_tokens
@@ -114,6 +115,9 @@ public struct HealthSettings: Sendable, Equatable {
 }
 
 public struct AuthSettings: Sendable, Equatable {
+    /// A file holding the admin key (for `/admin/api/*`); the environment variable
+    /// `TOLLGATE_ADMIN_KEY` wins over it. Keep the file out of git. Relative to the working directory.
+    public var adminKeyFile: String?
     /// Department that requests without an `Authorization` header are accounted to.
     /// `nil` (the default) answers them 401.
     public var anonymousDepartment: String?

@@ -1,11 +1,12 @@
+import Dispatch
+import Foundation
 import GRDB
 
 /// Reports over one or more ledgers (one per gateway replica), quota seeding, and the
 /// queries behind the admin page. Every call blocks on SQLite: not from an event loop.
 ///
 /// Per-department queries read the covering index `usage_department_time` (department,
-/// time_ms, latency_ms, status, cache, tokens, instance) and never the wide rows; a
-/// month of one million rows reports in a few hundred milliseconds.
+/// time_ms, latency_ms, status, cache, tokens, instance) and never the wide rows.
 public enum Reports {
     /// Usage per department over `period`, merged over `databases`: counts and sums add up,
     /// and the latency percentiles are exact over the union of all rows (every latency of
@@ -14,25 +15,41 @@ public enum Reports {
     /// below it). With `department`, only that one, reported even when it has no requests;
     /// without, every department with at least one request, sorted by name.
     public static func departments(databases: [LedgerDatabase], period: ReportPeriod, department: String?) throws -> [DepartmentReport] {
-        let fromMs = period.fromMs
-        let toMs = period.toMs
-        var merged: [String: Accumulator] = [:]
-        for database in databases {
-            let partial = try database.pool.read { db in
-                var result: [String: Accumulator] = [:]
-                let names = try department.map { [$0] } ?? departmentNames(db)
-                for name in names {
-                    let accumulator = try accumulate(db, department: name, fromMs: fromMs, toMs: toMs)
-                    if accumulator.requests > 0 { result[name] = accumulator }
+        // The work is cut into (ledger, department, slice of the period) pieces run on every
+        // core: counts and sums add up and latency lists concatenate, so the pieces merge
+        // exactly, and a department with most of the traffic is not one core's work alone.
+        let timeSlices = slices(fromMs: period.fromMs, toMs: period.toMs, count: slicesPerDepartment)
+        let pieces = try databases.flatMap { database in
+            try (department.map { [$0] } ?? database.pool.read(departmentNames)).flatMap { name in
+                timeSlices.map { (database: database, department: name, fromMs: $0.fromMs, toMs: $0.toMs) }
+            }
+        }
+        let results = ResultSlots(count: pieces.count)
+        DispatchQueue.concurrentPerform(iterations: pieces.count) { index in
+            let piece = pieces[index]
+            results.set(index, Result {
+                try piece.database.pool.read { db in
+                    try accumulate(db, department: piece.department, fromMs: piece.fromMs, toMs: piece.toMs)
                 }
-                return result
-            }
-            for (name, accumulator) in partial {
-                merged[name, default: Accumulator()].add(accumulator)
-            }
+            })
+        }
+        var merged: [String: Accumulator] = [:]
+        for (piece, result) in zip(pieces, results.values) {
+            let accumulator = try result.get()
+            if accumulator.requests > 0 { merged[piece.department, default: Accumulator()].add(accumulator) }
         }
         if let department, merged[department] == nil { merged[department] = Accumulator() }
         return merged.keys.sorted().map { merged[$0]!.report(department: $0) }
+    }
+
+    /// Time slices per department and ledger in `departments`: enough for two cores to
+    /// share one big department evenly, few enough that per-query costs stay negligible.
+    static let slicesPerDepartment = 4
+
+    static func slices(fromMs: Int64, toMs: Int64, count: Int) -> [(fromMs: Int64, toMs: Int64)] {
+        guard toMs > fromMs else { return [(fromMs, toMs)] }
+        let width = max(1, (toMs - fromMs + Int64(count) - 1) / Int64(count))
+        return stride(from: fromMs, to: toMs, by: Int(width)).map { ($0, min($0 + width, toMs)) }
     }
 
     /// Requests and tokens of `department` since `since` (Unix ms, included): to seed quota
@@ -118,6 +135,26 @@ public enum Reports {
         guard !sorted.isEmpty else { return 0 }
         let rank = (p * sorted.count + 99) / 100
         return sorted[min(max(rank, 1), sorted.count) - 1]
+    }
+
+    /// One result slot per piece of work, filled from several threads.
+    private final class ResultSlots: @unchecked Sendable {
+        private let lock = NSLock()
+        private var slots: [Result<Accumulator, any Error>?]
+
+        init(count: Int) { slots = Array(repeating: nil, count: count) }
+
+        func set(_ index: Int, _ result: Result<Accumulator, any Error>) {
+            lock.lock()
+            slots[index] = result
+            lock.unlock()
+        }
+
+        var values: [Result<Accumulator, any Error>] {
+            lock.lock()
+            defer { lock.unlock() }
+            return slots.map { $0! }
+        }
     }
 
     struct Accumulator: Sendable {

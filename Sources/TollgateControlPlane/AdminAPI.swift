@@ -1,0 +1,160 @@
+import Foundation
+import Hummingbird
+import NIOCore
+import NIOPosix
+import TollgateCore
+import TollgateDataPlane
+import TollgateLedger
+
+/// What the admin API acts on; the server module supplies it.
+public struct AdminServices: Sendable {
+    /// SHA-256 of the admin key; nil disables `/admin/api/*` (answered 503).
+    public var adminKey: KeyDigest?
+    public var keys: KeyStore?
+    /// Publishes the ledger's keys to the data plane and returns once they are in force.
+    public var refreshKeys: @Sendable () throws -> Void
+    /// Re-reads `routes/`; the error describes a refused file.
+    public var reload: @Sendable () -> Result<RoutingTable, any Error>
+    /// Every department's report for a period (query string as in `/v1/usage`).
+    public var quotaReport: @Sendable (_ query: String) throws -> (status: Int, body: String)
+
+    public init(adminKey: KeyDigest?, keys: KeyStore?, refreshKeys: @escaping @Sendable () throws -> Void,
+                reload: @escaping @Sendable () -> Result<RoutingTable, any Error>,
+                quotaReport: @escaping @Sendable (_ query: String) throws -> (status: Int, body: String)) {
+        self.adminKey = adminKey
+        self.keys = keys
+        self.refreshKeys = refreshKeys
+        self.reload = reload
+        self.quotaReport = quotaReport
+    }
+}
+
+/// Only the admin key passes. A department's key gets 403, anything else 401, both in the
+/// OpenAI error format.
+struct AdminAuthMiddleware<Context: RequestContext>: RouterMiddleware {
+    let services: AdminServices
+    let dataPlane: DataPlane
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        guard let admin = services.adminKey else {
+            return errorResponse(.serviceUnavailable, type: "server_error", code: "admin_disabled",
+                                 message: "No admin key is configured (TOLLGATE_ADMIN_KEY or auth.admin_key_file).")
+        }
+        guard let header = request.headers[.authorization], header.lowercased().hasPrefix("bearer ") else {
+            return errorResponse(.unauthorized, type: "invalid_request_error", code: "invalid_api_key", message: "The admin API needs the admin key (Authorization: Bearer ...).")
+        }
+        let digest = KeyDigest(hashing: Array(header.dropFirst(7).utf8))
+        if digest == admin { return try await next(request, context) }
+        let state = dataPlane.state
+        if state.keys.lookup(digest) != nil || state.table.department(forKey: digest) != nil {
+            return errorResponse(.forbidden, type: "invalid_request_error", code: "forbidden", message: "A department key cannot use the admin API.")
+        }
+        return errorResponse(.unauthorized, type: "invalid_request_error", code: "invalid_api_key", message: "Incorrect admin key.")
+    }
+}
+
+func errorResponse(_ status: HTTPResponse.Status, type: String, code: String, message: String, param: String? = nil) -> Response {
+    var body = "{\"error\":{\"message\":"
+    appendJSONString(message, to: &body)
+    body += ",\"type\":"
+    appendJSONString(type, to: &body)
+    body += ",\"param\":"
+    if let param { appendJSONString(param, to: &body) } else { body += "null" }
+    body += ",\"code\":"
+    appendJSONString(code, to: &body)
+    body += "}}\n"
+    return Response(status: status, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(string: body)))
+}
+
+func jsonResponse(_ status: HTTPResponse.Status = .ok, _ body: String) -> Response {
+    Response(status: status, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(string: body)))
+}
+
+func jsonResponse<T: Encodable>(_ status: HTTPResponse.Status = .ok, encoding value: T) throws -> Response {
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = [.sortedKeys]
+    return jsonResponse(status, String(decoding: try encoder.encode(value), as: UTF8.self) + "\n")
+}
+
+/// Blocking work (SQLite) off the cooperative pool.
+func offload<T: Sendable>(_ work: @escaping @Sendable () throws -> T) async throws -> T {
+    try await NIOThreadPool.singleton.runIfActive(work)
+}
+
+extension ControlPlane {
+    /// `/admin/api/*`: keys, quota report, reload. Documented in README.md ("Admin API").
+    static func addAdminAPI(to router: Router<BasicRequestContext>, services: AdminServices, dataPlane: DataPlane) {
+        let api = router.group("admin/api").add(middleware: AdminAuthMiddleware(services: services, dataPlane: dataPlane))
+
+        api.get("keys") { request, _ -> Response in
+            guard let store = services.keys else { return errorResponse(.notFound, type: "invalid_request_error", code: "no_ledger", message: "This gateway runs without a ledger.") }
+            let department = request.uri.queryParameters.get("department")
+            let keys = try await offload { try store.list(department: department) }
+            return try jsonResponse(encoding: KeyList(data: keys))
+        }
+
+        api.post("keys") { request, context -> Response in
+            guard let store = services.keys else { return errorResponse(.notFound, type: "invalid_request_error", code: "no_ledger", message: "This gateway runs without a ledger.") }
+            let input: CreateKeyRequest
+            do {
+                input = try await request.decode(as: CreateKeyRequest.self, context: context)
+            } catch {
+                return errorResponse(.badRequest, type: "invalid_request_error", code: "invalid_request",
+                                     message: "Expected JSON {\"department\": \"...\", \"name\": \"...\", \"expires\": \"90d\"}.")
+            }
+            guard dataPlane.state.table.department(named: input.department) != nil else {
+                return errorResponse(.badRequest, type: "invalid_request_error", code: "unknown_department",
+                                     message: "No department \"\(input.department)\" in the configuration.", param: "department")
+            }
+            do {
+                let lifetime = try input.expires.map { try KeyStore.parseDuration($0) }
+                let created = try await offload { try store.create(department: input.department, label: input.name, expiresIn: lifetime) }
+                try await offload { try services.refreshKeys() }
+                return try jsonResponse(.created, encoding: CreatedKeyResponse(key: created.key, info: created.info))
+            } catch let error as LedgerError {
+                return errorResponse(.badRequest, type: "invalid_request_error", code: error.codeString, message: error.message)
+            }
+        }
+
+        api.delete("keys/:prefix") { _, context -> Response in
+            guard let store = services.keys else { return errorResponse(.notFound, type: "invalid_request_error", code: "no_ledger", message: "This gateway runs without a ledger.") }
+            let prefix = try context.parameters.require("prefix")
+            do {
+                let info = try await offload { try store.revoke(prefix: prefix) }
+                // In force before we answer: the next request with that key is refused.
+                try await offload { try services.refreshKeys() }
+                return try jsonResponse(encoding: info)
+            } catch let error as LedgerError {
+                return errorResponse(.notFound, type: "invalid_request_error", code: error.codeString, message: error.message)
+            }
+        }
+
+        api.get("reports/quota") { request, _ -> Response in
+            let query = request.uri.query ?? ""
+            let answer = try await offload { try services.quotaReport(query) }
+            return jsonResponse(HTTPResponse.Status(code: answer.status), answer.body)
+        }
+
+        api.post("reload") { _, _ -> Response in
+            switch try await offload({ services.reload() }) {
+            case .success(let table):
+                return jsonResponse(.ok, "{\"reloaded\":true,\"generation\":\(table.generation),\"instances\":\(table.instances.count)}\n")
+            case .failure(let error):
+                return errorResponse(.unprocessableContent, type: "invalid_request_error", code: "configuration_refused", message: "\(error)")
+            }
+        }
+    }
+}
+
+
+struct KeyList: Encodable { let object = "list"; let data: [APIKeyInfo] }
+struct CreateKeyRequest: Decodable {
+    let department: String
+    let name: String?
+    let expires: String?
+}
+struct CreatedKeyResponse: Encodable {
+    /// Shown once; only its SHA-256 is stored.
+    let key: String
+    let info: APIKeyInfo
+}
