@@ -41,6 +41,7 @@ let package = Package(
             dependencies: [
                 "TollgateCore",
                 "TollgateLedger",
+                "TollgateRedis",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -72,6 +73,7 @@ let package = Package(
                 "TollgateDataPlane",
                 "TollgateControlPlane",
                 "TollgateLedger",
+                "TollgateRedis",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -120,6 +122,11 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        // Helpers shared by the test targets: a private redis-server per test.
+        .target(
+            name: "TollgateTestSupport",
+            swiftSettings: swiftSettings
+        ),
         .executableTarget(
             name: "tollgate",
             dependencies: [
@@ -127,6 +134,7 @@ let package = Package(
                 "TollgateServer",
                 "TollgateSimulator",
                 "TollgateLedger",
+                "TollgateRedis",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -143,6 +151,7 @@ let package = Package(
             name: "TollgateRedisTests",
             dependencies: [
                 "TollgateRedis",
+                "TollgateTestSupport",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -176,6 +185,9 @@ let package = Package(
                 "TollgateServer",
                 "TollgateSimulator",
                 "TollgateLedger",
+                "TollgateRedis",
+                "TollgateTestSupport",
+                .product(name: "Atomics", package: "swift-atomics"),
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),

@@ -5,6 +5,7 @@ import NIOCore
 import NIOHTTP1
 import NIOPosix
 import TollgateCore
+import TollgateRedis
 
 /// The data plane: an HTTP/1.1 server on SwiftNIO channel handlers, one event loop per core.
 /// A connection's requests are handled start to finish on the loop that accepted it, with that
@@ -24,6 +25,7 @@ public final class DataPlane: Sendable {
     ///   - clock: monotonic nanoseconds; tests may inject their own.
     public let usageSink: UsageSink?
     private let flushTasks = NIOLockedValueBox<[RepeatedTask]>([])
+    private let redisGroup = NIOLockedValueBox<RedisClientGroup?>(nil)
     /// Threads for the few data-plane requests that must block (`/v1/usage` reads SQLite).
     let threadPool = NIOThreadPool(numberOfThreads: 2)
 
@@ -73,6 +75,20 @@ public final class DataPlane: Sendable {
             flushTasks.withLockedValue { $0 = tasks }
         }
     }
+
+    /// Gives each event loop its own connection of `redis` (quotas shared by replicas, the cache).
+    /// Not from an event loop (it waits for each loop).
+    public func attachRedis(_ redis: RedisClientGroup) {
+        redisGroup.withLockedValue { $0 = redis }
+        for bound in contexts.values {
+            try? bound.eventLoop.submit {
+                bound.value.redis = redis.connection(for: bound.eventLoop)
+            }.wait()
+        }
+    }
+
+    /// The Redis connections attached, if any.
+    public var redis: RedisClientGroup? { redisGroup.withLockedValue { $0 } }
 
     /// Hands every loop's pending usage records to the writer (shutdown, tests).
     public func flushUsage() async {
@@ -175,6 +191,7 @@ public final class DataPlane: Sendable {
         for task in flushTasks.withLockedValue({ $0 }) { task.cancel() }
         await flushUsage()
         monitor.stop()
+        if let redis { await redis.shutdown() }
         try? await threadPool.shutdownGracefully()
         try? await group.shutdownGracefully()
     }

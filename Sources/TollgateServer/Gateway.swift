@@ -9,6 +9,7 @@ import TollgateControlPlane
 import TollgateCore
 import TollgateDataPlane
 import TollgateLedger
+import TollgateRedis
 
 /// Both planes, configuration reload and graceful shutdown: what `tollgate serve` runs.
 public final class Gateway: Sendable {
@@ -43,7 +44,7 @@ public final class Gateway: Sendable {
     /// - Parameter configPath: where `reload()` re-reads the configuration from; `nil` for a
     ///   gateway built from an in-memory configuration (tests).
     public init(configuration: GatewayConfiguration, configPath: String?, overrides: Overrides = Overrides(),
-                ledger: LedgerSettings? = nil, logger: Logger) throws {
+                ledger: LedgerSettings? = nil, redis: RedisConfiguration? = nil, logger: Logger) throws {
         var config = configuration
         overrides.apply(to: &config)
         let ledger = try ledger.map { try Ledger(settings: $0, logger: logger) }
@@ -53,6 +54,11 @@ public final class Gateway: Sendable {
         self.configPath = configPath
         self.overrides = overrides
         self.logger = logger
+        if let redis {
+            var redisLogger = logger
+            redisLogger[metadataKey: "component"] = "redis"
+            dataPlane.attachRedis(RedisClientGroup(configuration: redis, group: dataPlane.group, logger: redisLogger))
+        }
         if let ledger {
             try ledger.seedQuotas(dataPlane)
             try ledger.startKeyRefresh(into: dataPlane)

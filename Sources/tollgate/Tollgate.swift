@@ -3,6 +3,7 @@ import Foundation
 import Logging
 import TollgateCore
 import TollgateLedger
+import TollgateRedis
 import TollgateServer
 
 @main
@@ -42,7 +43,7 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Control-plane port (overrides admin.port).") var adminPort: Int?
     @OptionGroup var ledger: LedgerOptions
     @Option(help: "Name of this replica, written into every ledger row (default: the host name).") var replica: String?
-    @Option(help: "Redis URL redis://[:password@]host:port/db (env TOLLGATE_REDIS_URL). Used by the cache once it lands.") var redis: String?
+    @Option(help: "Redis URL redis://[:password@]host:port/db (env TOLLGATE_REDIS_URL): quota counters shared by replicas, and the cache.") var redis: String?
     @Option(help: "trace, debug, info, notice, warning, error (env TOLLGATE_LOG_LEVEL; default info).") var logLevel: String?
 
     func run() async throws {
@@ -59,9 +60,19 @@ struct Serve: AsyncParsableCommand {
         let settings = LedgerSettings(
             databasePath: ledger.databasePath, migrationsDirectory: try ledger.migrationsDirectory(),
             replica: replica ?? ProcessInfo.processInfo.hostName)
+        var redisConfiguration: RedisConfiguration?
+        if let url = redis ?? ProcessInfo.processInfo.environment["TOLLGATE_REDIS_URL"], !url.isEmpty {
+            do {
+                redisConfiguration = try RedisConfiguration(url: url)
+            } catch {
+                FileHandle.standardError.write(Data("tollgate: --redis: \(error)\n".utf8))
+                throw ExitCode(2)
+            }
+        }
         let gateway: Gateway
         do {
-            gateway = try Gateway(configuration: config, configPath: path, overrides: overrides, ledger: settings, logger: logger)
+            gateway = try Gateway(configuration: config, configPath: path, overrides: overrides, ledger: settings,
+                                  redis: redisConfiguration, logger: logger)
         } catch {
             FileHandle.standardError.write(Data("tollgate: cannot open the ledger \(settings.databasePath)\n\(error)\n".utf8))
             throw ExitCode(2)

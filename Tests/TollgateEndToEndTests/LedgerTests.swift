@@ -1,4 +1,5 @@
 import Foundation
+import Atomics
 import GRDB
 import Logging
 import NIOCore
@@ -9,6 +10,8 @@ import TollgateDataPlane
 import TollgateLedger
 import TollgateServer
 import TollgateSimulator
+import TollgateRedis
+import TollgateTestSupport
 import XCTest
 
 /// The usage ledger and keys from SQLite, against real SQLite files and the running gateway.
@@ -41,6 +44,7 @@ final class LedgerTests: XCTestCase {
     }
 
     func start(instances: Int = 2, simulator: SimulatorConfiguration = .init(), dir existing: URL? = nil,
+               redis: RedisConfiguration? = nil,
                configure: (inout GatewayConfiguration) -> Void = { _ in }) async throws -> Rig {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
         var sims: [SimulatedInstance] = []
@@ -67,7 +71,7 @@ final class LedgerTests: XCTestCase {
             configuration: config, configPath: nil,
             ledger: LedgerSettings(databasePath: dir.appendingPathComponent("ledger.sqlite").path,
                                    migrationsDirectory: repository.appendingPathComponent("migrations").path, replica: "test"),
-            logger: logger)
+            redis: redis, logger: logger)
         let port = try await gateway.dataPlane.start().port!
         return Rig(gateway: gateway, sims: sims, group: group, port: port, dir: dir)
     }
@@ -321,6 +325,45 @@ final class LedgerTests: XCTestCase {
         XCTAssertEqual(answer.errorType, "tokens")
         await again.close()
         await second.stop()
+    }
+
+    /// Two replicas, one Redis: the limit is the limit, not limit × replicas. Then Redis dies:
+    /// both keep serving on their own counters.
+    func testReplicasShareQuotaCountersThroughRedis() async throws {
+        try await avoidMinuteBoundary()
+        let server = try RedisServer()
+        let redis = try RedisConfiguration(url: server.url())
+        let quota: (inout GatewayConfiguration) -> Void = { $0.departments[0].quota = QuotaLimits(tokensPerMinute: 300) }
+        let a = try await start(instances: 1, redis: redis, configure: quota)
+        let b = try await start(instances: 1, redis: redis, configure: quota)
+        let ready = await a.gateway.dataPlane.monitor.eventually {
+            (a.gateway.dataPlane.redis?.availableConnections ?? 0) == 2 && (b.gateway.dataPlane.redis?.availableConnections ?? 0) == 2
+        }
+        XCTAssertTrue(ready, "both replicas connected to Redis")
+        let ca = try await HTTPTestClient.connect(port: a.port, group: a.group)
+        let cb = try await HTTPTestClient.connect(port: b.port, group: b.group)
+        var admitted = 0
+        for i in 0..<60 {
+            let answer = try await (i % 2 == 0 ? ca : cb).chat(key: TestKeys.engineering, extra: #","max_tokens":10"#)
+            if answer.status == 200 { admitted += 1 } else { XCTAssertEqual(answer.status, 429) }
+        }
+        let tokens = (a.sims + b.sims).reduce(0) { $0 + $1.stats.promptTokens + $1.stats.completionTokens }
+        XCTAssertGreaterThanOrEqual(tokens, 300)
+        XCTAssertLessThan(tokens, 300 + 30, "one limit across both replicas (alone each would admit 300)")
+        XCTAssertGreaterThan(admitted, 10)
+
+        server.stop()
+        let fellBack = await a.gateway.dataPlane.monitor.eventually {
+            let s = try? await ca.chat(key: TestKeys.engineering, extra: #","max_tokens":1"#).status
+            return s == 200 || s == 429
+        }
+        XCTAssertTrue(fellBack, "Redis down: the replica answers from its own counters, no error, no stall")
+        let fallbacks = a.gateway.dataPlane.counters.reduce(0) { $0 + $1.quotaFallbacks.load(ordering: .relaxed) }
+        XCTAssertGreaterThan(fallbacks, 0)
+        await ca.close()
+        await cb.close()
+        await a.stop()
+        await b.stop()
     }
 }
 

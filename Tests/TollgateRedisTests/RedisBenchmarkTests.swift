@@ -1,6 +1,7 @@
 import Foundation
 import NIOCore
 @testable import TollgateRedis
+import TollgateTestSupport
 import XCTest
 
 /// Pipelined GET throughput on one connection. A figure, not an assertion:

@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import NIOCore
 @testable import TollgateRedis
+import TollgateTestSupport
 import XCTest
 
 /// Round trips against a real Redis: a private `redis-server`, or `TOLLGATE_TEST_REDIS_URL`

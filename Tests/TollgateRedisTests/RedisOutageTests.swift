@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import NIOCore
 @testable import TollgateRedis
+import TollgateTestSupport
 import XCTest
 
 /// Redis down, slow or restarted: commands fail fast, the connection comes back by itself.

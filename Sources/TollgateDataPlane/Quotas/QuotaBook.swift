@@ -88,6 +88,8 @@ public final class QuotaBook: Sendable {
         public let department: Int
         public let tokens: Int
         public let minute: Int64, day: Int64, month: Int64
+        /// Reserved in Redis (shared by replicas) rather than in this process.
+        public var shared = false
     }
 
     public enum Admission: Sendable {
@@ -98,7 +100,7 @@ public final class QuotaBook: Sendable {
     /// Reserves one request and `tokens` against every limited meter, or none of them.
     public func admit(department: Int, tokens: Int, at now: QuotaCalendar.Current, nowMs: Int64) -> Admission {
         let d = departments[department]
-        let reservation = Reservation(department: department, tokens: tokens, minute: now.minute, day: now.day, month: now.month)
+        let reservation = Reservation(department: department, tokens: tokens, minute: now.minute, day: now.day, month: now.month, shared: false)
         guard !d.limits.isUnlimited else { return .admitted(reservation) }
         var taken: [(QuotaMeter, Int)] = []
         for meter in QuotaMeter.allCases {
@@ -114,6 +116,14 @@ public final class QuotaBook: Sendable {
             taken.append((meter, amount))
         }
         return .admitted(reservation)
+    }
+
+    /// Copies the shared counters' values (from Redis) into this process's, so that headers
+    /// and a fallback while Redis is away start from the shared figures.
+    public func mirror(department: Int, used: [QuotaMeter: Int], at now: QuotaCalendar.Current) {
+        for (meter, value) in used {
+            departments[department].counters[meter.rawValue].seed(window: now.index(meter.window), amount: value)
+        }
     }
 
     /// Replaces a reservation by what the request really used.

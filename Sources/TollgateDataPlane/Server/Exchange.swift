@@ -4,6 +4,7 @@ import NIOCore
 import NIOHTTP1
 import TollgateCore
 import TollgateLedger
+import TollgateRedis
 
 /// Forwards one request to an instance and streams the answer back, all on the connection's
 /// event loop. Tries instances until one answers, within the attempt limit; once the first
@@ -299,7 +300,13 @@ final class Exchange: UpstreamDelegate {
         // instance answered.
         let usage = injectedUsage ? usageFilter.usage : tail.usage()
         let spent = usage?.totalTokens ?? (firstByte != nil && status < 500 ? reservation.tokens : 0)
-        state.quotas.settle(reservation, actualTokens: spent)
+        if reservation.shared, let redis = loop.redis {
+            let limits = state.quotas.departments[department].limits
+            SharedQuota.settle(redis, department: state.table.departments[department].name, limits: limits,
+                               reservation: reservation, actualTokens: spent)
+        } else {
+            state.quotas.settle(reservation, actualTokens: spent)
+        }
         if loop.usageSink != nil {
             let latency = Double((now - received).nanoseconds) / 1e6
             loop.record(UsageRecord(

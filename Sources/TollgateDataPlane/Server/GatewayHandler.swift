@@ -5,6 +5,7 @@ import NIOHTTP1
 import NIOPosix
 import TollgateCore
 import TollgateLedger
+import TollgateRedis
 
 /// The data plane's handler for one client connection. It reads a request (head, then body),
 /// decides what it is — a local answer, an error, or a request to forward — and hands
@@ -365,25 +366,79 @@ final class GatewayHandler: ChannelDuplexHandler {
             respond(.error(.modelNotFound(model)), head: pending.head, requestID: pending.requestID)
             return
         }
-        // Admission: reserve the request and its possible tokens against the department's quotas.
+        // Admission: reserve the request and its possible tokens against the department's quotas
+        // — in Redis when it is there (shared by every replica), else in this process.
         let nowMs = wallClockMs()
         let windows = loop.quotaWindows(table.configuration.quotas, nowMs: nowMs)
         let cost = reservationEstimate(promptBytes: summary.promptRange?.count ?? pending.body.readableBytes,
                                        maxTokens: summary.maxTokens, defaultMaxTokens: table.configuration.quotas.defaultMaxTokens)
-        let reservation: QuotaBook.Reservation
-        switch state.quotas.admit(department: pending.caller.department, tokens: cost, at: windows, nowMs: nowMs) {
-        case .admitted(let r):
-            reservation = r
-        case .rejected(let meter, let limit, let used, let requested, let wait):
-            loop.counters.quotaRejections.wrappingIncrement(ordering: .relaxed)
-            recordLocal(pending, status: 429, model: model, stream: summary.stream)
-            var answer = LocalAnswer.error(.quotaExceeded(
-                department: table.departments[pending.caller.department].name, meter: meter, limit: limit, used: used,
-                requested: requested, retryAfter: wait))
-            answer.headers += state.quotas.headers(department: pending.caller.department, at: windows, nowMs: nowMs)
-            respond(answer, head: pending.head, requestID: pending.requestID)
-            return
+        let department = pending.caller.department
+        let limits = state.quotas.departments[department].limits
+        if !limits.isUnlimited, let redis = loop.redis {
+            if redis.isAvailable {
+                let name = table.departments[department].name
+                SharedQuota.reserve(redis, department: name, limits: limits, tokens: cost, at: windows, nowMs: nowMs)
+                    .assumeIsolated().whenComplete { [weak self] result in
+                        guard let self, case .responding = self.state, self.context != nil else {
+                            // The client left while Redis answered: give the reservation back.
+                            if case .success(.admitted) = result {
+                                SharedQuota.settle(redis, department: name, limits: limits,
+                                                   reservation: .init(department: department, tokens: cost, minute: windows.minute,
+                                                                      day: windows.day, month: windows.month, shared: true),
+                                                   actualTokens: 0)
+                            }
+                            return
+                        }
+                        switch result {
+                        case .success(.admitted(let usedAfter)):
+                            self.loop.sharedQuotaAvailable()
+                            state.quotas.mirror(department: department, used: usedAfter, at: windows)
+                            self.forward(pending, state: state, summary: summary, model: model, pool: pool,
+                                         reservation: .init(department: department, tokens: cost, minute: windows.minute,
+                                                            day: windows.day, month: windows.month, shared: true))
+                        case .success(.rejected(let meter, let limit, let used, let requested)):
+                            self.loop.sharedQuotaAvailable()
+                            state.quotas.mirror(department: department, used: [meter: used], at: windows)
+                            let wait = max(1, Int((windows.end(meter.window) - nowMs + 999) / 1000))
+                            self.refuse(pending, state: state, summary: summary, model: model, meter: meter, limit: limit, used: used,
+                                        requested: requested, wait: wait, windows: windows, nowMs: nowMs)
+                        case .failure(let error):
+                            self.loop.sharedQuotaUnavailable(error)
+                            self.admitLocally(pending, state: state, summary: summary, model: model, pool: pool, cost: cost,
+                                              windows: windows, nowMs: nowMs)
+                        }
+                    }
+                return
+            }
+            loop.sharedQuotaUnavailable(nil)
         }
+        admitLocally(pending, state: state, summary: summary, model: model, pool: pool, cost: cost, windows: windows, nowMs: nowMs)
+    }
+
+    private func admitLocally(_ pending: PendingRequest, state: GatewayState, summary: RequestSummary, model: String, pool: Int,
+                              cost: Int, windows: QuotaCalendar.Current, nowMs: Int64) {
+        switch state.quotas.admit(department: pending.caller.department, tokens: cost, at: windows, nowMs: nowMs) {
+        case .admitted(let reservation):
+            forward(pending, state: state, summary: summary, model: model, pool: pool, reservation: reservation)
+        case .rejected(let meter, let limit, let used, let requested, let wait):
+            refuse(pending, state: state, summary: summary, model: model, meter: meter, limit: limit, used: used,
+                   requested: requested, wait: wait, windows: windows, nowMs: nowMs)
+        }
+    }
+
+    private func refuse(_ pending: PendingRequest, state: GatewayState, summary: RequestSummary, model: String, meter: QuotaMeter,
+                        limit: Int, used: Int, requested: Int, wait: Int, windows: QuotaCalendar.Current, nowMs: Int64) {
+        loop.counters.quotaRejections.wrappingIncrement(ordering: .relaxed)
+        recordLocal(pending, status: 429, model: model, stream: summary.stream)
+        var answer = LocalAnswer.error(.quotaExceeded(
+            department: state.table.departments[pending.caller.department].name, meter: meter, limit: limit, used: used,
+            requested: requested, retryAfter: wait))
+        answer.headers += state.quotas.headers(department: pending.caller.department, at: windows, nowMs: nowMs)
+        respond(answer, head: pending.head, requestID: pending.requestID)
+    }
+
+    private func forward(_ pending: PendingRequest, state: GatewayState, summary: RequestSummary, model: String, pool: Int,
+                         reservation: QuotaBook.Reservation) {
         let exchange = Exchange(
             handler: self, loop: loop, state: state, requestID: pending.requestID, head: pending.head, body: pending.body,
             model: model, summary: summary, caller: pending.caller, endpoint: pending.endpoint, pool: pool, received: pending.started,

@@ -5,6 +5,7 @@ import NIOCore
 import NIOPosix
 import TollgateCore
 import TollgateLedger
+import TollgateRedis
 
 /// Counters of one event loop. Written only by that loop (relaxed atomics, so no lock and no
 /// contention), summed by the control plane when read.
@@ -16,6 +17,8 @@ public final class LoopCounters: Sendable {
     public let clientErrors = ManagedAtomic<Int>(0)
     public let noInstance = ManagedAtomic<Int>(0)
     public let quotaRejections = ManagedAtomic<Int>(0)
+    /// Admissions counted locally because Redis could not answer.
+    public let quotaFallbacks = ManagedAtomic<Int>(0)
     public let activeConnections = ManagedAtomic<Int>(0)
     public let activeRequests = ManagedAtomic<Int>(0)
     init() {}
@@ -58,6 +61,26 @@ final class LoopContext {
             quotaCalendar = QuotaCalendar(timeZone: quotaZone)
         }
         return quotaCalendar.current(atMs: nowMs)
+    }
+
+    /// This loop's own Redis connection (quotas shared by replicas, the cache); nil without Redis.
+    var redis: RedisConnection?
+    private var sharedQuotaDown = false
+
+    /// Redis could not take a quota reservation: this loop counts locally; said once per outage.
+    func sharedQuotaUnavailable(_ error: (any Error)?) {
+        counters.quotaFallbacks.wrappingIncrement(ordering: .relaxed)
+        guard !sharedQuotaDown else { return }
+        sharedQuotaDown = true
+        logger.warning("Redis unavailable: quota counters are this replica's own until it returns", metadata: [
+            "error": "\(error.map { "\($0)" } ?? "not connected")",
+        ])
+    }
+
+    func sharedQuotaAvailable() {
+        guard sharedQuotaDown else { return }
+        sharedQuotaDown = false
+        logger.notice("Redis is back: quota counters are shared again")
     }
 
     /// Answers `GET /v1/usage`; runs on `threadPool`, never on the loop.

@@ -1,17 +1,18 @@
 import Foundation
-import NIOCore
-import NIOPosix
 import XCTest
 
 /// A private `redis-server` on a free loopback port, for one test. Killed by `stop()` (and in `deinit`).
-final class RedisServer: @unchecked Sendable {
-    let port: Int
-    let password: String?
+///
+/// When `redis-server` is missing the test is skipped — unless `TOLLGATE_TEST_STRICT=1`
+/// (set by scripts/test, which installs it), where that is a failure.
+public final class RedisServer: @unchecked Sendable {
+    public let port: Int
+    public let password: String?
     private let extraArguments: [String]
     private var process: Process?
 
     /// Starts `redis-server` and waits until it accepts connections.
-    init(password: String? = nil, extraArguments: [String] = []) throws {
+    public init(password: String? = nil, extraArguments: [String] = []) throws {
         self.port = try Self.freePort()
         self.password = password
         self.extraArguments = extraArguments
@@ -23,7 +24,7 @@ final class RedisServer: @unchecked Sendable {
     }
 
     /// `redis://[:password@]127.0.0.1:port[/db]`
-    func url(database: Int? = nil, password: String? = nil) -> String {
+    public func url(database: Int? = nil, password: String? = nil) -> String {
         var url = "redis://"
         if let password = password ?? self.password { url += ":\(password)@" }
         url += "127.0.0.1:\(port)"
@@ -32,7 +33,7 @@ final class RedisServer: @unchecked Sendable {
     }
 
     /// Starts the server (again) on the same port.
-    func start() throws {
+    public func start() throws {
         precondition(process == nil, "already running")
         var arguments = [
             "--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
@@ -51,7 +52,7 @@ final class RedisServer: @unchecked Sendable {
     }
 
     /// Kills the server at once (SIGKILL, as a crash) and waits for it to exit.
-    func stop() {
+    public func stop() {
         guard let process else { return }
         self.process = nil
         if process.isRunning {
@@ -77,7 +78,7 @@ final class RedisServer: @unchecked Sendable {
             if connected { return }
             usleep(10_000)
         }
-        throw XCTSkip("redis-server did not start on port \(port)")
+        throw unavailable("redis-server did not start on port \(port)")
     }
 
     private static func freePort() throws -> Int {
@@ -93,7 +94,7 @@ final class RedisServer: @unchecked Sendable {
                 bind(fd, $0, length) == 0 && getsockname(fd, $0, &length) == 0
             }
         }
-        guard ok else { throw XCTSkip("no free loopback port") }
+        guard ok else { throw unavailable("no free loopback port") }
         return Int(UInt16(bigEndian: address.sin_port))
     }
 
@@ -103,6 +104,19 @@ final class RedisServer: @unchecked Sendable {
             let candidate = "\(directory)/\(name)"
             if FileManager.default.isExecutableFile(atPath: candidate) { return URL(fileURLWithPath: candidate) }
         }
-        throw XCTSkip("\(name) is not installed")
+        throw unavailable("\(name) is not installed")
     }
+}
+
+/// A skip, or under `TOLLGATE_TEST_STRICT=1` a failure.
+func unavailable(_ reason: String) -> any Error {
+    if ProcessInfo.processInfo.environment["TOLLGATE_TEST_STRICT"] == "1" {
+        return TestEnvironmentError(reason: reason)
+    }
+    return XCTSkip(reason)
+}
+
+public struct TestEnvironmentError: Error, CustomStringConvertible {
+    public let reason: String
+    public var description: String { "test environment: \(reason) (scripts/test installs what the tests need)" }
 }
