@@ -195,7 +195,9 @@ departments:
       - {{match: {{gpu: "0"}}, weight: 3}}
       - {{match: {{}}, weight: 1}}
 """)
-        gateway = procs.start([args.tollgate, "serve", "--config", gw_dir, "--log-level", "warning"])
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        gateway = procs.start([args.tollgate, "serve", "--config", gw_dir, "--log-level", "warning",
+                               "--database", os.path.join(tmp, "ledger.sqlite"), "--migrations", os.path.join(root, "migrations")])
         for port in (up_port, px_port, gw_port):
             wait_port(port)
 

@@ -17,28 +17,40 @@ public struct AdminServices: Sendable {
     public var reload: @Sendable () -> Result<RoutingTable, any Error>
     /// Every department's report for a period (query string as in `/v1/usage`).
     public var quotaReport: @Sendable (_ query: String) throws -> (status: Int, body: String)
+    /// The usage ledger the admin page and `/admin/api/overview` read; nil without one.
+    public var ledger: LedgerDatabase?
+    /// The ledger's writer, for its queue depth and write latency (`/metrics`).
+    public var writer: UsageWriter?
 
     public init(adminKey: KeyDigest?, keys: KeyStore?, refreshKeys: @escaping @Sendable () throws -> Void,
                 reload: @escaping @Sendable () -> Result<RoutingTable, any Error>,
-                quotaReport: @escaping @Sendable (_ query: String) throws -> (status: Int, body: String)) {
+                quotaReport: @escaping @Sendable (_ query: String) throws -> (status: Int, body: String),
+                ledger: LedgerDatabase? = nil, writer: UsageWriter? = nil) {
         self.adminKey = adminKey
         self.keys = keys
         self.refreshKeys = refreshKeys
         self.reload = reload
         self.quotaReport = quotaReport
+        self.ledger = ledger
+        self.writer = writer
     }
 }
 
-/// Only the admin key passes. A department's key gets 403, anything else 401, both in the
-/// OpenAI error format.
+/// Only the admin key passes (or the session cookie of the admin page, which only the admin
+/// key can open). A department's key gets 403, anything else 401, both in the OpenAI error format.
 struct AdminAuthMiddleware<Context: RequestContext>: RouterMiddleware {
     let services: AdminServices
     let dataPlane: DataPlane
+    var sessions: AdminSessions?
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         guard let admin = services.adminKey else {
             return errorResponse(.serviceUnavailable, type: "server_error", code: "admin_disabled",
                                  message: "No admin key is configured (TOLLGATE_ADMIN_KEY or auth.admin_key_file).")
+        }
+        if let sessions, request.headers[.authorization] == nil,
+           sessions.isValid(request.cookies[AdminSessions.cookieName]?.value) {
+            return try await next(request, context)
         }
         guard let header = request.headers[.authorization], header.lowercased().hasPrefix("bearer ") else {
             return errorResponse(.unauthorized, type: "invalid_request_error", code: "invalid_api_key", message: "The admin API needs the admin key (Authorization: Bearer ...).")
@@ -83,8 +95,19 @@ func offload<T: Sendable>(_ work: @escaping @Sendable () throws -> T) async thro
 
 extension ControlPlane {
     /// `/admin/api/*`: keys, quota report, reload. Documented in README.md ("Admin API").
-    static func addAdminAPI(to router: Router<BasicRequestContext>, services: AdminServices, dataPlane: DataPlane) {
-        let api = router.group("admin/api").add(middleware: AdminAuthMiddleware(services: services, dataPlane: dataPlane))
+    static func addAdminAPI(to router: Router<BasicRequestContext>, services: AdminServices, dataPlane: DataPlane,
+                            sessions: AdminSessions? = nil) {
+        let api = router.group("admin/api").add(middleware: AdminAuthMiddleware(services: services, dataPlane: dataPlane, sessions: sessions))
+
+        api.get("overview") { request, _ -> Response in
+            let parameter = request.uri.queryParameters.get("window") ?? AdminWindow.defaultWindow.rawValue
+            guard let window = AdminWindow(rawValue: parameter) else {
+                return errorResponse(.badRequest, type: "invalid_request_error", code: "invalid_window",
+                                     message: "window must be one of \(AdminWindow.allCases.map(\.rawValue).joined(separator: ", ")).", param: "window")
+            }
+            let overview = try await AdminOverview.build(window: window, services: services, dataPlane: dataPlane)
+            return try jsonResponse(encoding: overview)
+        }
 
         api.get("keys") { request, _ -> Response in
             guard let store = services.keys else { return errorResponse(.notFound, type: "invalid_request_error", code: "no_ledger", message: "This gateway runs without a ledger.") }

@@ -6,8 +6,9 @@ import NIOCore
 import TollgateCore
 import TollgateDataPlane
 
-/// The control plane: Hummingbird 2 on its own port (default 127.0.0.1:8081). Today it serves
-/// `/healthz` with the pool's state; the admin page, admin API and `/metrics` build on it.
+/// The control plane: Hummingbird 2 on its own port (default 127.0.0.1:8081): `/healthz` with
+/// the pool's state, `/metrics` (Prometheus), and with `admin` the admin page `/admin` and the
+/// admin API `/admin/api/*`.
 public enum ControlPlane {
     /// Builds the control-plane application for a running data plane.
     public static func buildApplication(
@@ -17,7 +18,12 @@ public enum ControlPlane {
         onServerRunning: @escaping @Sendable (any Channel) async -> Void = { _ in }
     ) -> some ApplicationProtocol {
         let router = Router()
-        if let admin { addAdminAPI(to: router, services: admin, dataPlane: dataPlane) }
+        if let admin {
+            let sessions = AdminSessions()
+            addAdminAPI(to: router, services: admin, dataPlane: dataPlane, sessions: sessions)
+            addAdminPage(to: router, services: admin, dataPlane: dataPlane, sessions: sessions)
+        }
+        addMetrics(to: router, dataPlane: dataPlane, writer: admin?.writer)
         router.get("/healthz") { _, _ -> Response in
             let health = try await dataPlane.monitor.snapshot().get()
             let report = HealthReport(dataPlane: dataPlane, health: health)

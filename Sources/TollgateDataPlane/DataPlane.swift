@@ -80,9 +80,11 @@ public final class DataPlane: Sendable {
     /// Not from an event loop (it waits for each loop).
     public func attachRedis(_ redis: RedisClientGroup) {
         redisGroup.withLockedValue { $0 = redis }
+        let flights = SingleFlight()
         for bound in contexts.values {
             try? bound.eventLoop.submit {
                 bound.value.redis = redis.connection(for: bound.eventLoop)
+                bound.value.singleFlight = flights
             }.wait()
         }
     }

@@ -136,7 +136,8 @@ public final class Gateway: Sendable {
             keys: ledger?.keys,
             refreshKeys: { try ledger?.refreshKeys(into: dataPlane)?.wait() },
             reload: { [self] in reload() },
-            quotaReport: ledger?.quotaReporter(dataPlane: dataPlane) ?? notFound)
+            quotaReport: ledger?.quotaReporter(dataPlane: dataPlane) ?? notFound,
+            ledger: ledger?.database, writer: ledger?.writer)
     }
 
     private func installReloadSignal() -> any DispatchSourceSignal {

@@ -124,14 +124,17 @@ struct Report: ParsableCommand {
     @Option(name: .customLong("database"), help: "Ledger file; repeat to merge several replicas' ledgers (default: TOLLGATE_DATABASE or tollgate.sqlite).")
     var databases: [String] = []
     @Option(help: "Directory of the SQL migrations.") var migrations: String?
-    @Option(help: "Time zone of calendar periods (default: the system's).") var timeZone: String?
+    @Option(help: "Time zone of calendar periods (default: quotas.time_zone of the configuration, else the system's).") var timeZone: String?
+    @OptionGroup var options: ConfigOptions
 
     func run() throws {
         guard ["table", "csv", "json"].contains(format) else { throw ValidationError("--format is table, csv or json") }
+        // The configuration, when readable, gives the monthly token quotas and their time zone.
+        let config = try? ConfigurationLoader.load(path: options.path)
         let zone = try timeZone.map { name -> TimeZone in
             guard let z = TimeZone(identifier: name) else { throw ValidationError("unknown time zone \(name)") }
             return z
-        } ?? .current
+        } ?? config?.quotas.timeZone ?? .current
         let range: ReportPeriod
         if let from, let to {
             range = try ReportPeriod.days(from: from, to: to, timeZone: zone)
@@ -153,7 +156,12 @@ struct Report: ParsableCommand {
             options.migrations = migrations
             return try options.open(readOnly: true)
         }
-        let reports = try Reports.departments(databases: opened, period: range, department: department)
+        var reports = try Reports.departments(databases: opened, period: range, department: department)
+        for i in reports.indices {
+            if let limit = config?.departments.first(where: { $0.name == reports[i].department })?.quota.tokensPerMonth {
+                reports[i].applyQuota(tokenLimit: limit)
+            }
+        }
         switch format {
         case "csv": print(Reports.csv(reports), terminator: "")
         case "json": print(Reports.json(reports))

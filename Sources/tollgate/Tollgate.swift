@@ -1,6 +1,8 @@
 import ArgumentParser
 import Foundation
 import Logging
+import NIOCore
+import NIOPosix
 import TollgateCore
 import TollgateLedger
 import TollgateRedis
@@ -84,9 +86,12 @@ struct Serve: AsyncParsableCommand {
 }
 
 struct Check: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Validate the configuration and print the resolved routing table.")
+    static let configuration = CommandConfiguration(
+        abstract: "Validate the configuration, print the resolved routing table, and check that the ledger and Redis are reachable.")
 
     @OptionGroup var options: ConfigOptions
+    @OptionGroup var ledger: LedgerOptions
+    @Option(help: "Redis URL redis://[:password@]host:port/db (env TOLLGATE_REDIS_URL): checked with AUTH, SELECT and PING when given.") var redis: String?
 
     func run() throws {
         do {
@@ -99,8 +104,108 @@ struct Check: ParsableCommand {
             FileHandle.standardError.write(Data("configuration \(options.path): \(errors.errors.count) error(s)\n\(errors)\n".utf8))
             throw ExitCode(1)
         }
+        let databaseOK = checkDatabase()
+        let redisOK = checkRedis()
+        if !databaseOK || !redisOK { throw ExitCode(1) }
     }
+
+    /// Opens the ledger read-only and verifies its migrations, as `serve` would before applying them.
+    private func checkDatabase() -> Bool {
+        let path = ledger.databasePath
+        func fail(_ message: String) -> Bool {
+            FileHandle.standardError.write(Data("database \(path): \(message)\n".utf8))
+            return false
+        }
+        let directory: String
+        do { directory = try ledger.migrationsDirectory() } catch { return fail("\(error)") }
+        let migrations: [Migration]
+        do { migrations = try MigrationLoader.load(directory: directory) } catch { return fail("\(error)") }
+        guard FileManager.default.fileExists(atPath: path) else {
+            // `serve` creates the file (and its directories): say whether it will be able to.
+            var parent = (path as NSString).deletingLastPathComponent
+            if parent.isEmpty { parent = "." }
+            while !FileManager.default.fileExists(atPath: parent) && parent != "/" && parent != "." {
+                parent = (parent as NSString).deletingLastPathComponent
+                if parent.isEmpty { parent = "." }
+            }
+            guard FileManager.default.isWritableFile(atPath: parent) else {
+                return fail("does not exist, and \(parent) is not writable: serve could not create it")
+            }
+            print("database \(path): not created yet (serve creates it with \(migrations.count) migration(s) from \(directory))")
+            return true
+        }
+        do {
+            let database = try LedgerDatabase.open(path: path, migrations: migrations, readOnly: true)
+            defer { try? database.close() }
+            let applied = try database.appliedMigrations().count
+            let pending = migrations.count - applied
+            print("database \(path): OK, \(applied) migration(s) applied" + (pending > 0 ? ", \(pending) pending (serve applies them)" : ""))
+            return true
+        } catch {
+            return fail("\(error)")
+        }
+    }
+
+    /// Connects to Redis (AUTH and SELECT as the URL says), sends PING, and gives up after
+    /// `redisTimeout`. Runs on an event loop of its own; this command waits for it.
+    private func checkRedis() -> Bool {
+        guard let url = redis ?? ProcessInfo.processInfo.environment["TOLLGATE_REDIS_URL"], !url.isEmpty else {
+            print("redis: not configured (quotas are per replica)")
+            return true
+        }
+        let configuration: RedisConfiguration
+        do {
+            configuration = try RedisConfiguration(url: url)
+        } catch {
+            FileHandle.standardError.write(Data("redis: \(error)\n".utf8))
+            return false
+        }
+        let target = "\(configuration.host):\(configuration.port)/\(configuration.database)"
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        defer { try? group.syncShutdownGracefully() }
+        let loop = group.next()
+        var logger = Logger(label: "tollgate-check")
+        logger.logLevel = .critical  // the outcome is reported below, once
+        let started = NIODeadline.now()
+        let deadline = started + Self.redisTimeout
+        let reply: EventLoopFuture<Void> = loop.flatSubmit {
+            let connection = RedisConnection(configuration: configuration, eventLoop: loop, logger: logger)
+            connection.start()
+            let promise = loop.makePromise(of: Void.self)
+            func attempt() {
+                if connection.isAvailable {
+                    connection.ping().assumeIsolated().whenComplete { result in
+                        _ = connection.close()
+                        promise.completeWith(result)
+                    }
+                } else if NIODeadline.now() >= deadline {
+                    _ = connection.close()
+                    promise.fail(RedisCheckFailure.notReady)
+                } else {
+                    loop.assumeIsolated().scheduleTask(in: .milliseconds(20)) { attempt() }
+                }
+            }
+            attempt()
+            return promise.futureResult
+        }
+        do {
+            try reply.wait()
+            let ms = Double((NIODeadline.now() - started).nanoseconds) / 1e6
+            print("redis \(target): OK (PING in \(String(format: "%.1f", ms)) ms)")
+            return true
+        } catch RedisCheckFailure.notReady {
+            FileHandle.standardError.write(Data("redis \(target): not reachable within \(Self.redisTimeout.nanoseconds / 1_000_000) ms (refused, unreachable, or AUTH/SELECT failed)\n".utf8))
+            return false
+        } catch {
+            FileHandle.standardError.write(Data("redis \(target): \(error)\n".utf8))
+            return false
+        }
+    }
+
+    static let redisTimeout = TimeAmount.seconds(2)
 }
+
+enum RedisCheckFailure: Error { case notReady }
 
 struct HashKey: ParsableCommand {
     static let configuration = CommandConfiguration(

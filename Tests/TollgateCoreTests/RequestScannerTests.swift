@@ -16,11 +16,12 @@ final class RequestScannerTests: XCTestCase {
 
     func testPicksModelAndStream() throws {
         let body = #"{"messages":[{"role":"user","content":"hi \"there\" {"}],"model":"qwen2.5-0.5b-instruct","stream":true,"n":1.5e3}"#
-        XCTAssertEqual(try scan(body), RequestSummary(model: "qwen2.5-0.5b-instruct", stream: true))
-        XCTAssertEqual(try scan(#"  {"model" : "m" , "stream": false}  "#), RequestSummary(model: "m", stream: false))
+        func pick(_ s: RequestSummary) -> RequestSummary { RequestSummary(model: s.model, stream: s.stream) }
+        XCTAssertEqual(pick(try scan(body)), RequestSummary(model: "qwen2.5-0.5b-instruct", stream: true))
+        XCTAssertEqual(pick(try scan(#"  {"model" : "m" , "stream": false}  "#)), RequestSummary(model: "m", stream: false))
         XCTAssertEqual(try scan(#"{}"#), RequestSummary(model: nil, stream: false))
         XCTAssertEqual(try scan(#"{"model":"a\/b\u0041"}"#).model, "a/bA")
-        XCTAssertEqual(try scan(#"{"x":{"model":"nested","stream":true},"model":"top"}"#), RequestSummary(model: "top", stream: false))
+        XCTAssertEqual(pick(try scan(#"{"x":{"model":"nested","stream":true},"model":"top"}"#)), RequestSummary(model: "top", stream: false))
         XCTAssertEqual(try scan(#"{"stream":null,"v":[true,false,null,-0,0.5,1E+2,"é"]}"#).stream, false)
     }
 

@@ -3,6 +3,7 @@ import NIOCore
 import NIOHTTP1
 import NIOPosix
 import TollgateCore
+import TollgateLedger
 import TollgateSimulator
 import XCTest
 import GRDB
@@ -176,6 +177,40 @@ final class CommandLineTests: XCTestCase {
         XCTAssertEqual(rows, instance.stats.generations, "one row per generation the instance ran")
         try await instance.stop()
         try await group.shutdownGracefully()
+    }
+
+    /// `tollgate report` merges several replicas' ledgers and shows the monthly quota used.
+    func testReportMergesLedgersAndShowsQuota() async throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("tollgate-report-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let migrations = try MigrationLoader.load(directory: repository.appendingPathComponent("migrations").path)
+        let now = Int64(Date().timeIntervalSince1970 * 1000)
+        for (n, replica) in ["a", "b"].enumerated() {
+            let db = try LedgerDatabase.open(path: dir.appendingPathComponent("\(replica).sqlite").path, migrations: migrations)
+            let writer = UsageWriter(database: db)
+            writer.submit((0..<(10 * (n + 1))).map { i in
+                UsageRecord(timeMs: now - Int64(i), requestID: "\(replica)-\(i)", department: "eng", endpoint: "chat", instance: "s",
+                            status: i == 0 ? 502 : 200, promptTokens: 10, completionTokens: 5, latencyMs: Double(i), cache: .off, stream: false)
+            })
+            await writer.close()
+        }
+        try "pools: [{name: p, models: [m], instances: [{name: s, url: \"http://127.0.0.1:1\"}]}]\ndepartments: [{name: eng, quota: {tokens_per_month: 900}}]\n"
+            .write(to: dir.appendingPathComponent("g.yaml"), atomically: true, encoding: .utf8)
+        let r = try run(["report", "--format", "json", "--config", dir.appendingPathComponent("g.yaml").path,
+                         "--database", dir.appendingPathComponent("a.sqlite").path, "--database", dir.appendingPathComponent("b.sqlite").path,
+                         "--migrations", repository.appendingPathComponent("migrations").path])
+        XCTAssertEqual(r.status, 0, r.err)
+        let rows = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(r.out.utf8)) as? [[String: Any]], r.out)
+        let eng = try XCTUnwrap(rows.first)
+        XCTAssertEqual(eng["requests"] as? Int, 30)
+        XCTAssertEqual(eng["errors"] as? Int, 2)
+        XCTAssertEqual(eng["totalTokens"] as? Int ?? eng["total_tokens"] as? Int, 450)
+        let percent = try XCTUnwrap((eng["quotaUsedPercent"] ?? eng["quota_used_percent"]) as? Double)
+        XCTAssertEqual(percent, 50, accuracy: 0.001)
+        let table = try run(["report", "--database", dir.appendingPathComponent("a.sqlite").path,
+                             "--migrations", repository.appendingPathComponent("migrations").path, "--config", dir.appendingPathComponent("g.yaml").path])
+        XCTAssertTrue(table.out.contains("eng"), table.out)
     }
 
     private func freePort(group: any EventLoopGroup) throws -> Int {

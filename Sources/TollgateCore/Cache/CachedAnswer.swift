@@ -97,7 +97,7 @@ public struct CachedAnswer: Sendable, Equatable {
 }
 
 /// CRC-32 (IEEE 802.3, as zlib), to detect a corrupt entry.
-enum CRC32 {
+private enum CRC32 {
     private static let table: [UInt32] = (0..<256).map { n in
         var c = UInt32(n)
         for _ in 0..<8 { c = c & 1 != 0 ? 0xEDB8_8320 ^ (c >> 1) : c >> 1 }

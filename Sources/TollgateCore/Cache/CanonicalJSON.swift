@@ -29,7 +29,7 @@ public enum CanonicalJSON {
         _ body: [UInt8],
         dropping: Set<String> = CanonicalJSON.defaultDropped
     ) throws(CacheFormatError) -> [UInt8] {
-        var value = try JSONValue.parse(body)
+        var value = try CacheJSONValue.parse(body)
         if case .object(let members) = value, !dropping.isEmpty {
             let dropped = Set(dropping.map { Array($0.utf8) })
             value = .object(members.filter { !dropped.contains(Array($0.key.utf8)) })

@@ -279,6 +279,7 @@ struct Reader {
             config.auth.anonymousDepartment = r.string(&m, "anonymous_department")
             config.auth.adminKeyFile = r.string(&m, "admin_key_file")
         }
+        section(&map, "cache") { r, m in r.cachePolicy(&m, into: &config.cache) }
         section(&map, "quotas") { r, m in
             if let zone = r.string(&m, "time_zone") {
                 if let tz = TimeZone(identifier: zone) { config.quotas.timeZone = tz } else {
@@ -298,6 +299,19 @@ struct Reader {
             for (i, node) in departments.enumerated() {
                 if let d = department(node, file: map.file, key: "departments[\(base + i)]") { config.departments.append(d) }
             }
+        }
+    }
+
+    mutating func cachePolicy(_ m: inout MapReader, into policy: inout CachePolicy) {
+        if let text = string(&m, "mode") {
+            if let mode = CacheMode(rawValue: text) { policy.mode = mode } else {
+                fail(m, "mode", "\"\(text)\" is not one of \(CacheMode.allCases.map(\.rawValue).joined(separator: ", "))")
+            }
+        }
+        if let ttl = duration(&m, "ttl") { policy.ttl = ttl }
+        if let n = int(&m, "max_entry_bytes", min: 1) { policy.maxEntryBytes = n }
+        if let node = m.take("shared") {
+            if let b = node.bool { policy.shared = b } else { fail(m, "shared", "expected true or false") }
         }
     }
 
@@ -389,6 +403,12 @@ struct Reader {
             finish(rm)
             if let weight { route.append(RouteGroup(match: match, weight: weight)) }
         }
+        var cache: CachePolicy?
+        if m.keys.contains("cache") {
+            var policy = CachePolicy()
+            section(&m, "cache") { r, c in r.cachePolicy(&c, into: &policy) }
+            cache = policy
+        }
         var quota = QuotaLimits()
         section(&m, "quota") { r, q in
             quota.requestsPerMinute = r.int(&q, "requests_per_minute", min: 1)
@@ -400,7 +420,7 @@ struct Reader {
             fail(m, "route", "at least one group needs a weight above 0")
         }
         guard let name else { return nil }
-        return DepartmentConfiguration(name: name, keys: keys, route: route, quota: quota)
+        return DepartmentConfiguration(name: name, keys: keys, route: route, quota: quota, cache: cache)
     }
 }
 

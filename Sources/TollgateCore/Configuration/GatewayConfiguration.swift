@@ -32,6 +32,11 @@
 /// auth:
 ///   anonymous_department: null                 # department for requests without a key; null = 401
 ///   admin_key_file: null                       # file with the admin key (env TOLLGATE_ADMIN_KEY wins)
+/// cache:                                       # the Redis response cache (needs --redis)
+///   mode: deterministic                        # off | deterministic (temperature 0 or a seed) | always
+///   ttl: 1h
+///   max_entry_bytes: 262144                    # larger answers are not stored
+///   shared: false                              # true: one namespace for all departments
 /// quotas:
 ///   time_zone: UTC                             # calendar days and months of the quotas
 ///   default_max_tokens: 1024                   # reserved when a request sets no max_tokens
@@ -45,6 +50,7 @@
 ///   - name: customer-service
 ///     keys: [{sha256: <hex of the key's SHA-256>, label: demo}]
 ///     quota: {requests_per_minute: 600, tokens_per_minute: 200000, tokens_per_day: 5000000, tokens_per_month: 100000000}
+///     cache: {mode: always, ttl: 10m, shared: false}   # overrides the top-level cache policy
 ///     route:                                   # shares by instance labels; omitted = whole pool by weight
 ///       - {match: {gpu: "0"}, weight: 3}
 ///       - {match: {}, weight: 1}
@@ -62,6 +68,8 @@ public struct GatewayConfiguration: Sendable, Equatable {
     public var health = HealthSettings()
     public var auth = AuthSettings()
     public var quotas = QuotaSettings()
+    /// The response cache's default policy; departments may override it.
+    public var cache = CachePolicy()
     public var pools: [PoolConfiguration] = []
     public var departments: [DepartmentConfiguration] = []
 
@@ -223,11 +231,14 @@ public struct DepartmentConfiguration: Sendable, Equatable {
     /// Shares over instance groups; empty means the whole pool by instance weight.
     public var route: [RouteGroup]
     public var quota: QuotaLimits
-    public init(name: String, keys: [KeyEntry] = [], route: [RouteGroup] = [], quota: QuotaLimits = QuotaLimits()) {
+    /// This department's cache policy; nil: the top-level `cache` policy.
+    public var cache: CachePolicy?
+    public init(name: String, keys: [KeyEntry] = [], route: [RouteGroup] = [], quota: QuotaLimits = QuotaLimits(), cache: CachePolicy? = nil) {
         self.name = name
         self.keys = keys
         self.route = route
         self.quota = quota
+        self.cache = cache
     }
 }
 

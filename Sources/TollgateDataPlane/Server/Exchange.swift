@@ -38,6 +38,11 @@ final class Exchange: UpstreamDelegate {
     private var usageFilter = InjectedUsageFilter()
     private var tail = ResponseTail()
     private let reservation: QuotaBook.Reservation
+    /// The cache's plan for this request (nil: not cacheable, or no cache).
+    private let cache: CachePlan?
+    /// The answer collected for the cache: a JSON body, or a stream being assembled.
+    private var cacheBody: [UInt8]?
+    private var assembler: StreamAssembler?
     /// Usage is read from the answer (for the ledger or a quota).
     private let metered: Bool
 
@@ -49,13 +54,20 @@ final class Exchange: UpstreamDelegate {
     private var lastError: GatewayError?
     private var status = 0
     private var firstByte: NIODeadline?
+    /// When the request was written to the instance of the current try (metrics).
+    private var sent: NIODeadline?
     private var firstChunk: NIODeadline?
     private var responseBytes = 0
 
     init(handler: GatewayHandler, loop: LoopContext, state: GatewayState, requestID: String, head: HTTPRequestHead,
          body: ByteBuffer, model: String, summary: RequestSummary, caller: GatewayHandler.Caller,
-         endpoint: GatewayHandler.Endpoint, pool: Int, received: NIODeadline, reservation: QuotaBook.Reservation) {
+         endpoint: GatewayHandler.Endpoint, pool: Int, received: NIODeadline, reservation: QuotaBook.Reservation,
+         cache: CachePlan? = nil) {
         self.reservation = reservation
+        self.cache = cache
+        if let cache, cache.store {
+            if summary.stream { assembler = StreamAssembler(limitBytes: cache.policy.maxEntryBytes) } else { cacheBody = [] }
+        }
         self.handler = handler
         self.loop = loop
         self.state = state
@@ -71,7 +83,8 @@ final class Exchange: UpstreamDelegate {
         self.received = received
         // Usage is metered from the instance's own count; a stream reports it only when asked.
         self.metered = loop.usageSink != nil || !state.quotas.departments[caller.department].limits.isUnlimited
-        self.injectedUsage = summary.stream && !summary.includeUsage && endpoint != .embeddings && metered
+        // A stream to be stored asks for usage too, so that a replayed hit can carry it.
+        self.injectedUsage = summary.stream && !summary.includeUsage && endpoint != .embeddings && (metered || cache?.store == true)
         self.body = injectedUsage ? bodyAskingForUsage(body) : body
     }
 
@@ -124,6 +137,7 @@ final class Exchange: UpstreamDelegate {
 
     private func send(on connection: UpstreamConnection, instance: Int) {
         phase = .awaitingHead(instance: instance, connection: connection)
+        sent = .now()
         connection.handler.delegate = self
         loop.counters.upstreamRequests.wrappingIncrement(ordering: .relaxed)
         connection.handler.send(head: upstreamHead(for: state.table.instances[instance]), body: body)
@@ -141,7 +155,7 @@ final class Exchange: UpstreamDelegate {
         lastError = error
         phase = .starting
         loop.logger.notice("upstream try failed", metadata: [
-            "request_id": "\(requestID)", "instance": "\(info.name)", "reason": "\(reason)", "attempt": "\(attempts)",
+            "request_id": "\(requestID)", "department": "\(state.table.departments[department].name)", "instance": "\(info.name)", "reason": "\(reason)", "attempt": "\(attempts)",
         ])
         tryNext()
     }
@@ -184,6 +198,7 @@ final class Exchange: UpstreamDelegate {
             case .body(let buffer):
                 responseBytes += buffer.readableBytes
                 if firstChunk == nil { firstChunk = .now() }
+                if status == 200 { collectForCache(buffer) }
                 if injectedUsage && status == 200 {
                     if let forward = usageFilter.filter(buffer) { handler?.writeResponseBody(forward) }
                 } else {
@@ -192,6 +207,7 @@ final class Exchange: UpstreamDelegate {
                 }
             case .end:
                 if injectedUsage, let rest = usageFilter.remainder() { handler?.writeResponseBody(rest) }
+                storeInCache()
                 connection.handler.delegate = nil
                 if keepAlive {
                     connection.pool.release(connection)
@@ -203,6 +219,36 @@ final class Exchange: UpstreamDelegate {
         default:
             break
         }
+    }
+
+    private func collectForCache(_ buffer: ByteBuffer) {
+        guard let limit = cache?.policy.maxEntryBytes else { return }
+        if assembler != nil {
+            buffer.withUnsafeReadableBytes { assembler!.feed(Array($0)) }
+        } else if cacheBody != nil {
+            if cacheBody!.count + buffer.readableBytes > limit {
+                cacheBody = nil  // over the size limit: not stored
+            } else {
+                buffer.withUnsafeReadableBytes { cacheBody!.append(contentsOf: $0) }
+            }
+        }
+    }
+
+    /// A complete answer: store it (when it qualifies) and hand it to the single flight's followers.
+    private func storeInCache() {
+        guard let cache else { return }
+        var answer: CachedAnswer?
+        if status == 200 {
+            let body = assembler.flatMap { $0.assembled() } ?? cacheBody
+            if let body, cache.policy.admits(status: status, bodyBytes: body.count) {
+                answer = CachedAnswer(status: 200, contentType: "application/json", body: body, createdMs: wallClockMs(), model: model)
+            }
+        }
+        if let answer, cache.store, cache.redis.isAvailable {
+            let ttl = TimeAmount.nanoseconds(cache.policy.ttl.nanoseconds)
+            _ = cache.redis.set(cache.key.redisKey, to: answer.encoded(), expiresIn: ttl)
+        }
+        if cache.leader { loop.singleFlight.complete(cache.key, with: answer) }
     }
 
     func upstreamReadComplete() {
@@ -288,6 +334,7 @@ final class Exchange: UpstreamDelegate {
     private func finish(_ ending: GatewayHandler.Ending, outcome: String) {
         if case .finished = phase { return }
         let instance = counted.map { state.table.instances[$0.instance].name } ?? tried.last.map { state.table.instances[$0].name }
+        if let cache, cache.leader, outcome != "ok" { loop.singleFlight.complete(cache.key, with: nil) }
         phase = .finished
         releaseInFlight()
         loop.counters.activeRequests.wrappingDecrement(ordering: .relaxed)
@@ -295,6 +342,7 @@ final class Exchange: UpstreamDelegate {
         self.handler = nil
         handler?.exchangeFinished(self, ending: ending)
         let now = NIODeadline.now()
+        loop.counters.metrics.forwarded(received: received, sent: sent, firstByte: firstByte, end: now)
         // Settle the quota: the instance's count when it gave one; the reservation when an
         // answer was sent without one (a stream cut before its usage); nothing when no
         // instance answered.
@@ -314,7 +362,8 @@ final class Exchange: UpstreamDelegate {
                 keyPrefix: caller.keyPrefix, model: model, endpoint: endpoint.name, instance: instance, status: status,
                 promptTokens: usage?.promptTokens, completionTokens: usage?.completionTokens, latencyMs: latency,
                 ttftMs: stream ? firstChunk.map { Double(($0 - received).nanoseconds) / 1e6 } : nil,
-                cache: .off, stream: stream, reservedTokens: reservation.tokens))
+                cache: cache?.outcome ?? .off, stream: stream, cacheKey: cache?.key.hex, promptPreview: cache?.preview,
+                reservedTokens: reservation.tokens))
         }
         loop.logger.info("request", metadata: [
             "request_id": "\(requestID)",
@@ -372,6 +421,7 @@ final class Exchange: UpstreamDelegate {
             }
         }
         headers.add(name: "x-request-id", value: requestID)
+        if let cache { headers.add(name: "x-cache", value: cache.outcome == .miss ? "MISS" : "BYPASS") }
         let quotas = state.quotas
         if !quotas.departments[department].limits.isUnlimited {
             let nowMs = wallClockMs()

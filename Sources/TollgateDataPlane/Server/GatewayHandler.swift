@@ -439,10 +439,155 @@ final class GatewayHandler: ChannelDuplexHandler {
 
     private func forward(_ pending: PendingRequest, state: GatewayState, summary: RequestSummary, model: String, pool: Int,
                          reservation: QuotaBook.Reservation) {
+        let table = state.table
+        let departmentName = table.departments[pending.caller.department].name
+        let policy = table.configuration.departments[pending.caller.department].cache ?? table.configuration.cache
+        guard policy.mode != .off, let redis = loop.redis else {
+            return startExchange(pending, state: state, summary: summary, model: model, pool: pool, reservation: reservation, cache: nil)
+        }
+        let directives = CacheDirectives(cacheControl: pending.head.headers[canonicalForm: "cache-control"].joined(separator: ","))
+        let decision = policy.decide(temperature: summary.temperature, hasSeed: summary.hasSeed, directives: directives)
+        guard decision.lookup || decision.store,
+              let canonical = try? pending.body.withUnsafeReadableBytes({ try CanonicalJSON.canonicalize(Array($0)) }) else {
+            return startExchange(pending, state: state, summary: summary, model: model, pool: pool, reservation: reservation, cache: nil)
+        }
+        let key = CacheKey.make(namespace: policy.namespace(department: departmentName), endpoint: pending.endpoint.name,
+                                model: model, canonicalBody: canonical)
+        let preview = promptPreview(body: pending.body, range: summary.promptRange)
+        func plan(_ outcome: CacheOutcome, store: Bool, leader: Bool) -> CachePlan {
+            CachePlan(key: key, policy: policy, store: store && redis.isAvailable, outcome: outcome, redis: redis, leader: leader, preview: preview)
+        }
+        guard redis.isAvailable, decision.lookup else {
+            // Redis away, or `Cache-Control: no-cache`: no lookup (the answer may still be stored).
+            loop.counters.cacheBypasses.wrappingIncrement(ordering: .relaxed)
+            return startExchange(pending, state: state, summary: summary, model: model, pool: pool, reservation: reservation,
+                                 cache: plan(.bypass, store: decision.store, leader: false))
+        }
+        redis.get(key.redisKey).assumeIsolated().whenComplete { [weak self] result in
+            guard let self else { return }
+            guard case .responding = self.state, self.context != nil else {
+                self.release(reservation, state: state)
+                return
+            }
+            switch result {
+            case .success(let stored?):
+                if let answer = try? CachedAnswer.decode(stored),
+                   self.answerFromCache(answer, pending: pending, state: state, summary: summary, model: model,
+                                        reservation: reservation, preview: preview) {
+                    return
+                }
+                fallthrough
+            case .success(nil):
+                // A miss: lead a single flight, or wait for the one already going.
+                let bound = NIOLoopBound(self, eventLoop: self.loop.eventLoop)
+                let requestID = pending.requestID
+                let eventLoop = self.loop.eventLoop
+                let leads = self.loop.singleFlight.join(key) { answer in
+                    eventLoop.execute { bound.value.followerResumed(requestID: requestID, answer: answer) }
+                }
+                if leads {
+                    self.loop.counters.cacheMisses.wrappingIncrement(ordering: .relaxed)
+                    self.startExchange(pending, state: state, summary: summary, model: model, pool: pool, reservation: reservation,
+                                       cache: plan(.miss, store: decision.store, leader: true))
+                } else {
+                    self.follower = Follower(requestID: requestID) { [weak self] answer in
+                        guard let self else { return }
+                        if let answer, self.answerFromCache(answer, pending: pending, state: state, summary: summary, model: model,
+                                                            reservation: reservation, preview: preview) {
+                            return
+                        }
+                        self.loop.counters.cacheMisses.wrappingIncrement(ordering: .relaxed)
+                        self.startExchange(pending, state: state, summary: summary, model: model, pool: pool, reservation: reservation,
+                                           cache: plan(.miss, store: decision.store, leader: false))
+                    }
+                }
+            case .failure:
+                self.loop.counters.cacheBypasses.wrappingIncrement(ordering: .relaxed)
+                self.startExchange(pending, state: state, summary: summary, model: model, pool: pool, reservation: reservation,
+                                   cache: plan(.bypass, store: false, leader: false))
+            }
+        }
+    }
+
+    /// A request waiting for an identical one to come back from an instance.
+    struct Follower {
+        let requestID: String
+        let resume: (CachedAnswer?) -> Void
+    }
+    private var follower: Follower?
+
+    fileprivate func followerResumed(requestID: String, answer: CachedAnswer?) {
+        guard let f = follower, f.requestID == requestID, case .responding = state, context != nil else { return }
+        follower = nil
+        f.resume(answer)
+    }
+
+    /// Gives back a reservation that will not be used (the client left before we forwarded).
+    private func release(_ reservation: QuotaBook.Reservation, state: GatewayState) {
+        if reservation.shared, let redis = loop.redis {
+            SharedQuota.settle(redis, department: state.table.departments[reservation.department].name,
+                               limits: state.quotas.departments[reservation.department].limits, reservation: reservation, actualTokens: 0)
+        } else {
+            state.quotas.settle(reservation, actualTokens: 0)
+        }
+    }
+
+    /// Answers from a stored answer: as JSON, or replayed as an SSE stream. `false` when it
+    /// cannot be replayed in the form asked for (then the request goes upstream).
+    private func answerFromCache(_ answer: CachedAnswer, pending: PendingRequest, state: GatewayState, summary: RequestSummary,
+                                 model: String, reservation: QuotaBook.Reservation, preview: String?) -> Bool {
+        guard let context, case .responding = self.state else { return false }
+        var events: [[UInt8]] = []
+        if summary.stream {
+            guard let replay = try? StreamReplayer.events(from: answer.body, includeUsage: summary.includeUsage) else { return false }
+            events = replay
+        }
+        loop.counters.cacheHits.wrappingIncrement(ordering: .relaxed)
+        release(reservation, state: state)
+        let nowMs = wallClockMs()
+        var headers = HTTPHeaders()
+        headers.add(name: "content-type", value: summary.stream ? "text/event-stream" : answer.contentType)
+        if summary.stream {
+            headers.add(name: "cache-control", value: "no-cache")
+        } else {
+            headers.add(name: "content-length", value: String(answer.body.count))
+        }
+        headers.add(name: "x-cache", value: "HIT")
+        headers.add(name: "age", value: String(max(0, (nowMs - answer.createdMs) / 1000)))
+        headers.add(name: "x-request-id", value: pending.requestID)
+        if !state.quotas.departments[pending.caller.department].limits.isUnlimited {
+            let windows = loop.quotaWindows(state.quotas.settings, nowMs: nowMs)
+            for (n, v) in state.quotas.headers(department: pending.caller.department, at: windows, nowMs: nowMs) { headers.add(name: n, value: v) }
+        }
+        if !keepAlive || loop.draining { headers.add(name: "connection", value: "close") }
+        context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .ok, headers: headers))), promise: nil)
+        if summary.stream {
+            for event in events { context.write(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(bytes: event)))), promise: nil) }
+        } else {
+            context.write(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(bytes: answer.body)))), promise: nil)
+        }
+        let latency = Double((NIODeadline.now() - pending.started).nanoseconds) / 1e6
+        loop.record(UsageRecord(
+            timeMs: nowMs - Int64(latency), requestID: pending.requestID, department: state.table.departments[pending.caller.department].name,
+            keyPrefix: pending.caller.keyPrefix, model: model, endpoint: pending.endpoint.name, instance: nil, status: 200,
+            latencyMs: latency, ttftMs: summary.stream ? latency : nil, cache: .hit, stream: summary.stream, promptPreview: preview))
+        if keepAlive && !loop.draining {
+            self.state = .idle
+            guardHandler.responseCompleted()
+            context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+        } else {
+            self.state = .closed
+            context.writeAndFlush(wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { _ in context.close(promise: nil) }
+        }
+        return true
+    }
+
+    private func startExchange(_ pending: PendingRequest, state: GatewayState, summary: RequestSummary, model: String, pool: Int,
+                               reservation: QuotaBook.Reservation, cache: CachePlan?) {
         let exchange = Exchange(
             handler: self, loop: loop, state: state, requestID: pending.requestID, head: pending.head, body: pending.body,
             model: model, summary: summary, caller: pending.caller, endpoint: pending.endpoint, pool: pool, received: pending.started,
-            reservation: reservation)
+            reservation: reservation, cache: cache)
         self.state = .forwarding(exchange)
         exchange.start()
     }

@@ -19,8 +19,13 @@ public final class LoopCounters: Sendable {
     public let quotaRejections = ManagedAtomic<Int>(0)
     /// Admissions counted locally because Redis could not answer.
     public let quotaFallbacks = ManagedAtomic<Int>(0)
+    public let cacheHits = ManagedAtomic<Int>(0)
+    public let cacheMisses = ManagedAtomic<Int>(0)
+    public let cacheBypasses = ManagedAtomic<Int>(0)
     public let activeConnections = ManagedAtomic<Int>(0)
     public let activeRequests = ManagedAtomic<Int>(0)
+    /// Labelled counters and histograms for `/metrics` (see `Metrics/LoopMetrics`).
+    public let metrics = LoopMetrics()
     init() {}
 }
 
@@ -65,6 +70,8 @@ final class LoopContext {
 
     /// This loop's own Redis connection (quotas shared by replicas, the cache); nil without Redis.
     var redis: RedisConnection?
+    /// Coalesces identical cache misses across all loops.
+    var singleFlight = SingleFlight()
     private var sharedQuotaDown = false
 
     /// Redis could not take a quota reservation: this loop counts locally; said once per outage.
@@ -101,6 +108,7 @@ final class LoopContext {
         self.clock = clock
         let random = UInt32.random(in: 0...UInt32.max)
         self.requestPrefix = String(random, radix: 16) + String(index, radix: 16)
+        counters.metrics.attach(self)
     }
 
     /// A fresh request id: random per process and loop, then a counter.
@@ -177,6 +185,7 @@ final class LoopContext {
         guard usageSink != nil else { return }
         var r = record
         r.replica = usageSink?.replica
+        counters.metrics.count(r)
         pendingUsage.append(r)
         if let prefix = r.keyPrefix { pendingLastUsed[prefix] = r.timeMs }
         if pendingUsage.count >= Self.usageBatch { flushUsage() }

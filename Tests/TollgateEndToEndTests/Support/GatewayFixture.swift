@@ -6,6 +6,7 @@ import NIOPosix
 import TollgateCore
 import TollgateDataPlane
 import TollgateSimulator
+import TollgateRedis
 import XCTest
 
 /// Keys of the test departments.
@@ -26,6 +27,7 @@ final class GatewayFixture: Sendable {
     /// Instance `i` gets label `gpu: i % gpus`; `customer-service` sends 3/4 to GPU0.
     static func start(
         instances count: Int = 4, gpus: Int = 2, simulator: SimulatorConfiguration = SimulatorConfiguration(),
+        redis: RedisConfiguration? = nil,
         configure: (inout GatewayConfiguration) -> Void = { _ in }
     ) async throws -> GatewayFixture {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
@@ -59,6 +61,12 @@ final class GatewayFixture: Sendable {
         var logger = Logger(label: "tollgate-test")
         logger.logLevel = ProcessInfo.processInfo.environment["TOLLGATE_TEST_LOG"].flatMap(Logger.Level.init(rawValue:)) ?? .critical
         let dataPlane = DataPlane(table: RoutingTable(configuration: config), logger: logger)
+        if let redis {
+            dataPlane.attachRedis(RedisClientGroup(configuration: redis, group: dataPlane.group, logger: logger))
+            for _ in 0..<250 where (dataPlane.redis?.availableConnections ?? 0) < config.eventLoops {
+                try await Task.sleep(for: .milliseconds(20))
+            }
+        }
         let address = try await dataPlane.start()
         return GatewayFixture(group: group, instances: sims, dataPlane: dataPlane, port: address.port!, configuration: config)
     }

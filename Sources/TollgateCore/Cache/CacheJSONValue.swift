@@ -9,17 +9,17 @@ public struct CacheFormatError: Error, Sendable, Equatable, CustomStringConverti
 /// A parsed JSON value that keeps what the cache needs to be exact: numbers as their source text
 /// (so that `1` and `1.0`, or a 64-bit integer, survive untouched unless canonicalized), object
 /// members in source order, duplicates included.
-enum JSONValue: Sendable {
+enum CacheJSONValue: Sendable {
     case null
     case bool(Bool)
     /// The number's source text, validated against the JSON grammar.
     case number(String)
     case string(String)
-    case array([JSONValue])
-    case object([(key: String, value: JSONValue)])
+    case array([CacheJSONValue])
+    case object([(key: String, value: CacheJSONValue)])
 
     /// The last member named `key` (the one most JSON parsers keep), when this is an object.
-    subscript(key: String) -> JSONValue? {
+    subscript(key: String) -> CacheJSONValue? {
         guard case .object(let members) = self else { return nil }
         for member in members.reversed() where member.key.utf8.elementsEqual(key.utf8) { return member.value }
         return nil
@@ -30,12 +30,12 @@ enum JSONValue: Sendable {
         return nil
     }
 
-    var array: [JSONValue]? {
+    var array: [CacheJSONValue]? {
         if case .array(let a) = self { return a }
         return nil
     }
 
-    var members: [(key: String, value: JSONValue)]? {
+    var members: [(key: String, value: CacheJSONValue)]? {
         if case .object(let m) = self { return m }
         return nil
     }
@@ -54,8 +54,8 @@ enum JSONValue: Sendable {
     }
 
     /// Parses a complete JSON document (RFC 8259: one value, surrounding whitespace only).
-    static func parse(_ bytes: [UInt8]) throws(CacheFormatError) -> JSONValue {
-        var parser = JSONParser(bytes: bytes)
+    static func parse(_ bytes: [UInt8]) throws(CacheFormatError) -> CacheJSONValue {
+        var parser = CacheJSONParser(bytes: bytes)
         return try parser.document()
     }
 
@@ -74,11 +74,11 @@ enum JSONValue: Sendable {
         case .bool(let b): out.append(contentsOf: (b ? "true" : "false").utf8)
         case .number(let text):
             if canonical {
-                JSONNumber.writeCanonical(text, into: &out)
+                CacheJSONNumber.writeCanonical(text, into: &out)
             } else {
                 out.append(contentsOf: text.utf8)
             }
-        case .string(let s): JSONValue.writeString(s, into: &out)
+        case .string(let s): CacheJSONValue.writeString(s, into: &out)
         case .array(let values):
             out.append(UInt8(ascii: "["))
             for (i, v) in values.enumerated() {
@@ -87,11 +87,11 @@ enum JSONValue: Sendable {
             }
             out.append(UInt8(ascii: "]"))
         case .object(var members):
-            if canonical { members = JSONValue.canonicalOrder(members) }
+            if canonical { members = CacheJSONValue.canonicalOrder(members) }
             out.append(UInt8(ascii: "{"))
             for (i, m) in members.enumerated() {
                 if i > 0 { out.append(UInt8(ascii: ",")) }
-                JSONValue.writeString(m.key, into: &out)
+                CacheJSONValue.writeString(m.key, into: &out)
                 out.append(UInt8(ascii: ":"))
                 m.value.write(into: &out, canonical: canonical)
             }
@@ -100,12 +100,12 @@ enum JSONValue: Sendable {
     }
 
     /// Members sorted by the UTF-8 bytes of their names; of duplicate names, the last one only.
-    static func canonicalOrder(_ members: [(key: String, value: JSONValue)]) -> [(key: String, value: JSONValue)] {
+    static func canonicalOrder(_ members: [(key: String, value: CacheJSONValue)]) -> [(key: String, value: CacheJSONValue)] {
         let sorted = members.enumerated().sorted { a, b in
             if a.element.key.utf8.elementsEqual(b.element.key.utf8) { return a.offset < b.offset }
             return a.element.key.utf8.lexicographicallyPrecedes(b.element.key.utf8)
         }
-        var result: [(key: String, value: JSONValue)] = []
+        var result: [(key: String, value: CacheJSONValue)] = []
         result.reserveCapacity(sorted.count)
         for entry in sorted {
             if let last = result.last, last.key.utf8.elementsEqual(entry.element.key.utf8) {
@@ -137,7 +137,7 @@ enum JSONValue: Sendable {
 }
 
 /// A strict recursive-descent JSON parser over UTF-8 bytes.
-private struct JSONParser {
+private struct CacheJSONParser {
     /// Deeper documents are refused rather than risking the stack.
     static let maxDepth = 256
 
@@ -147,7 +147,7 @@ private struct JSONParser {
 
     init(bytes: [UInt8]) { self.bytes = bytes }
 
-    mutating func document() throws(CacheFormatError) -> JSONValue {
+    mutating func document() throws(CacheFormatError) -> CacheJSONValue {
         skipSpace()
         let value = try value()
         skipSpace()
@@ -168,7 +168,7 @@ private struct JSONParser {
         }
     }
 
-    private mutating func value() throws(CacheFormatError) -> JSONValue {
+    private mutating func value() throws(CacheFormatError) -> CacheJSONValue {
         guard i < bytes.count else { throw fail("unexpected end of input") }
         switch bytes[i] {
         case UInt8(ascii: "{"): return try object()
@@ -192,13 +192,13 @@ private struct JSONParser {
 
     private mutating func enter() throws(CacheFormatError) {
         depth += 1
-        guard depth <= JSONParser.maxDepth else { throw fail("nested deeper than \(JSONParser.maxDepth)") }
+        guard depth <= CacheJSONParser.maxDepth else { throw fail("nested deeper than \(CacheJSONParser.maxDepth)") }
     }
 
-    private mutating func object() throws(CacheFormatError) -> JSONValue {
+    private mutating func object() throws(CacheFormatError) -> CacheJSONValue {
         try enter()
         i += 1
-        var members: [(key: String, value: JSONValue)] = []
+        var members: [(key: String, value: CacheJSONValue)] = []
         skipSpace()
         if i < bytes.count, bytes[i] == UInt8(ascii: "}") {
             i += 1
@@ -228,10 +228,10 @@ private struct JSONParser {
         }
     }
 
-    private mutating func array() throws(CacheFormatError) -> JSONValue {
+    private mutating func array() throws(CacheFormatError) -> CacheJSONValue {
         try enter()
         i += 1
-        var values: [JSONValue] = []
+        var values: [CacheJSONValue] = []
         skipSpace()
         if i < bytes.count, bytes[i] == UInt8(ascii: "]") {
             i += 1
@@ -361,7 +361,7 @@ private struct JSONParser {
             var e = 0
             while i < bytes.count, isDigit(bytes[i]) {
                 e = e * 10 + Int(bytes[i] - UInt8(ascii: "0"))
-                guard e <= JSONNumber.exponentLimit else { throw fail("exponent out of range") }
+                guard e <= CacheJSONNumber.exponentLimit else { throw fail("exponent out of range") }
                 i += 1
             }
         }
@@ -372,7 +372,7 @@ private struct JSONParser {
 }
 
 /// Numbers by value: the canonical text of a validated JSON number.
-enum JSONNumber {
+enum CacheJSONNumber {
     /// The parser refuses a number whose written exponent exceeds this in magnitude
     /// (`1e9999999999`): no request has a meaningful number that large or small, and refusing it
     /// keeps the normalization exact and overflow-free.

@@ -1,0 +1,296 @@
+import Foundation
+import NIOCore
+import TollgateCore
+import TollgateDataPlane
+import TollgateLedger
+
+/// The windows the admin page offers (`?window=`).
+enum AdminWindow: String, CaseIterable, Sendable {
+    case hour = "1h"
+    case day = "24h"
+    case week = "7d"
+
+    static let defaultWindow = AdminWindow.hour
+
+    var milliseconds: Int64 {
+        switch self {
+        case .hour: 3_600_000
+        case .day: 86_400_000
+        case .week: 7 * 86_400_000
+        }
+    }
+
+    /// Points of the hit-rate chart: 1-minute, 30-minute and 3-hour buckets.
+    var buckets: Int {
+        switch self {
+        case .hour: 60
+        case .day: 48
+        case .week: 56
+        }
+    }
+
+    var label: String {
+        switch self {
+        case .hour: "last hour"
+        case .day: "last 24 hours"
+        case .week: "last 7 days"
+        }
+    }
+
+    /// [from, to) ending at the bucket boundary after `nowMs`, so buckets fall on whole
+    /// minutes (hours) and a page reloaded a few seconds later shows the same slices.
+    func range(nowMs: Int64) -> (from: Int64, to: Int64) {
+        let width = milliseconds / Int64(buckets)
+        let to = (nowMs / width + 1) * width
+        return (to - milliseconds, to)
+    }
+}
+
+/// Everything the admin page shows for one window; also `GET /admin/api/overview`.
+///
+/// Ledger figures come from the same `Reports` functions as `tollgate report` over the same
+/// half-open range [`fromMs`, `toMs`), so they agree with it; live figures (quota counters,
+/// instance health, in-flight) from the data plane's current snapshot.
+struct AdminOverview: Encodable, Sendable {
+    struct Cache: Encodable, Sendable {
+        /// Every request of the window (all departments).
+        var requests: Int
+        var hits: Int
+        var misses: Int
+        /// hits / (hits + misses); 0 when nothing was cacheable.
+        var hitRate: Double
+        /// Requests answered from the cache, and so upstream calls saved.
+        var servedFromCache: Int
+        var upstreamCallsSaved: Int
+    }
+
+    struct Meter: Encodable, Sendable {
+        /// `requests_per_minute`, `tokens_per_minute`, `tokens_per_day`, `tokens_per_month`.
+        var meter: String
+        var limit: Int
+        /// Live counter of the current calendar window.
+        var used: Int
+        var usedPercent: Double
+        /// When the window ends, Unix ms.
+        var resetsMs: Int64
+    }
+
+    struct Quota: Encodable, Sendable {
+        var department: String
+        /// Where `used` comes from: `redis` (shared by the replicas) or `local` (this replica's
+        /// counters: no Redis, or Redis not answering).
+        var source: String
+        /// Empty when the department has no quota.
+        var meters: [Meter]
+        /// Prompt + completion tokens this calendar month in the ledger (reserved tokens for
+        /// rows without usage), as quota seeding counts them.
+        var ledgerMonthTokens: Int?
+    }
+
+    struct Share: Encodable, Sendable {
+        var department: String
+        /// Percent of the department's traffic in this instance's pool.
+        var percent: Double
+    }
+
+    struct Instance: Encodable, Sendable {
+        var name: String
+        var pool: String
+        var url: String
+        var labels: [String: String]
+        var weight: Int
+        var available: Bool
+        var probeUp: Bool
+        var ejected: Bool
+        var ejections: Int
+        var recentFailures: Int
+        var inFlight: Int
+        var shares: [Share]
+        /// From the ledger over the window.
+        var requests: Int
+        var errors: Int
+        var p50LatencyMs: Double
+        var p95LatencyMs: Double
+    }
+
+    struct ErrorRow: Encodable, Sendable {
+        var timeMs: Int64
+        var requestID: String
+        var department: String
+        var instance: String?
+        var model: String?
+        var status: Int
+        var latencyMs: Double
+    }
+
+    struct Redis: Encodable, Sendable {
+        var configured: Bool
+        var availableConnections: Int
+        var connections: Int
+        var outages: Int
+    }
+
+    struct Live: Encodable, Sendable {
+        var generation: Int
+        var activeRequests: Int
+        var activeConnections: Int
+        var quotaRejections: Int
+        var quotaFallbacks: Int
+        var redis: Redis
+        var ledgerQueueDepth: Int?
+        var ledgerLastWriteLatencyMs: Double?
+        var ledgerCommittedRows: Int?
+    }
+
+    var object = "admin_overview"
+    var window: String
+    var windowLabel: String
+    var fromMs: Int64
+    var toMs: Int64
+    var generatedMs: Int64
+    var timeZone: String
+    /// False for a gateway without a ledger: ledger figures are then empty.
+    var ledger: Bool
+    var cache: Cache
+    var series: [HitRateBucket]
+    var seriesByDepartment: [String: [HitRateBucket]]
+    /// As `tollgate report` computes them, for [fromMs, toMs); every configured department.
+    var departments: [DepartmentReport]
+    var topPrompts: [PromptHits]
+    var quotas: [Quota]
+    var instances: [Instance]
+    var recentErrors: [ErrorRow]
+    var live: Live
+
+    static let topPromptCount = 10
+    static let recentErrorCount = 15
+
+    /// Gathers the overview: SQLite on the thread pool, live state by hops to the loops.
+    static func build(window: AdminWindow, services: AdminServices, dataPlane: DataPlane,
+                      nowMs: Int64 = Int64(Date().timeIntervalSince1970 * 1000)) async throws -> AdminOverview {
+        let (fromMs, toMs) = window.range(nowMs: nowMs)
+        let metrics = await dataPlane.metricsSnapshot()
+        let health = try await dataPlane.monitor.snapshot().get()
+        let state = metrics.state
+        let table = state.table
+        let settings = state.quotas.settings
+        var calendar = QuotaCalendar(timeZone: settings.timeZone)
+        let windows = calendar.current(atMs: nowMs)
+        let shared = await dataPlane.sharedQuotaUsage(at: windows)
+
+        struct LedgerFigures: Sendable {
+            var series: [HitRateBucket] = []
+            var byDepartment: [String: [HitRateBucket]] = [:]
+            var departments: [DepartmentReport] = []
+            var prompts: [PromptHits] = []
+            var instances: [InstanceLatency] = []
+            var errors: [UsageRecord] = []
+            var monthTokens: [String: Int] = [:]
+        }
+        let figures: LedgerFigures
+        if let ledger = services.ledger {
+            let names = table.departments.map(\.name)
+            figures = try await offload {
+                var f = LedgerFigures()
+                f.series = try Reports.hitRateSeries(database: ledger, from: fromMs, to: toMs, buckets: window.buckets)
+                f.byDepartment = try Reports.hitRateSeriesByDepartment(database: ledger, from: fromMs, to: toMs, buckets: window.buckets)
+                f.departments = try Reports.departments(
+                    databases: [ledger], period: ReportPeriod(from: Date(unixMs: fromMs), to: Date(unixMs: toMs)), department: nil)
+                f.prompts = try Reports.topCachedPrompts(database: ledger, from: fromMs, limit: topPromptCount)
+                f.instances = try Reports.instanceLatencies(database: ledger, from: fromMs, to: toMs)
+                f.errors = try Reports.recentErrors(database: ledger, limit: recentErrorCount)
+                for name in names {
+                    f.monthTokens[name] = try Reports.tokenSums(database: ledger, department: name, since: windows.monthStart).tokens
+                }
+                return f
+            }
+        } else {
+            figures = LedgerFigures()
+        }
+
+        let hits = figures.series.reduce(0) { $0 + $1.hits }
+        let misses = figures.series.reduce(0) { $0 + $1.misses }
+        let cache = Cache(
+            requests: figures.series.reduce(0) { $0 + $1.requests }, hits: hits, misses: misses,
+            hitRate: hits + misses > 0 ? Double(hits) / Double(hits + misses) : 0,
+            servedFromCache: hits, upstreamCallsSaved: hits)
+
+        // Every configured department appears, with zeros when it had no requests.
+        var departments = figures.departments
+        let reported = Set(departments.map(\.department))
+        for d in table.departments where !reported.contains(d.name) {
+            departments.append(DepartmentReport(department: d.name, requests: 0, promptTokens: 0, completionTokens: 0, totalTokens: 0,
+                                                cacheHits: 0, cacheHitRate: 0, errors: 0, p50LatencyMs: 0, p95LatencyMs: 0, upstreamCalls: 0))
+        }
+        departments.sort { $0.department < $1.department }
+
+        let quotas = table.departments.map { d -> Quota in
+            let limits = state.quotas.departments[d.index].limits
+            let used = shared?[d.name] ?? state.quotas.usage(department: d.index, at: windows)
+            let meters = QuotaMeter.allCases.compactMap { meter -> Meter? in
+                guard let limit = limits.limit(meter) else { return nil }
+                let value = used[meter] ?? 0
+                return Meter(meter: meter.name, limit: limit, used: value,
+                             usedPercent: limit > 0 ? Double(value) * 100 / Double(limit) : 0,
+                             resetsMs: windows.end(meter.window))
+            }
+            return Quota(department: d.name, source: shared == nil ? "local" : "redis", meters: meters, ledgerMonthTokens: figures.monthTokens[d.name])
+        }
+
+        let now = NIODeadline.now().uptimeNanoseconds
+        let latencies = Dictionary(figures.instances.map { ($0.instance, $0) }, uniquingKeysWith: { a, _ in a })
+        let instances = table.instances.map { inst -> Instance in
+            let a = state.availability[inst.index]
+            let h = health[inst.identity]
+            let shares = table.departments.compactMap { d -> Share? in
+                let candidates = d.candidates[inst.pool]
+                let total = candidates.reduce(0) { $0 + $1.weight }
+                guard total > 0, let mine = candidates.first(where: { $0.instance == inst.index }) else { return nil }
+                return Share(department: d.name, percent: Double(mine.weight) * 100 / Double(total))
+            }
+            let l = latencies[inst.name]
+            return Instance(
+                name: inst.name, pool: table.pools[inst.pool].name, url: inst.url.description, labels: inst.labels,
+                weight: inst.weight, available: a.isAvailable(at: now), probeUp: a.probeUp, ejected: now < a.ejectedUntil,
+                ejections: h?.ejections ?? 0, recentFailures: h?.recentFailures.count ?? 0,
+                inFlight: metrics.inFlight.indices.contains(inst.index) ? metrics.inFlight[inst.index] : 0,
+                shares: shares, requests: l?.requests ?? 0, errors: l?.errors ?? 0,
+                p50LatencyMs: l?.p50LatencyMs ?? 0, p95LatencyMs: l?.p95LatencyMs ?? 0)
+        }
+
+        let live = Live(
+            generation: table.generation, activeRequests: metrics.activeRequests, activeConnections: metrics.activeConnections,
+            quotaRejections: metrics.quotaRejections, quotaFallbacks: metrics.quotaFallbacks,
+            redis: Redis(configured: metrics.redisConfigured, availableConnections: metrics.redisAvailableConnections,
+                         connections: metrics.redisConnections, outages: metrics.redisOutages),
+            ledgerQueueDepth: services.writer?.queueDepth, ledgerLastWriteLatencyMs: services.writer?.lastWriteLatencyMs,
+            ledgerCommittedRows: services.writer?.committedRows)
+
+        return AdminOverview(
+            window: window.rawValue, windowLabel: window.label, fromMs: fromMs, toMs: toMs, generatedMs: nowMs,
+            timeZone: settings.timeZone.identifier, ledger: services.ledger != nil, cache: cache,
+            series: figures.series, seriesByDepartment: figures.byDepartment, departments: departments,
+            topPrompts: figures.prompts, quotas: quotas, instances: instances,
+            recentErrors: figures.errors.map {
+                ErrorRow(timeMs: $0.timeMs, requestID: $0.requestID, department: $0.department, instance: $0.instance,
+                         model: $0.model, status: $0.status, latencyMs: $0.latencyMs)
+            },
+            live: live)
+    }
+}
+
+extension QuotaMeter {
+    /// As the configuration names the limit.
+    var name: String {
+        switch self {
+        case .requestsPerMinute: "requests_per_minute"
+        case .tokensPerMinute: "tokens_per_minute"
+        case .tokensPerDay: "tokens_per_day"
+        case .tokensPerMonth: "tokens_per_month"
+        }
+    }
+}
+
+extension Date {
+    init(unixMs: Int64) { self.init(timeIntervalSince1970: Double(unixMs) / 1000) }
+}

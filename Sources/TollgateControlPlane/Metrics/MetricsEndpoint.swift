@@ -1,0 +1,119 @@
+import Foundation
+import Hummingbird
+import NIOCore
+import TollgateCore
+import TollgateDataPlane
+import TollgateLedger
+
+/// `GET /metrics`: the data plane's counters, histograms and live state in the Prometheus
+/// text format. Documented in README.md ("Metrics").
+enum MetricsEndpoint {
+    static func render(dataPlane: DataPlane, writer: UsageWriter?) async throws -> String {
+        let m = await dataPlane.metricsSnapshot()
+        let health = try await dataPlane.monitor.snapshot().get()
+        let state = m.state
+        let table = state.table
+        var p = PrometheusText()
+
+        p.single("tollgate_http_requests_total", "counter", "Request heads received by the data plane, every path and outcome.", m.requestHeads)
+
+        p.family("tollgate_requests_total", "counter",
+                 "Authenticated requests (one per ledger row) by department, answering instance (empty when none) and status.")
+        var byRequest: [[String]: Int] = [:]
+        var byCache: [[String]: Int] = [:]
+        for (key, count) in m.requests {
+            byRequest[[key.department, key.instance, String(key.status)], default: 0] += count
+            byCache[[key.department, key.cache.rawValue], default: 0] += count
+        }
+        for (labels, count) in byRequest.sorted(by: { $0.key.lexicographicallyPrecedes($1.key) }) {
+            p.sample("tollgate_requests_total", [("department", labels[0]), ("instance", labels[1]), ("status", labels[2])], count)
+        }
+        p.family("tollgate_cache_requests_total", "counter",
+                 "Authenticated requests by department and cache outcome: hit, miss, bypass (cacheable but skipped), off (not cacheable).")
+        for department in Set(byCache.keys.map { $0[0] }).sorted() {
+            for outcome in CacheOutcome.allCases {
+                p.sample("tollgate_cache_requests_total", [("department", department), ("outcome", outcome.rawValue)],
+                         byCache[[department, outcome.rawValue]] ?? 0)
+            }
+        }
+        for (outcome, name) in [(CacheOutcome.hit, "hits"), (.miss, "misses"), (.bypass, "bypasses")] {
+            let total = byCache.filter { $0.key[1] == outcome.rawValue }.values.reduce(0, +)
+            p.single("tollgate_cache_\(name)_total", "counter", "Requests with cache outcome \(outcome.rawValue), all departments.", total)
+        }
+
+        p.histogram("tollgate_request_duration_seconds", "Authenticated requests: from the request head to the end of the answer.", m.requestDuration)
+        p.histogram("tollgate_gateway_overhead_seconds",
+                    "Forwarded requests: from the request head to the request written to the instance that answered (body, authentication, admission, balancing, connecting, failed tries).",
+                    m.gatewayOverhead)
+        p.histogram("tollgate_upstream_latency_seconds", "Forwarded requests: from writing to the answering instance to the end of its answer.", m.upstreamLatency)
+        p.histogram("tollgate_time_to_first_token_seconds", "Streams: from the request head to the first chunk of the answer.", m.timeToFirstToken)
+
+        p.single("tollgate_upstream_requests_total", "counter", "Tries sent to instances (a retried request counts each try).", m.upstreamRequests)
+        p.single("tollgate_upstream_retries_total", "counter", "Tries after the first.", m.retries)
+        p.single("tollgate_upstream_failures_total", "counter", "Failed tries (connect error, timeout, 502/503/504, closed).", m.upstreamFailures)
+        p.single("tollgate_no_instance_total", "counter", "Requests for which no instance was available.", m.noInstance)
+        p.single("tollgate_client_errors_total", "counter", "Requests refused before forwarding (bad input, unknown key, oversize, ...).", m.clientErrors)
+        p.single("tollgate_quota_rejections_total", "counter", "Requests refused with 429 because a quota was reached.", m.quotaRejections)
+        p.single("tollgate_quota_fallbacks_total", "counter", "Admissions counted locally because Redis could not answer.", m.quotaFallbacks)
+        p.single("tollgate_active_connections", "gauge", "Open client connections.", m.activeConnections)
+        p.single("tollgate_active_requests", "gauge", "Requests being forwarded now.", m.activeRequests)
+
+        let now = NIODeadline.now().uptimeNanoseconds
+        let instanceLabels = table.instances.map { [("instance", $0.name), ("pool", table.pools[$0.pool].name)] }
+        p.family("tollgate_instance_up", "gauge", "1 when the instance may receive requests (probes up, not ejected).")
+        for inst in table.instances { p.sample("tollgate_instance_up", instanceLabels[inst.index], state.availability[inst.index].isAvailable(at: now) ? 1 : 0) }
+        p.family("tollgate_instance_probe_up", "gauge", "1 when active health probes consider the instance up.")
+        for inst in table.instances { p.sample("tollgate_instance_probe_up", instanceLabels[inst.index], state.availability[inst.index].probeUp ? 1 : 0) }
+        p.family("tollgate_instance_ejected", "gauge", "1 while the instance is ejected after failures.")
+        for inst in table.instances { p.sample("tollgate_instance_ejected", instanceLabels[inst.index], now < state.availability[inst.index].ejectedUntil ? 1 : 0) }
+        p.family("tollgate_instance_ejections_total", "counter", "Times the instance was ejected.")
+        for inst in table.instances { p.sample("tollgate_instance_ejections_total", instanceLabels[inst.index], health[inst.identity]?.ejections ?? 0) }
+        p.family("tollgate_instance_in_flight", "gauge", "Requests in flight to the instance, over all event loops.")
+        for inst in table.instances {
+            p.sample("tollgate_instance_in_flight", instanceLabels[inst.index], m.inFlight.indices.contains(inst.index) ? m.inFlight[inst.index] : 0)
+        }
+
+        var calendar = QuotaCalendar(timeZone: state.quotas.settings.timeZone)
+        let windows = calendar.current(atMs: Int64(Date().timeIntervalSince1970 * 1000))
+        let shared = await dataPlane.sharedQuotaUsage(at: windows)
+        p.family("tollgate_quota_limit", "gauge", "Configured quota limits by department and meter.")
+        var used: [(labels: [(String, String)], value: Int)] = []
+        for d in table.departments {
+            let limits = state.quotas.departments[d.index].limits
+            let usage = shared?[d.name] ?? state.quotas.usage(department: d.index, at: windows)
+            for meter in QuotaMeter.allCases {
+                guard let limit = limits.limit(meter) else { continue }
+                let labels = [("department", d.name), ("meter", meter.name)]
+                p.sample("tollgate_quota_limit", labels, limit)
+                used.append((labels, usage[meter] ?? 0))
+            }
+        }
+        p.family("tollgate_quota_used", "gauge", "Use of the current calendar window by department and meter (Redis when configured and answering, else this replica's counters).")
+        for u in used { p.sample("tollgate_quota_used", u.labels, u.value) }
+
+        if let writer {
+            p.single("tollgate_ledger_queue_depth", "gauge", "Usage rows handed to the ledger writer and not yet committed.", writer.queueDepth)
+            p.single("tollgate_ledger_last_write_latency_seconds", "gauge", "Duration of the ledger's last committed transaction.", writer.lastWriteLatencyMs / 1000)
+            p.single("tollgate_ledger_rows_committed_total", "counter", "Usage rows committed since start.", writer.committedRows)
+            p.single("tollgate_ledger_write_errors_total", "counter", "Failed ledger transactions (retried).", writer.writeErrors)
+        }
+
+        p.single("tollgate_redis_configured", "gauge", "1 when the gateway was started with --redis.", m.redisConfigured ? 1 : 0)
+        p.single("tollgate_redis_connections", "gauge", "Redis connections (one per event loop).", m.redisConnections)
+        p.single("tollgate_redis_connections_available", "gauge", "Redis connections connected and ready.", m.redisAvailableConnections)
+        p.single("tollgate_redis_outages_total", "counter", "Times a Redis connection went from ready to down.", m.redisOutages)
+
+        p.single("tollgate_config_generation", "gauge", "Generation of the routing table in force (bumped by each reload).", table.generation)
+        return p.text
+    }
+}
+
+extension ControlPlane {
+    static func addMetrics(to router: Router<BasicRequestContext>, dataPlane: DataPlane, writer: UsageWriter?) {
+        router.get("metrics") { _, _ -> Response in
+            let text = try await MetricsEndpoint.render(dataPlane: dataPlane, writer: writer)
+            return Response(status: .ok, headers: [.contentType: PrometheusText.contentType],
+                            body: .init(byteBuffer: ByteBuffer(string: text)))
+        }
+    }
+}

@@ -1,0 +1,222 @@
+import Foundation
+import NIOCore
+import NIOHTTP1
+import TollgateCore
+import TollgateDataPlane
+import TollgateRedis
+import TollgateSimulator
+import TollgateTestSupport
+import XCTest
+
+/// The Redis response cache, against a real redis-server on a private port.
+final class CacheTests: XCTestCase {
+    var server: RedisServer!
+
+    override func setUp() async throws {
+        server = try RedisServer()
+    }
+
+    override func tearDown() async throws {
+        server?.stop()
+    }
+
+    func start(instances: Int = 2, configure: (inout GatewayConfiguration) -> Void = { _ in }) async throws -> GatewayFixture {
+        try await GatewayFixture.start(instances: instances, redis: try RedisConfiguration(url: server.url()), configure: configure)
+    }
+
+    var generations: (GatewayFixture) -> Int = { gw in gw.instances.reduce(0) { $0 + $1.stats.generations } }
+
+    func testSecondIdenticalRequestIsAHitThatNeverReachesAnInstance() async throws {
+        let gw = try await start()
+        let client = try await gw.client()
+        let body = #"{"model":"qwen2.5-0.5b-instruct","temperature":0,"messages":[{"role":"user","content":"What are your opening hours?"}]}"#
+        let auth = [("authorization", "Bearer \(TestKeys.engineering)")]
+        let first = try await client.send(.POST, "/v1/chat/completions", body: body, headers: auth)
+        XCTAssertEqual(first.status, 200)
+        XCTAssertEqual(first.headers.first(name: "x-cache"), "MISS")
+        try await Task.sleep(for: .milliseconds(100))  // the store is off the response path
+        let upstream = generations(gw)
+        let second = try await client.send(.POST, "/v1/chat/completions", body: body, headers: auth)
+        XCTAssertEqual(second.status, 200)
+        XCTAssertEqual(second.headers.first(name: "x-cache"), "HIT")
+        XCTAssertNotNil(second.headers.first(name: "age"))
+        XCTAssertEqual(second.body, first.body, "the stored answer, byte for byte")
+        XCTAssertEqual(generations(gw), upstream, "the hit never reached an instance")
+
+        // Key order and whitespace don't matter; stream and user don't either.
+        let reordered = #"{ "messages" : [ {"content":"What are your opening hours?", "role":"user"} ], "temperature": 0.0, "user": "u-1", "model":"qwen2.5-0.5b-instruct" }"#
+        let third = try await client.send(.POST, "/v1/chat/completions", body: reordered, headers: auth)
+        XCTAssertEqual(third.headers.first(name: "x-cache"), "HIT")
+        XCTAssertEqual(generations(gw), upstream)
+
+        // Another department misses: no department receives another's answer.
+        let other = try await client.send(.POST, "/v1/chat/completions", body: body, headers: [("authorization", "Bearer \(TestKeys.customerService)")])
+        XCTAssertEqual(other.headers.first(name: "x-cache"), "MISS")
+        XCTAssertEqual(generations(gw), upstream + 1)
+        await client.close()
+        await gw.stop()
+    }
+
+    func testOnlyDeterministicRequestsAreCachedUnlessConfigured() async throws {
+        let gw = try await start { config in
+            config.departments[0].cache = CachePolicy(mode: .always)  // customer-service caches everything
+        }
+        let client = try await gw.client()
+        for key in [TestKeys.engineering, TestKeys.customerService] {
+            for _ in 0..<2 {
+                let a = try await client.chat(key: key, content: "tell me a joke", extra: #","temperature":0.7"#)
+                XCTAssertEqual(a.status, 200)
+            }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        let again = try await client.chat(key: TestKeys.customerService, content: "tell me a joke", extra: #","temperature":0.7"#)
+        XCTAssertEqual(again.headers.first(name: "x-cache"), "HIT", "mode always")
+        let engineering = try await client.chat(key: TestKeys.engineering, content: "tell me a joke", extra: #","temperature":0.7"#)
+        XCTAssertNil(engineering.headers.first(name: "x-cache"), "temperature 0.7 is not cached by default")
+        let seeded1 = try await client.chat(key: TestKeys.engineering, content: "seeded", extra: #","temperature":0.7,"seed":42"#)
+        XCTAssertEqual(seeded1.headers.first(name: "x-cache"), "MISS", "a seed makes it deterministic")
+        await client.close()
+        await gw.stop()
+    }
+
+    func testNoCacheAndNoStore() async throws {
+        let gw = try await start()
+        let client = try await gw.client()
+        let extra = #","temperature":0"#
+        let stored = try await client.chat(key: TestKeys.engineering, content: "a", extra: extra, headers: [("cache-control", "no-store")])
+        XCTAssertEqual(stored.headers.first(name: "x-cache"), "MISS")
+        try await Task.sleep(for: .milliseconds(100))
+        let notStored = try await client.chat(key: TestKeys.engineering, content: "a", extra: extra)
+        XCTAssertEqual(notStored.headers.first(name: "x-cache"), "MISS", "no-store: nothing was stored")
+        try await Task.sleep(for: .milliseconds(100))
+        let skipped = try await client.chat(key: TestKeys.engineering, content: "a", extra: extra, headers: [("cache-control", "No-Cache, max-age=0")])
+        XCTAssertEqual(skipped.headers.first(name: "x-cache"), "BYPASS", "no-cache: no lookup")
+        let hit = try await client.chat(key: TestKeys.engineering, content: "a", extra: extra)
+        XCTAssertEqual(hit.headers.first(name: "x-cache"), "HIT")
+        await client.close()
+        await gw.stop()
+    }
+
+    func testErrorsAreNeverCached() async throws {
+        let gw = try await start(instances: 1) { config in config.retry.attempts = 1 }
+        var broken = SimulatorConfiguration()
+        broken.errorRate = 1
+        broken.errorStatus = 500
+        gw.instances[0].update(broken)
+        let client = try await gw.client()
+        let first = try await client.chat(key: TestKeys.engineering, extra: #","temperature":0"#)
+        XCTAssertEqual(first.status, 500)
+        gw.instances[0].update(SimulatorConfiguration())
+        try await Task.sleep(for: .milliseconds(100))
+        let second = try await client.chat(key: TestKeys.engineering, extra: #","temperature":0"#)
+        XCTAssertEqual(second.status, 200)
+        XCTAssertEqual(second.headers.first(name: "x-cache"), "MISS")
+        await client.close()
+        await gw.stop()
+    }
+
+    /// A streamed miss is assembled and stored; a streamed hit is replayed as SSE; a JSON
+    /// request hits what a stream stored.
+    func testStreamsAreStoredAndReplayed() async throws {
+        let gw = try await start(instances: 1)
+        let client = try await gw.client()
+        let extra = #","temperature":0,"max_tokens":5"#
+        let miss = try await client.chat(key: TestKeys.engineering, content: "stream me", extra: extra, stream: true)
+        XCTAssertEqual(miss.headers.first(name: "x-cache"), "MISS")
+        try await Task.sleep(for: .milliseconds(100))
+        let hit = try await client.chat(key: TestKeys.engineering, content: "stream me", extra: extra, stream: true)
+        XCTAssertEqual(hit.headers.first(name: "x-cache"), "HIT")
+        XCTAssertEqual(hit.headers.first(name: "content-type"), "text/event-stream")
+        XCTAssertEqual(hit.events.last, "[DONE]")
+        func text(_ a: Answer) -> String {
+            a.events.dropLast().compactMap { event -> String? in
+                let json = try? JSONSerialization.jsonObject(with: Data(event.utf8)) as? [String: Any]
+                let choice = (json?["choices"] as? [[String: Any]])?.first
+                return (choice?["delta"] as? [String: Any])?["content"] as? String
+            }.joined()
+        }
+        XCTAssertEqual(text(hit), text(miss), "the replay says what the instance said")
+        XCTAssertFalse(text(hit).isEmpty)
+        let json = try await client.chat(key: TestKeys.engineering, content: "stream me", extra: extra)
+        XCTAssertEqual(json.headers.first(name: "x-cache"), "HIT")
+        let content = ((json.json?["choices"] as? [[String: Any]])?.first?["message"] as? [String: Any])?["content"] as? String
+        XCTAssertEqual(content, text(miss))
+        XCTAssertEqual(gw.instances[0].stats.generations, 1)
+        await client.close()
+        await gw.stop()
+    }
+
+    func testFiftyConcurrentIdenticalMissesCauseOneUpstreamCall() async throws {
+        var slow = SimulatorConfiguration()
+        slow.timeToFirstToken = .milliseconds(300)
+        let gw = try await start(instances: 2) { _ in }
+        for sim in gw.instances { sim.update(slow) }
+        let results = try await gw.load(total: 50, concurrency: 50) { client, _ in
+            try await client.chat(key: TestKeys.engineering, content: "the same question", extra: #","temperature":0"#)
+        }
+        let answers = results.compactMap { try? $0.get() }
+        XCTAssertEqual(answers.count, 50)
+        XCTAssertTrue(answers.allSatisfy { $0.status == 200 })
+        XCTAssertEqual(Set(answers.map(\.body)).count, 1, "everyone got the same answer")
+        XCTAssertEqual(generations(gw), 1, "one upstream call for 50 identical misses")
+        await gw.stop()
+    }
+
+    /// Redis killed during a load: every request still succeeds (bypassing the cache); once
+    /// Redis is back, hits resume without a gateway restart.
+    func testRedisOutageNeverFailsARequestAndHitsResume() async throws {
+        let gw = try await start(instances: 2)
+        let load = Task {
+            try await gw.load(total: 300, concurrency: 8) { client, i in
+                try await client.chat(key: TestKeys.engineering, content: "question \(i % 10)", extra: #","temperature":0"#)
+            }
+        }
+        try await Task.sleep(for: .milliseconds(150))
+        server.stop()
+        let results = try await load.value
+        XCTAssertEqual(results.count, 300)
+        XCTAssertTrue(results.allSatisfy { (try? $0.get().status) == 200 }, "no request failed")
+        let bypassed = results.contains { (try? $0.get().headers.first(name: "x-cache")) == "BYPASS" }
+        XCTAssertTrue(bypassed, "requests during the outage bypassed the cache")
+
+        try server.start()
+        let client = try await gw.client()
+        let resumed = await gw.eventually(timeout: .seconds(10)) {
+            _ = try? await client.chat(key: TestKeys.engineering, content: "after", extra: #","temperature":0"#)
+            try? await Task.sleep(for: .milliseconds(50))
+            let a = try? await client.chat(key: TestKeys.engineering, content: "after", extra: #","temperature":0"#)
+            return a?.headers.first(name: "x-cache") == "HIT"
+        }
+        XCTAssertTrue(resumed, "hits resume once Redis is back")
+        await client.close()
+        await gw.stop()
+    }
+
+    /// The official `openai` package reads a streamed hit the gateway replays.
+    func testOpenAISDKReadsAReplayedStream() async throws {
+        let probe = Process()
+        probe.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        probe.arguments = ["python3", "-c", "import openai"]
+        probe.standardError = FileHandle.nullDevice
+        try probe.run()
+        probe.waitUntilExit()
+        if probe.terminationStatus != 0 {
+            if ProcessInfo.processInfo.environment["TOLLGATE_REQUIRE_SDK"] == "1" { return XCTFail("python3 cannot import openai") }
+            throw XCTSkip("python3 cannot import openai; scripts/test installs it")
+        }
+        let gw = try await start(instances: 1)
+        let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("sdk/openai_cache_check.py")
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = ["python3", script.path, "http://127.0.0.1:\(gw.port)/v1", TestKeys.engineering]
+        let out = Pipe()
+        process.standardOutput = out
+        process.standardError = out
+        try process.run()
+        let output = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        XCTAssertEqual(process.terminationStatus, 0, output)
+        XCTAssertEqual(gw.instances[0].stats.generations, 1, output)
+        await gw.stop()
+    }
+}
