@@ -2,8 +2,10 @@
 
 Everything runs on loopback and is started and stopped here: a canned upstream (nginx
 answering a fixed chat completion), nginx as a plain reverse proxy over it (the original
-set-up's configuration, with as many workers as the gateway has event loops), and the gateway
-with authentication and weighted routing over the same upstream. wrk measures each with the
+set-up's configuration, with as many workers as the gateway has event loops), a private Redis,
+and the gateway with authentication, weighted routing, a quota, metering into its SQLite
+ledger and the cache, over the same upstream: the pass-through path (temperature 0.7, not
+cacheable), the cache-miss path (every body different) and the cache-hit path. wrk measures each with the
 same connections and duration; a table goes to stdout, and with --json one JSON object on the
 last line.
 """
@@ -105,6 +107,26 @@ def wrk_script(tmp, body, headers):
     return path
 
 
+def wrk_varying_script(tmp, headers):
+    """Every request a different cacheable body: the cache-miss path."""
+    path = os.path.join(tmp, "wrk-miss.lua")
+    lines = ['wrk.method = "POST"', 'wrk.headers["Content-Type"] = "application/json"']
+    for k, v in headers:
+        lines.append(f'wrk.headers["{k}"] = "{v}"')
+    lines += [
+        "local counter = 0",
+        "local salt = tostring(math.random(1, 1000000000))",
+        "request = function()",
+        "  counter = counter + 1",
+        f"  local body = '{{\"model\":\"{MODEL}\",\"temperature\":0,\"messages\":[{{\"role\":\"user\",\"content\":\"question ' .. salt .. '-' .. counter .. '\"}}]}}'",
+        "  return wrk.format(nil, nil, nil, body)",
+        "end",
+    ]
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    return path
+
+
 def to_ms(value, unit):
     return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[unit]
 
@@ -171,7 +193,11 @@ def main():
         }}
     }}""", upstream=f"upstream qwen {{ server 127.0.0.1:{up_port} max_fails=3 fail_timeout=30s; keepalive 256; }}")
         procs.start(["nginx", "-p", tmp, "-c", proxy, "-g", "daemon off;"])
-        # 3. The gateway: auth, weighted routing (four instances on two "GPUs", all the canned upstream).
+        # 3. Redis for the cache and the quota counters, on a private port.
+        redis_port = free_port()
+        procs.start(["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        # 4. The gateway: auth, weighted routing (four instances on two "GPUs", all the canned upstream),
+        #    metering into its ledger, a token quota far above what the run uses, the cache.
         gw_port, admin_port = free_port(), free_port()
         key_hash = subprocess.run([args.tollgate, "hash-key", KEY], capture_output=True, text=True, check=True).stdout.strip()
         gw_dir = os.path.join(tmp, "gateway")
@@ -191,19 +217,24 @@ pools:
 departments:
   - name: bench
     keys: [{{sha256: {key_hash}}}]
+    quota: {{tokens_per_month: 1000000000000}}
     route:
       - {{match: {{gpu: "0"}}, weight: 3}}
       - {{match: {{}}, weight: 1}}
 """)
         root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         gateway = procs.start([args.tollgate, "serve", "--config", gw_dir, "--log-level", "warning",
-                               "--database", os.path.join(tmp, "ledger.sqlite"), "--migrations", os.path.join(root, "migrations")])
-        for port in (up_port, px_port, gw_port):
+                               "--database", os.path.join(tmp, "ledger.sqlite"), "--migrations", os.path.join(root, "migrations"),
+                               "--redis", f"redis://127.0.0.1:{redis_port}"])
+        for port in (up_port, px_port, redis_port, gw_port):
             wait_port(port)
 
         body = json.dumps({"model": MODEL, "temperature": 0.7, "messages": [{"role": "user", "content": "Hello, who are you?"}]})
         plain = wrk_script(tmp, body, [])
         keyed = wrk_script(tmp, body, [("Authorization", f"Bearer {KEY}")])
+        cacheable = json.dumps({"model": MODEL, "temperature": 0, "messages": [{"role": "user", "content": "What are your opening hours?"}]})
+        hit_script = wrk_script(tmp, cacheable, [("Authorization", f"Bearer {KEY}")])
+        miss_script = wrk_varying_script(tmp, [("Authorization", f"Bearer {KEY}")])
         # Warm-up: connections, caches, page faults.
         for url, script in ((f"http://127.0.0.1:{px_port}/v1/chat/completions", plain), (f"http://127.0.0.1:{gw_port}/v1/chat/completions", keyed)):
             run_wrk(url, script, args.connections, 2)
@@ -212,6 +243,9 @@ departments:
         results["direct"] = run_wrk(f"http://127.0.0.1:{up_port}/v1/chat/completions", plain, c, d)
         results["nginx"] = run_wrk(f"http://127.0.0.1:{px_port}/v1/chat/completions", plain, c, d)
         results["pass"] = run_wrk(f"http://127.0.0.1:{gw_port}/v1/chat/completions", keyed, c, d)
+        results["miss"] = run_wrk(f"http://127.0.0.1:{gw_port}/v1/chat/completions", miss_script, c, d)
+        run_wrk(f"http://127.0.0.1:{gw_port}/v1/chat/completions", hit_script, 1, 1)  # store the entry
+        results["hit"] = run_wrk(f"http://127.0.0.1:{gw_port}/v1/chat/completions", hit_script, c, d)
         one_direct = run_wrk(f"http://127.0.0.1:{up_port}/v1/chat/completions", plain, 1, d)
         one_nginx = run_wrk(f"http://127.0.0.1:{px_port}/v1/chat/completions", plain, 1, d)
         one_gw = run_wrk(f"http://127.0.0.1:{gw_port}/v1/chat/completions", keyed, 1, d)
@@ -224,8 +258,9 @@ departments:
     print(f"\nwrk -t1 -c{args.connections} -d{args.duration}s, one POST /v1/chat/completions body; "
           f"gateway with {args.loops} event loops, nginx proxy with {args.loops} workers\n")
     print(f"{'path':<34}{'req/s':>10}{'× nginx':>9}{'× direct':>10}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}")
-    names = {"direct": "direct to the upstream", "nginx": "nginx reverse proxy", "pass": "gateway pass-through (auth+route)"}
-    for k in ("direct", "nginx", "pass"):
+    names = {"direct": "direct to the upstream", "nginx": "nginx reverse proxy", "pass": "gateway pass-through (T=0.7)",
+             "miss": "gateway cache miss (all different)", "hit": "gateway cache hit"}
+    for k in ("direct", "nginx", "pass", "miss", "hit"):
         r = results[k]
         print(f"{names[k]:<34}{r['rps']:>10.0f}{r['rps'] / nginx_rps:>9.2f}{r['rps'] / direct_rps:>10.2f}"
               f"{r['p50_ms']:>9.3f}{r['p99_ms']:>9.3f}{r['non2xx']:>8}")
@@ -235,12 +270,15 @@ departments:
     nginx_p99 = (one_nginx["p99_ms"] - one_direct["p99_ms"]) * 1000
     print(f"\nadded latency at one connection over direct: gateway p50 {added_p50:.0f} µs, p99 {added_p99:.0f} µs; "
           f"nginx p50 {nginx_p50:.0f} µs, p99 {nginx_p99:.0f} µs")
+    print(f"cache: hit path {results['hit']['rps'] / results['miss']['rps']:.2f}x the miss path")
     print(f"gateway peak RSS: {rss:.1f} MB")
     summary = {
         "direct_rps": round(direct_rps), "nginx_rps": round(nginx_rps), "pass_rps": round(results["pass"]["rps"]),
         "direct_p50_ms": results["direct"]["p50_ms"], "direct_p99_ms": results["direct"]["p99_ms"],
         "nginx_p50_ms": results["nginx"]["p50_ms"], "nginx_p99_ms": results["nginx"]["p99_ms"],
         "pass_p50_ms": results["pass"]["p50_ms"], "pass_p99_ms": results["pass"]["p99_ms"],
+        "miss_rps": round(results["miss"]["rps"]), "miss_p50_ms": results["miss"]["p50_ms"], "miss_p99_ms": results["miss"]["p99_ms"],
+        "hit_rps": round(results["hit"]["rps"]), "hit_p50_ms": results["hit"]["p50_ms"], "hit_p99_ms": results["hit"]["p99_ms"],
         "added_p50_us": round(added_p50), "added_p99_us": round(added_p99),
         "nginx_added_p50_us": round(nginx_p50), "nginx_added_p99_us": round(nginx_p99),
         "rss_mb": round(rss, 1),

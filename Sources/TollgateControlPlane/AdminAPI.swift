@@ -158,6 +158,21 @@ extension ControlPlane {
             return jsonResponse(HTTPResponse.Status(code: answer.status), answer.body)
         }
 
+        // Purge cached answers: one department's (?department=NAME) or all.
+        api.delete("cache") { request, _ -> Response in
+            let department = request.uri.queryParameters.get("department")
+            if let department, dataPlane.state.table.department(named: department) == nil {
+                return errorResponse(.badRequest, type: "invalid_request_error", code: "unknown_department",
+                                     message: "No department \"\(department)\" in the configuration.", param: "department")
+            }
+            do {
+                let removed = try await dataPlane.purgeCache(department: department)
+                return jsonResponse(.ok, "{\"purged\":\(removed)}\n")
+            } catch {
+                return errorResponse(.serviceUnavailable, type: "server_error", code: "cache_unavailable", message: "The cache cannot be purged now: \(error)")
+            }
+        }
+
         api.post("reload") { _, _ -> Response in
             switch try await offload({ services.reload() }) {
             case .success(let table):

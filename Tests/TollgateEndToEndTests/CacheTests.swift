@@ -219,4 +219,29 @@ final class CacheTests: XCTestCase {
         XCTAssertEqual(gw.instances[0].stats.generations, 1, output)
         await gw.stop()
     }
+
+    func testPurgeOneDepartmentOrAll() async throws {
+        let gw = try await start(instances: 1)
+        let client = try await gw.client()
+        func ask(_ key: String) async throws -> String? {
+            try await client.chat(key: key, content: "purge me", extra: #","temperature":0"#).headers.first(name: "x-cache")
+        }
+        _ = try await ask(TestKeys.engineering)
+        _ = try await ask(TestKeys.customerService)
+        try await Task.sleep(for: .milliseconds(100))
+        var engineering = try await ask(TestKeys.engineering)
+        XCTAssertEqual(engineering, "HIT")
+        let removed = try await gw.dataPlane.purgeCache(department: "engineering")
+        XCTAssertEqual(removed, 1)
+        engineering = try await ask(TestKeys.engineering)
+        XCTAssertEqual(engineering, "MISS", "purged")
+        var support = try await ask(TestKeys.customerService)
+        XCTAssertEqual(support, "HIT", "another department's entries stay")
+        let all = try await gw.dataPlane.purgeCache(department: nil)
+        XCTAssertEqual(all, 2)
+        support = try await ask(TestKeys.customerService)
+        XCTAssertEqual(support, "MISS")
+        await client.close()
+        await gw.stop()
+    }
 }

@@ -1,6 +1,7 @@
 import Foundation
 import NIOConcurrencyHelpers
 import NIOCore
+import NIOPosix
 import TollgateCore
 import TollgateLedger
 import TollgateRedis
@@ -8,6 +9,9 @@ import TollgateRedis
 /// What the response cache does for one forwarded request.
 struct CachePlan {
     let key: CacheKey
+    /// The Redis key: `tollgate:cache:<namespace>:<sha256>`, so that one namespace (a
+    /// department) can be purged by pattern.
+    let redisKey: String
     let policy: CachePolicy
     /// Store the answer when it qualifies (200, complete, within the size limit, no `no-store`).
     let store: Bool
@@ -65,4 +69,40 @@ func promptPreview(body: ByteBuffer, range: Range<Int>?) -> String? {
     if let prompt = value as? String { return UsageRecord.preview(of: prompt) }
     if let prompts = value as? [String], let first = prompts.first { return UsageRecord.preview(of: first) }
     return nil
+}
+
+/// The Redis key of an entry; the namespace stays readable so that purges can match it.
+func cacheRedisKey(namespace: String, key: CacheKey) -> String {
+    "tollgate:cache:" + namespace + ":" + key.hex
+}
+
+extension DataPlane {
+    /// Deletes the cached answers of one department (its namespace), or all of them; returns
+    /// how many entries were removed. Runs SCAN + UNLINK on a data-plane loop's own connection.
+    public func purgeCache(department: String?) async throws -> Int {
+        guard let redis else { throw RedisError.unavailable }
+        let loop = group.next()
+        let pattern = department.map { "tollgate:cache:department:\($0):*" } ?? "tollgate:cache:*"
+        var cursor = "0"
+        var removed = 0
+        repeat {
+            let current = cursor
+            let (next, keys) = try await loop.submit { () -> EventLoopFuture<RESPValue> in
+                redis.connection(for: loop).send(command: ["SCAN", current, "MATCH", pattern, "COUNT", "500"])
+            }.flatMap { $0 }.flatMapThrowing { value -> (String, [String]) in
+                guard let parts = value.array, parts.count == 2, let next = parts[0].string else {
+                    throw RedisError.protocolError("SCAN answered \(value)")
+                }
+                return (next, (parts[1].array ?? []).compactMap(\.string))
+            }.get()
+            if !keys.isEmpty {
+                let n = try await loop.submit { () -> EventLoopFuture<RESPValue> in
+                    redis.connection(for: loop).send(command: ["UNLINK"] + keys)
+                }.flatMap { $0 }.get()
+                removed += Int(n.int ?? 0)
+            }
+            cursor = next
+        } while cursor != "0"
+        return removed
+    }
 }

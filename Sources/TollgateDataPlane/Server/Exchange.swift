@@ -246,7 +246,7 @@ final class Exchange: UpstreamDelegate {
         }
         if let answer, cache.store, cache.redis.isAvailable {
             let ttl = TimeAmount.nanoseconds(cache.policy.ttl.nanoseconds)
-            _ = cache.redis.set(cache.key.redisKey, to: answer.encoded(), expiresIn: ttl)
+            _ = cache.redis.set(cache.redisKey, to: answer.encoded(), expiresIn: ttl)
         }
         if cache.leader { loop.singleFlight.complete(cache.key, with: answer) }
     }

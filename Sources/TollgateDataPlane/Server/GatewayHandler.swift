@@ -454,8 +454,9 @@ final class GatewayHandler: ChannelDuplexHandler {
         let key = CacheKey.make(namespace: policy.namespace(department: departmentName), endpoint: pending.endpoint.name,
                                 model: model, canonicalBody: canonical)
         let preview = promptPreview(body: pending.body, range: summary.promptRange)
+        let redisKey = cacheRedisKey(namespace: policy.namespace(department: departmentName), key: key)
         func plan(_ outcome: CacheOutcome, store: Bool, leader: Bool) -> CachePlan {
-            CachePlan(key: key, policy: policy, store: store && redis.isAvailable, outcome: outcome, redis: redis, leader: leader, preview: preview)
+            CachePlan(key: key, redisKey: redisKey, policy: policy, store: store && redis.isAvailable, outcome: outcome, redis: redis, leader: leader, preview: preview)
         }
         guard redis.isAvailable, decision.lookup else {
             // Redis away, or `Cache-Control: no-cache`: no lookup (the answer may still be stored).
@@ -463,7 +464,7 @@ final class GatewayHandler: ChannelDuplexHandler {
             return startExchange(pending, state: state, summary: summary, model: model, pool: pool, reservation: reservation,
                                  cache: plan(.bypass, store: decision.store, leader: false))
         }
-        redis.get(key.redisKey).assumeIsolated().whenComplete { [weak self] result in
+        redis.get(redisKey).assumeIsolated().whenComplete { [weak self] result in
             guard let self else { return }
             guard case .responding = self.state, self.context != nil else {
                 self.release(reservation, state: state)
