@@ -43,6 +43,11 @@ ensure_build_packages() {
     fi
 }
 
+# Headless Chromium, for the admin page's browser test.
+ensure_chromium() {
+    ensure_packages chromium:chromium
+}
+
 ensure_python_openai() {
     ensure_packages python3:python3
     if ! python3 -c 'import openai' >/dev/null 2>&1; then

@@ -164,8 +164,9 @@ struct Check: ParsableCommand {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         defer { try? group.syncShutdownGracefully() }
         let loop = group.next()
-        var logger = Logger(label: "tollgate-check")
-        logger.logLevel = .critical  // the outcome is reported below, once
+        var quiet = Logger(label: "tollgate-check")
+        quiet.logLevel = .critical  // the outcome is reported below, once
+        let logger = quiet
         let started = NIODeadline.now()
         let deadline = started + Self.redisTimeout
         let reply: EventLoopFuture<Void> = loop.flatSubmit {

@@ -3,7 +3,10 @@ import NIOCore
 import NIOHTTP1
 import TollgateCore
 import TollgateLedger
+import TollgateDataPlane
+import TollgateRedis
 import TollgateServer
+import TollgateTestSupport
 import XCTest
 
 /// `/admin` on a running gateway: the login and its refusals, then the page rendered by
@@ -94,57 +97,50 @@ final class AdminPageTests: XCTestCase {
         guard let chromium = executableOnPath(["chromium", "chromium-browser", "google-chrome"]) else {
             throw missingTool("chromium is not installed (apt-get install -y chromium)")
         }
-        let h = try await AdminHarness.start()
+        let redis = try RedisServer()  // the response cache and the shared quotas
+        let h = try await AdminHarness.start(redis: redis.url())
         do {
             try await checkPage(h, chromium: chromium)
         } catch {
             await h.stop()
+            redis.stop()
             throw error
         }
         await h.stop()
+        redis.stop()
     }
 
     private func checkPage(_ h: AdminHarness, chromium: URL) async throws {
-        // Real traffic: support 8 + 2 streams + 1 unknown model, engineering 5, interns 1 + 2 over quota.
+        let up = await waitFor { h.gateway.dataPlane.redis?.availableConnections == 2 }
+        XCTAssertTrue(up, "Redis connections up")
         let data = try await h.data()
-        for i in 0..<8 {
-            let status = try await data.chat(key: AdminHarness.supportKey, content: "hello \(i)").status
-            XCTAssertEqual(status, 200)
-        }
-        for _ in 0..<2 {
-            let status = try await data.chat(key: AdminHarness.supportKey, stream: true).status
-            XCTAssertEqual(status, 200)
-        }
-        var status = try await data.chat(key: AdminHarness.supportKey, model: "no-such-model").status
-        XCTAssertEqual(status, 404)
-        for _ in 0..<5 {
-            status = try await data.chat(key: AdminHarness.engineeringKey).status
-            XCTAssertEqual(status, 200)
-        }
-        var interns: [Int] = []
-        for _ in 0..<3 { interns.append(try await data.chat(key: AdminHarness.internsKey).status) }
-        XCTAssertEqual(interns, [200, 429, 429])
-        await data.close()
-
-        // The response cache is being built elsewhere; until it writes `hit` rows itself, hits
-        // and misses (with prompts that must be escaped) go into the ledger as it will write them.
-        let now = Int64(Date().timeIntervalSince1970 * 1000)
-        var rows: [UsageRecord] = []
-        func add(_ department: String, _ cache: CacheOutcome, _ preview: String?, instance: String? = nil, count: Int) {
-            for _ in 0..<count {
-                rows.append(UsageRecord(
-                    timeMs: now - 30_000, requestID: "req-cache-\(rows.count)", department: department, model: "qwen2.5-0.5b-instruct",
-                    endpoint: "chat", instance: instance, status: 200, latencyMs: cache == .hit ? 1.5 : 80,
-                    cache: cache, stream: false, promptPreview: preview))
+        func send(_ key: String, _ content: String = "hello", deterministic: Bool = false, stream: Bool = false,
+                  model: String = "qwen2.5-0.5b-instruct", cache expected: String? = nil, status: Int = 200) async throws {
+            let answer = try await data.chat(key: key, model: model, content: content, extra: deterministic ? #","temperature":0"# : "", stream: stream)
+            XCTAssertEqual(answer.status, status, answer.body)
+            if let expected {
+                XCTAssertEqual(answer.headers.first(name: "x-cache"), expected, content)
+                // The store happens off the response path: let it land before the next identical request.
+                if expected == "MISS" { try await Task.sleep(for: .milliseconds(200)) }
             }
         }
-        let hostile = "<img src=x onerror=alert(1)></li><b>\"quoted\" & 'single'"
-        add("support", .hit, "What are your opening hours?", count: 4)
-        add("support", .hit, hostile, count: 2)
-        add("support", .miss, "Where is my parcel?", instance: "qwen-0", count: 2)
-        add("engineering", .hit, "Summarise the build log", count: 1)
-        add("engineering", .miss, "Why did CI fail?", instance: "qwen-1", count: 3)
-        h.gateway.ledger!.writer.submit(rows)
+        // Not cacheable (no temperature 0, no seed): support 8 + 2 streams + an unknown model, engineering 5.
+        for i in 0..<8 { try await send(AdminHarness.supportKey, "hello \(i)") }
+        for _ in 0..<2 { try await send(AdminHarness.supportKey, stream: true) }
+        try await send(AdminHarness.supportKey, model: "no-such-model", status: 404)
+        for _ in 0..<5 { try await send(AdminHarness.engineeringKey) }
+        // Cacheable: support 6 hits of 8 (one prompt must be escaped on the page), engineering 1 of 4.
+        let hostile = "<img src=x onerror=alert(1)></li><b>'single' & more"
+        for (content, times) in [("What are your opening hours?", 5), (hostile, 3)] {
+            for n in 0..<times { try await send(AdminHarness.supportKey, content, deterministic: true, cache: n == 0 ? "MISS" : "HIT") }
+        }
+        for (content, expected) in [("Summarise the build log", "MISS"), ("Summarise the build log", "HIT"), ("Why did CI fail?", "MISS"), ("Deploy status?", "MISS")] {
+            try await send(AdminHarness.engineeringKey, content, deterministic: true, cache: expected)
+        }
+        // interns: the first request passes, then the monthly quota of 1 token is spent.
+        try await send(AdminHarness.internsKey)
+        for _ in 0..<2 { try await send(AdminHarness.internsKey, status: 429) }
+        await data.close()
         await h.flushLedger()
 
         // Chromium logs in through the form as a person would: a page on another loopback port
@@ -217,7 +213,9 @@ final class AdminPageTests: XCTestCase {
         XCTAssertEqual(support.cacheHitRate, 0.75, accuracy: 1e-9)
         XCTAssertEqual(reports.first { $0.department == "engineering" }?.cacheHitRate ?? -1, 0.25, accuracy: 1e-9)
 
-        // Quota bars: the live counters, which equal the ledger's tokens this month.
+        // Quota bars: the counters admission uses (Redis, shared by replicas), which equal the
+        // ledger's tokens this month.
+        XCTAssertEqual(page.elements.first { $0["data-metric"] == "quota-source" && $0["data-department"] == "support" }?["data-value"], "redis")
         var calendar = QuotaCalendar(timeZone: TimeZone(identifier: "UTC")!)
         let monthStart = calendar.current(atMs: Int64(Date().timeIntervalSince1970 * 1000)).monthStart
         for (department, limit) in [("support", 100_000), ("interns", 1)] {
@@ -251,7 +249,7 @@ final class AdminPageTests: XCTestCase {
         // Top prompts, most hit first, escaped: the hostile preview is text, not markup.
         XCTAssertEqual(page.elements.filter { $0["data-metric"] == "top-prompt" }.map { $0["data-value"] ?? "" }, ["4", "2", "1"])
         XCTAssertFalse(dom.contains("<img"), "a prompt became markup")
-        XCTAssertTrue(dom.contains("&lt;img src=x onerror=alert(1)&gt;&lt;/li&gt;&lt;b&gt;"), "the prompt is shown as text")
+        XCTAssertTrue(dom.contains("&lt;img src=x onerror=alert(1)&gt;&lt;/li&gt;&lt;b&gt;'single' &amp; more"), "the prompt is shown as text")
 
         // Recent errors: the two 429s and the 404.
         XCTAssertEqual(page.elements.filter { $0["data-metric"] == "recent-error" }.map { $0["data-value"] ?? "" }.sorted(), ["404", "429", "429"])
@@ -288,6 +286,15 @@ final class AdminPageTests: XCTestCase {
             XCTAssertEqual(rows.count, 3)
         }
     }
+}
+
+/// Polls `condition` for up to 5 s.
+func waitFor(_ condition: () -> Bool) async -> Bool {
+    for _ in 0..<250 {
+        if condition() { return true }
+        try? await Task.sleep(for: .milliseconds(20))
+    }
+    return condition()
 }
 
 /// The few things the tests read from a serialized DOM: start tags and their attributes.

@@ -55,21 +55,36 @@ final class MetricsTests: XCTestCase {
         try await expect(200, data.chat(key: AdminHarness.internsKey))
         for _ in 0..<2 { try await expect(429, data.chat(key: AdminHarness.internsKey)) }
         for _ in 0..<3 { try await expect(401, data.chat(key: "tg-unknown")) }
+        // The cache (with Redis): a miss, two hits, and a bypass asked for with no-cache.
+        if redis {
+            let deterministic = #","temperature":0"#
+            let miss = try await data.chat(key: AdminHarness.supportKey, content: "ping", extra: deterministic)
+            XCTAssertEqual(miss.headers.first(name: "x-cache"), "MISS")
+            try await Task.sleep(for: .milliseconds(200))  // the store is off the response path
+            for _ in 0..<2 {
+                let hit = try await data.chat(key: AdminHarness.supportKey, content: "ping", extra: deterministic)
+                XCTAssertEqual(hit.headers.first(name: "x-cache"), "HIT")
+            }
+            let bypass = try await data.chat(key: AdminHarness.supportKey, content: "ping", extra: deterministic,
+                                             headers: [("cache-control", "no-cache")])
+            XCTAssertEqual(bypass.headers.first(name: "x-cache"), "BYPASS")
+        }
+        let (c, hits, misses, bypasses) = redis ? (4, 2, 1, 1) : (0, 0, 0, 0)  // cache requests, by outcome
         await h.flushLedger()
 
         let text = try await scrape(admin)
         families = try PrometheusParser.parse(text)
 
-        XCTAssertEqual(families["tollgate_http_requests_total"]?.value(), 21)
+        XCTAssertEqual(families["tollgate_http_requests_total"]?.value(), Double(21 + c))
         let requests = try XCTUnwrap(families["tollgate_requests_total"])
         XCTAssertEqual(requests.type, "counter")
-        XCTAssertEqual(requests.sum(["department": "support", "status": "200"]), 9)
+        XCTAssertEqual(requests.sum(["department": "support", "status": "200"]), Double(9 + c))
         XCTAssertEqual(requests.sum(["department": "support", "instance": "", "status": "404"]), 2)
         XCTAssertEqual(requests.sum(["department": "engineering", "instance": "qwen-1", "status": "200"]), 4, "engineering routes to gpu 1 only")
         XCTAssertEqual(requests.sum(["department": "engineering", "instance": "qwen-0"]), 0)
         XCTAssertEqual(requests.sum(["department": "interns", "status": "200"]), 1)
         XCTAssertEqual(requests.sum(["department": "interns", "instance": "", "status": "429"]), 2)
-        XCTAssertEqual(requests.sum([:]), 18, "one per authenticated request; 401s are not a department's")
+        XCTAssertEqual(requests.sum([:]), Double(18 + c), "one per authenticated request; 401s are not a department's")
         // Per instance, what each simulated instance says it served.
         for (i, sim) in h.instances.enumerated() {
             XCTAssertEqual(requests.sum(["instance": "qwen-\(i)"]), Double(sim.stats.generations), "qwen-\(i)")
@@ -87,19 +102,25 @@ final class MetricsTests: XCTestCase {
 
         let cache = try XCTUnwrap(families["tollgate_cache_requests_total"])
         XCTAssertEqual(cache.sum(["department": "support", "outcome": "off"]), 11)
-        XCTAssertEqual(cache.sum(["outcome": "hit"]), 0)
-        XCTAssertEqual(families["tollgate_cache_hits_total"]?.value(), 0)
-        XCTAssertEqual(families["tollgate_cache_misses_total"]?.value(), 0)
-        XCTAssertEqual(families["tollgate_cache_bypasses_total"]?.value(), 0)
+        XCTAssertEqual(cache.sum(["department": "support", "outcome": "hit"]), Double(hits))
+        XCTAssertEqual(cache.sum(["department": "support", "outcome": "miss"]), Double(misses))
+        XCTAssertEqual(cache.sum(["department": "support", "outcome": "bypass"]), Double(bypasses))
+        XCTAssertEqual(cache.sum(["department": "engineering", "outcome": "off"]), 4)
+        XCTAssertEqual(families["tollgate_cache_hits_total"]?.value(), Double(hits))
+        XCTAssertEqual(families["tollgate_cache_misses_total"]?.value(), Double(misses))
+        XCTAssertEqual(families["tollgate_cache_bypasses_total"]?.value(), Double(bypasses))
+        // A hit reaches no instance.
+        XCTAssertEqual(requests.sum(["department": "support", "instance": "", "status": "200"]), Double(hits))
 
         // Histograms: one observation per ledger row, per forwarded request, per stream.
         let duration = try XCTUnwrap(families["tollgate_request_duration_seconds"])
         XCTAssertEqual(duration.type, "histogram")
-        XCTAssertEqual(duration.value(name: "tollgate_request_duration_seconds_count"), 18)
+        XCTAssertEqual(duration.value(name: "tollgate_request_duration_seconds_count"), Double(18 + c))
         XCTAssertEqual(duration.value(name: "tollgate_request_duration_seconds_sum") ?? -1, ledgerLatency / 1000, accuracy: 0.001,
                        "the sum agrees with the ledger's latencies (to the microsecond per request)")
-        XCTAssertEqual(families["tollgate_gateway_overhead_seconds"]?.value(name: "tollgate_gateway_overhead_seconds_count"), 14)
-        XCTAssertEqual(families["tollgate_upstream_latency_seconds"]?.value(name: "tollgate_upstream_latency_seconds_count"), 14)
+        let forwarded = Double(14 + misses + bypasses)
+        XCTAssertEqual(families["tollgate_gateway_overhead_seconds"]?.value(name: "tollgate_gateway_overhead_seconds_count"), forwarded)
+        XCTAssertEqual(families["tollgate_upstream_latency_seconds"]?.value(name: "tollgate_upstream_latency_seconds_count"), forwarded)
         XCTAssertEqual(families["tollgate_time_to_first_token_seconds"]?.value(name: "tollgate_time_to_first_token_seconds_count"), 3)
         let overhead = families["tollgate_gateway_overhead_seconds"]?.value(name: "tollgate_gateway_overhead_seconds_sum") ?? -1
         let upstream = families["tollgate_upstream_latency_seconds"]?.value(name: "tollgate_upstream_latency_seconds_sum") ?? -1
@@ -107,7 +128,7 @@ final class MetricsTests: XCTestCase {
         XCTAssertGreaterThanOrEqual(overhead, 0)
         XCTAssertLessThan(overhead, upstream, "the gateway's own time is a small part")
 
-        XCTAssertEqual(families["tollgate_upstream_requests_total"]?.value(), 14)
+        XCTAssertEqual(families["tollgate_upstream_requests_total"]?.value(), forwarded)
         XCTAssertEqual(families["tollgate_upstream_retries_total"]?.value(), 0)
         XCTAssertEqual(families["tollgate_client_errors_total"]?.value(), 5, "3 unknown keys, 2 unknown models")
         XCTAssertEqual(families["tollgate_quota_rejections_total"]?.value(), 2)
@@ -132,7 +153,7 @@ final class MetricsTests: XCTestCase {
         }
 
         // The ledger and Redis.
-        XCTAssertEqual(families["tollgate_ledger_rows_committed_total"]?.value(), 18)
+        XCTAssertEqual(families["tollgate_ledger_rows_committed_total"]?.value(), Double(18 + c))
         XCTAssertEqual(families["tollgate_ledger_queue_depth"]?.value(), 0)
         XCTAssertGreaterThan(families["tollgate_ledger_last_write_latency_seconds"]?.value() ?? 0, 0)
         XCTAssertEqual(families["tollgate_redis_configured"]?.value(), redis ? 1 : 0)
@@ -160,6 +181,42 @@ final class MetricsTests: XCTestCase {
         _ = try await slow.value
         await admin.close()
         await data.close()
+    }
+
+    /// Operating the gateway: `tollgate check` says whether the ledger and Redis are reachable.
+    func testCheckReportsLedgerAndRedis() async throws {
+        let executable = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("tollgate")
+        guard FileManager.default.isExecutableFile(atPath: executable.path) else { throw XCTSkip("no tollgate executable beside the tests") }
+        let redis = try RedisServer()
+        defer { redis.stop() }
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("tollgate-check-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let migrations = AdminHarness.repository.appendingPathComponent("migrations").path
+        let database = dir.appendingPathComponent("ledger.sqlite").path
+        let base = ["check", "--config", AdminHarness.repository.appendingPathComponent("routes").path, "--database", database, "--migrations", migrations]
+
+        var r = try await runProcess(executable, base + ["--redis", redis.url()])
+        XCTAssertEqual(r.status, 0, r.err)
+        XCTAssertTrue(r.out.contains("database \(database): not created yet"), r.out)
+        XCTAssertTrue(r.out.contains("redis 127.0.0.1:\(redis.port)/0: OK"), r.out)
+
+        let known = try MigrationLoader.load(directory: migrations)
+        try LedgerDatabase.open(path: database, migrations: known).close()
+        r = try await runProcess(executable, base)
+        XCTAssertEqual(r.status, 0, r.err)
+        XCTAssertTrue(r.out.contains("database \(database): OK, \(known.count) migration(s) applied"), r.out)
+        XCTAssertTrue(r.out.contains("redis: not configured"), r.out)
+
+        redis.stop()
+        r = try await runProcess(executable, base + ["--redis", redis.url()])
+        XCTAssertEqual(r.status, 1)
+        XCTAssertTrue(r.err.contains("redis 127.0.0.1:\(redis.port)/0: not reachable"), r.err)
+
+        try Data("not a database".utf8).write(to: URL(fileURLWithPath: database))
+        r = try await runProcess(executable, base)
+        XCTAssertEqual(r.status, 1)
+        XCTAssertTrue(r.err.contains("database \(database):"), r.err)
     }
 
     func testParserRejectsMalformedExposition() {

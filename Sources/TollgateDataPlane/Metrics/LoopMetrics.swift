@@ -79,7 +79,9 @@ public final class LoopMetrics: @unchecked Sendable {
         return loop.submit {
             var inFlight = Array(repeating: 0, count: state.table.instances.count)
             if let context = self.context {
-                context.adopt(state)
+                // Bring an idle loop up to the table (as its next request would); never back
+                // to an older one, should a reload have happened since `state` was read.
+                if context.generation < state.table.generation { context.adopt(state) }
                 if context.generation == state.table.generation {
                     inFlight = context.inFlight
                 }

@@ -352,6 +352,8 @@ final class Exchange: UpstreamDelegate {
             let limits = state.quotas.departments[department].limits
             SharedQuota.settle(redis, department: state.table.departments[department].name, limits: limits,
                                reservation: reservation, actualTokens: spent)
+            // Keep the local mirror (headers, fallback) in step with the settlement.
+            state.quotas.settle(reservation, actualTokens: spent)
         } else {
             state.quotas.settle(reservation, actualTokens: spent)
         }
