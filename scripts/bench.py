@@ -38,6 +38,17 @@ def free_port():
     return port
 
 
+def _port_free(port):
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", port))
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()
+
+
 def wait_port(port, timeout=20):
     end = time.time() + timeout
     while time.time() < end:
@@ -146,6 +157,63 @@ def run_wrk(url, script, connections, duration, threads=1):
             "non2xx": int(errors.group(1)) if errors else 0, "socket_errors": sock.group(1) if sock else None}
 
 
+async def _stream_ttft(host, port, path, body, headers, timeout=60):
+    """One streamed request over a raw asyncio connection: seconds to the first `data:` byte."""
+    import asyncio
+    start = time.perf_counter()
+    reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+    head = f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\nConnection: close\r\n"
+    for k, v in headers:
+        head += f"{k}: {v}\r\n"
+    writer.write(head.encode() + b"\r\n" + body)
+    await writer.drain()
+    buf = b""
+    ttft = None
+    while True:
+        chunk = await asyncio.wait_for(reader.read(65536), timeout)
+        if not chunk:
+            break
+        buf += chunk
+        if ttft is None and b"data:" in buf:
+            ttft = time.perf_counter() - start
+        if b"[DONE]" in buf:
+            break
+    writer.close()
+    return ttft
+
+
+def stream_ttfts(port, headers, n, body):
+    import asyncio
+
+    async def main():
+        results = await asyncio.gather(*[_stream_ttft("127.0.0.1", port, "/v1/chat/completions", body, headers) for _ in range(n)],
+                                       return_exceptions=True)
+        return [r for r in results if isinstance(r, float)]
+    return asyncio.run(main())
+
+
+def pct(values, p):
+    v = sorted(values)
+    return v[min(len(v) - 1, max(0, int(round(p / 100 * len(v) + 0.5)) - 1))] if v else float("nan")
+
+
+def run_hey(url, seconds, concurrency, headers, body):
+    """hey for `seconds` with `concurrency` clients: req/s, mean latency, share of 200 answers."""
+    args = ["hey", "-z", f"{seconds}s", "-c", str(concurrency), "-m", "POST", "-T", "application/json", "-d", body]
+    for k, v in headers:
+        args += ["-H", f"{k}: {v}"]
+    out = subprocess.run(args + [url], capture_output=True, text=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    mean = float(re.search(r"Average:\s+([\d.]+) secs", out).group(1))
+    codes = {int(c): int(n) for c, n in re.findall(r"\[(\d{3})\]\s+(\d+) responses", out)}
+    failed = 0
+    errors = re.search(r"Error distribution:(.*)", out, re.S)
+    if errors:
+        failed = sum(int(n) for n in re.findall(r"^\s+\[(\d+)\]", errors.group(1), re.M))
+    total = sum(codes.values()) + failed
+    return {"rps": rps, "mean_s": mean, "success": codes.get(200, 0) / max(1, total), "requests": total}
+
+
 def rss_mb(pid):
     with open(f"/proc/{pid}/status") as f:
         for line in f:
@@ -161,7 +229,13 @@ def main():
     ap.add_argument("--connections", type=int, default=64)
     ap.add_argument("--loops", type=int, default=2, help="gateway event loops = nginx proxy workers")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--streams", type=int, default=1000, help="concurrent streams of the second part (0 skips it)")
+    ap.add_argument("--article-seconds", type=int, default=30, help="length of each hey run of the third part (0 skips it)")
     args = ap.parse_args()
+    # 1,000 streams need 2,000+ sockets in the gateway (client and upstream side) and in the client.
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 65536)), hard))
 
     tmp = tempfile.mkdtemp(prefix="tollgate-bench-")
     procs = Procs()
@@ -250,6 +324,84 @@ departments:
         one_nginx = run_wrk(f"http://127.0.0.1:{px_port}/v1/chat/completions", plain, 1, d)
         one_gw = run_wrk(f"http://127.0.0.1:{gw_port}/v1/chat/completions", keyed, 1, d)
         rss = rss_mb(gateway.pid)
+
+        # Part 2: concurrent streams at 50 tokens/s through a simulated instance: added TTFT, RSS.
+        streams = {}
+        if args.streams > 0:
+            sim_port = free_port()
+            sim = procs.start([args.tollgate, "sim", "--instances", "1", "--base-port", str(sim_port), "--ttft-ms", "100",
+                               "--tokens-per-second", "50", "--capacity", "0", "--default-tokens", "10"])
+            st_port, st_admin = free_port(), free_port()
+            st_dir = os.path.join(tmp, "streams")
+            os.makedirs(st_dir)
+            with open(os.path.join(st_dir, "g.yaml"), "w") as f:
+                f.write(f"""listen: {{host: 127.0.0.1, port: {st_port}}}
+admin: {{host: 127.0.0.1, port: {st_admin}}}
+event_loops: {args.loops}
+pools:
+  - name: qwen
+    models: [{MODEL}]
+    instances: [{{name: s, url: "http://127.0.0.1:{sim_port}"}}]
+departments:
+  - name: bench
+    keys: [{{sha256: {key_hash}}}]
+""")
+            st_gw = procs.start([args.tollgate, "serve", "--config", st_dir, "--log-level", "warning",
+                                 "--database", os.path.join(st_dir, "ledger.sqlite"), "--migrations", os.path.join(root, "migrations")])
+            wait_port(sim_port)
+            wait_port(st_port)
+            sbody = json.dumps({"model": MODEL, "stream": True, "temperature": 0.7, "messages": [{"role": "user", "content": "Tell me a story"}]}).encode()
+            stream_ttfts(sim_port, [], 50, sbody)
+            direct_t = stream_ttfts(sim_port, [], args.streams, sbody)
+            gw_t = stream_ttfts(st_port, [("Authorization", f"Bearer {KEY}")], args.streams, sbody)
+            streams = {
+                "n": args.streams, "ok_direct": len(direct_t), "ok_gateway": len(gw_t),
+                "direct_p50_ms": pct(direct_t, 50) * 1000, "direct_p99_ms": pct(direct_t, 99) * 1000,
+                "gw_p50_ms": pct(gw_t, 50) * 1000, "gw_p99_ms": pct(gw_t, 99) * 1000,
+                "rss_mb": rss_mb(st_gw.pid),
+            }
+            sim.terminate()
+            st_gw.terminate()
+
+        # Part 3: the original article's experiment: hey -c 100 against one simulated instance with
+        # realistic latency and capacity (about 48 req/s), and against eight behind the gateway.
+        article = {}
+        if args.article_seconds > 0:
+            base = free_port()
+            while any(not _port_free(base + i) for i in range(8)):
+                base = free_port()
+            fleet = procs.start([args.tollgate, "sim", "--instances", "8", "--base-port", str(base), "--gpus", "4",
+                                 "--ttft-ms", "90", "--tokens-per-second", "50", "--capacity", "12", "--default-tokens", "8"])
+            ar_port, ar_admin = free_port(), free_port()
+            ar_dir = os.path.join(tmp, "article")
+            os.makedirs(ar_dir)
+            inst = "\n".join(f'      - {{name: qwen-{i}, url: "http://127.0.0.1:{base + i}", labels: {{gpu: "{i % 4}"}}}}' for i in range(8))
+            with open(os.path.join(ar_dir, "g.yaml"), "w") as f:
+                f.write(f"""listen: {{host: 127.0.0.1, port: {ar_port}}}
+admin: {{host: 127.0.0.1, port: {ar_admin}}}
+event_loops: {args.loops}
+pools:
+  - name: qwen
+    models: [{MODEL}]
+    policy: least_in_flight
+    instances:
+{inst}
+departments:
+  - name: bench
+    keys: [{{sha256: {key_hash}}}]
+""")
+            ar_gw = procs.start([args.tollgate, "serve", "--config", ar_dir, "--log-level", "warning",
+                                 "--database", os.path.join(ar_dir, "ledger.sqlite"), "--migrations", os.path.join(root, "migrations")])
+            for i in range(8):
+                wait_port(base + i)
+            wait_port(ar_port)
+            abody = json.dumps({"model": MODEL, "temperature": 0.7, "messages": [{"role": "user", "content": "Hello"}]})
+            one = run_hey(f"http://127.0.0.1:{base}/v1/chat/completions", args.article_seconds, 100, [], abody)
+            eight = run_hey(f"http://127.0.0.1:{ar_port}/v1/chat/completions", args.article_seconds, 100,
+                            [("Authorization", f"Bearer {KEY}")], abody)
+            article = {"one": one, "eight": eight}
+            fleet.terminate()
+            ar_gw.terminate()
     finally:
         procs.stop_all()
         shutil.rmtree(tmp, ignore_errors=True)
@@ -283,6 +435,25 @@ departments:
         "nginx_added_p50_us": round(nginx_p50), "nginx_added_p99_us": round(nginx_p99),
         "rss_mb": round(rss, 1),
     }
+    if streams:
+        added50 = streams["gw_p50_ms"] - streams["direct_p50_ms"]
+        added99 = streams["gw_p99_ms"] - streams["direct_p99_ms"]
+        print(f"\n{streams['n']} concurrent streams at 50 tokens/s (simulated, TTFT 100 ms): time to first token "
+              f"direct p50 {streams['direct_p50_ms']:.1f} ms p99 {streams['direct_p99_ms']:.1f} ms; through the gateway "
+              f"p50 {streams['gw_p50_ms']:.1f} ms p99 {streams['gw_p99_ms']:.1f} ms; added p50 {added50:.1f} ms, p99 {added99:.1f} ms; "
+              f"completed {streams['ok_gateway']}/{streams['n']}; gateway RSS {streams['rss_mb']:.1f} MB")
+        summary.update({"stream_added_ttft_p50_ms": round(added50, 2), "stream_added_ttft_p99_ms": round(added99, 2),
+                        "stream_rss_mb": round(streams["rss_mb"], 1), "streams_completed": streams["ok_gateway"]})
+    if article:
+        one, eight = article["one"], article["eight"]
+        print(f"\nThe original article's experiment (hey -c 100, {args.article_seconds} s; simulated instances of ~48 req/s):")
+        print(f"{'':34}{'req/s':>9}{'success':>10}{'mean s':>9}   article (4090D GPUs)")
+        print(f"{'one instance':34}{one['rps']:>9.0f}{one['success'] * 100:>9.1f}%{one['mean_s']:>9.2f}   48 req/s, 92.3%, 1.78 s")
+        print(f"{'eight behind the gateway':34}{eight['rps']:>9.0f}{eight['success'] * 100:>9.1f}%{eight['mean_s']:>9.2f}   372 req/s, 99.8%, 1.62 s")
+        print(f"{'ratio':34}{eight['rps'] / one['rps']:>9.2f}x")
+        summary.update({"seed_one_rps": round(one["rps"], 1), "seed_one_success": round(one["success"], 4),
+                        "seed_eight_rps": round(eight["rps"], 1), "seed_eight_success": round(eight["success"], 4),
+                        "seed_ratio": round(eight["rps"] / one["rps"], 2)})
     if args.json:
         print(json.dumps(summary))
 
