@@ -26,6 +26,7 @@ public final class DataPlane: Sendable {
     public let usageSink: UsageSink?
     private let flushTasks = NIOLockedValueBox<[RepeatedTask]>([])
     private let redisGroup = NIOLockedValueBox<RedisClientGroup?>(nil)
+    private let quotaSync: NIOLoopBoundBox<QuotaSync?>
     /// Threads for the few data-plane requests that must block (`/v1/usage` reads SQLite).
     let threadPool = NIOThreadPool(numberOfThreads: 2)
 
@@ -43,6 +44,7 @@ public final class DataPlane: Sendable {
         var all: [any EventLoop] = []
         for loop in group.makeIterator() { all.append(loop) }
         self.monitor = HealthMonitor(table: table, eventLoop: all[0], clock: clock, logger: logger)
+        self.quotaSync = NIOLoopBoundBox.makeEmptyBox(valueType: QuotaSync.self, eventLoop: all[0])
         var contexts: [ObjectIdentifier: NIOLoopBound<LoopContext>] = [:]
         var counters: [LoopCounters] = []
         for (i, loop) in all.enumerated() {
@@ -87,6 +89,16 @@ public final class DataPlane: Sendable {
                 bound.value.singleFlight = flights
             }.wait()
         }
+        // Quota counters shared with the other replicas, in rounds on the monitor's loop.
+        let monitor = self.monitor
+        let counters = self.counters[0]
+        let logger = self.logger
+        let box = quotaSync
+        try? monitor.eventLoop.submit {
+            let sync = QuotaSync(monitor: monitor, redis: redis.connection(for: monitor.eventLoop), counters: counters, logger: logger)
+            sync.start(interval: monitor.store.load().table.configuration.quotas.syncInterval)
+            box.value = sync
+        }.wait()
     }
 
     /// The Redis connections attached, if any.
@@ -193,6 +205,8 @@ public final class DataPlane: Sendable {
         for task in flushTasks.withLockedValue({ $0 }) { task.cancel() }
         await flushUsage()
         monitor.stop()
+        let sync = quotaSync
+        try? await monitor.eventLoop.submit { sync.value?.stop() }.get()
         if let redis { await redis.shutdown() }
         try? await threadPool.shutdownGracefully()
         try? await group.shutdownGracefully()

@@ -60,7 +60,8 @@ public final class Gateway: Sendable {
             dataPlane.attachRedis(RedisClientGroup(configuration: redis, group: dataPlane.group, logger: redisLogger))
         }
         if let ledger {
-            try ledger.seedQuotas(dataPlane)
+            // With Redis the shared counters carry the history (see QuotaSync); else the ledger does.
+            if redis == nil { try ledger.seedQuotas(dataPlane) }
             try ledger.startKeyRefresh(into: dataPlane)
         }
     }

@@ -234,7 +234,7 @@ struct AdminOverview: Encodable, Sendable {
                              usedPercent: limit > 0 ? Double(value) * 100 / Double(limit) : 0,
                              resetsMs: windows.end(meter.window))
             }
-            return Quota(department: d.name, source: shared == nil ? "local" : "redis", meters: meters, ledgerMonthTokens: figures.monthTokens[d.name])
+            return Quota(department: d.name, source: dataPlane.redis == nil ? "local" : "redis", meters: meters, ledgerMonthTokens: figures.monthTokens[d.name])
         }
 
         let now = NIODeadline.now().uptimeNanoseconds

@@ -243,7 +243,7 @@ enum AdminPageHTML {
                 s += "<div class=\"muted\" style=\"font-size:.75rem\">resets \(HTML.escape(time(m.resetsMs, zone, seconds: false)))</div></div>"
             }
             if !q.meters.isEmpty {
-                s += "<div class=\"muted\" style=\"font-size:.75rem\" data-metric=\"quota-source\" data-department=\"\(HTML.escape(q.department))\" data-value=\"\(q.source)\">counters: \(q.source == "redis" ? "shared (Redis)" : "this replica")</div>"
+                s += "<div class=\"muted\" style=\"font-size:.75rem\" data-metric=\"quota-source\" data-department=\"\(HTML.escape(q.department))\" data-value=\"\(q.source)\">counters: \(q.source == "redis" ? "shared with the other replicas (Redis)" : "this replica")</div>"
             }
             if let tokens = q.ledgerMonthTokens {
                 s += "<div class=\"muted\" style=\"font-size:.8rem\" data-metric=\"ledger-month-tokens\" data-department=\"\(HTML.escape(q.department))\" data-value=\"\(tokens)\">ledger, this month: \(HTML.integer(tokens)) tokens</div>"

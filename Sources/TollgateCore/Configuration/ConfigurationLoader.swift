@@ -287,6 +287,7 @@ struct Reader {
                 }
             }
             if let n = r.int(&m, "default_max_tokens", min: 0) { config.quotas.defaultMaxTokens = n }
+            if let d = r.duration(&m, "sync_interval") { config.quotas.syncInterval = d }
         }
         if let pools = list(&map, "pools") {
             let base = config.pools.count

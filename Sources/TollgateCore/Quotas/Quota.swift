@@ -33,6 +33,9 @@ public struct QuotaSettings: Sendable, Equatable {
     public var timeZone: TimeZone = TimeZone(identifier: "UTC")!
     /// Completion tokens reserved for a request that sets no `max_tokens`.
     public var defaultMaxTokens = 1024
+    /// With Redis, how often each replica adds its use to the shared counters and reads back
+    /// the total. Replicas can overshoot a limit by what they admit within one interval.
+    public var syncInterval: Duration = .milliseconds(100)
     public init() {}
 }
 

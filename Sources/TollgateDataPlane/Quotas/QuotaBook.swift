@@ -88,8 +88,6 @@ public final class QuotaBook: Sendable {
         public let department: Int
         public let tokens: Int
         public let minute: Int64, day: Int64, month: Int64
-        /// Reserved in Redis (shared by replicas) rather than in this process.
-        public var shared = false
     }
 
     public enum Admission: Sendable {
@@ -100,7 +98,7 @@ public final class QuotaBook: Sendable {
     /// Reserves one request and `tokens` against every limited meter, or none of them.
     public func admit(department: Int, tokens: Int, at now: QuotaCalendar.Current, nowMs: Int64) -> Admission {
         let d = departments[department]
-        let reservation = Reservation(department: department, tokens: tokens, minute: now.minute, day: now.day, month: now.month, shared: false)
+        let reservation = Reservation(department: department, tokens: tokens, minute: now.minute, day: now.day, month: now.month)
         guard !d.limits.isUnlimited else { return .admitted(reservation) }
         var taken: [(QuotaMeter, Int)] = []
         for meter in QuotaMeter.allCases {

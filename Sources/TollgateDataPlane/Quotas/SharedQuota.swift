@@ -1,31 +1,12 @@
+import Atomics
+import Foundation
+import Logging
 import NIOCore
 import TollgateCore
 import TollgateRedis
 
-/// Quota counters shared by every gateway replica through Redis: one key per department,
-/// meter and window, reserved by one Lua script (check every meter, then add to all of them,
-/// atomically), settled with INCRBY. The limit is the limit, not limit × replicas.
-///
-/// When Redis cannot answer, the replica falls back to its own counters (`QuotaBook`), logs
-/// it once and counts it; a request never waits for a Redis that is down.
+/// Where the shared quota counters live in Redis: one key per department, meter and window.
 enum SharedQuota {
-    /// KEYS: one counter per limited meter. ARGV: limits, then amounts, then TTLs (seconds).
-    /// Returns {1, used-after…} when admitted, {0, meter-index, used} when refused.
-    static let reserveScript = """
-        local n = #KEYS
-        local used = {}
-        for i = 1, n do
-          used[i] = tonumber(redis.call('GET', KEYS[i]) or '0')
-          if used[i] >= tonumber(ARGV[i]) then return {0, i, used[i]} end
-        end
-        local out = {1}
-        for i = 1, n do
-          out[i + 1] = redis.call('INCRBY', KEYS[i], ARGV[n + i])
-          redis.call('EXPIRE', KEYS[i], ARGV[2 * n + i])
-        end
-        return out
-        """
-
     static func key(department: String, meter: QuotaMeter, window: Int64) -> String {
         "tollgate:quota:\(department):\(meter.headerName):\(window)"
     }
@@ -34,43 +15,125 @@ enum SharedQuota {
     static func meters(_ limits: QuotaLimits) -> [(QuotaMeter, Int)] {
         QuotaMeter.allCases.compactMap { m in limits.limit(m).map { (m, $0) } }
     }
+}
 
-    enum Outcome {
-        case admitted(usedAfter: [QuotaMeter: Int])
-        case rejected(meter: QuotaMeter, limit: Int, used: Int, requested: Int)
+/// Keeps the replicas' quota counters in step through Redis without putting Redis on any
+/// request's path (DESIGN: "to keep Redis off the per-request path").
+///
+/// Admission always decides on this process's counters (one compare-and-swap). Every
+/// `quotas.sync_interval` this task adds what this replica used since the last round to the
+/// shared key (INCRBY, then EXPIRE past the window's end) and sets the local counter to the
+/// shared total plus whatever was admitted while the answer travelled. So every replica sees
+/// the others' use within one interval: the limit is the limit, overshot by at most what the
+/// replicas admit in one interval. When Redis cannot answer, the round is skipped (logged once,
+/// counted); counting goes on locally and the backlog is added when Redis returns.
+///
+/// With Redis the shared keys are what survives a gateway restart (the local counters start at
+/// zero and learn the totals in the first round); without Redis the counters are seeded from
+/// the ledger instead.
+final class QuotaSync {
+    private struct Synced {
+        var window: Int64
+        /// The local counter's value that corresponds to the shared total of the last round.
+        var base: Int
     }
 
-    static func reserve(_ redis: RedisConnection, department: String, limits: QuotaLimits, tokens: Int,
-                        at now: QuotaCalendar.Current, nowMs: Int64) -> EventLoopFuture<Outcome> {
-        let meters = meters(limits)
-        var keys: [String] = []
-        var args: [String] = meters.map { String($0.1) }
-        for (m, _) in meters { keys.append(key(department: department, meter: m, window: now.index(m.window))) }
-        args += meters.map { m, _ in String(m == .requestsPerMinute ? 1 : tokens) }
-        // Keep a window's counter a little past its end, so late settlements still find it.
-        args += meters.map { m, _ in String(max(1, (now.end(m.window) - nowMs) / 1000 + 120)) }
-        return redis.eval(reserveScript, keys: keys, arguments: args).flatMapThrowing { value in
-            guard let items = value.array, let flag = items.first?.int else { throw RedisError.protocolError("quota script answered \(value)") }
-            if flag == 1 {
-                var used: [QuotaMeter: Int] = [:]
-                for (i, (m, _)) in meters.enumerated() where i + 1 < items.count { used[m] = Int(items[i + 1].int ?? 0) }
-                return .admitted(usedAfter: used)
+    private let monitor: HealthMonitor
+    private let redis: RedisConnection
+    private let counters: LoopCounters
+    private let logger: Logger
+    private var synced: [String: Synced] = [:]
+    private var calendar = QuotaCalendar(timeZone: TimeZone(identifier: "UTC")!)
+    private var zone = TimeZone(identifier: "UTC")!
+    private var inFlight = false
+    private var down = false
+    private var task: Scheduled<Void>?
+    private var interval: TimeAmount = .milliseconds(100)
+    private var stopped = false
+
+    init(monitor: HealthMonitor, redis: RedisConnection, counters: LoopCounters, logger: Logger) {
+        self.monitor = monitor
+        self.redis = redis
+        self.counters = counters
+        self.logger = logger
+    }
+
+    /// Runs on the health monitor's event loop, which owns `redis`.
+    func start(interval: Duration) {
+        self.interval = .nanoseconds(interval.nanoseconds)
+        scheduleNext()
+    }
+
+    private func scheduleNext() {
+        guard !stopped else { return }
+        task = monitor.eventLoop.assumeIsolated().scheduleTask(in: interval) { [self] in
+            round()
+            scheduleNext()
+        }
+    }
+
+    func stop() {
+        stopped = true
+        task?.cancel()
+        task = nil
+    }
+
+    private func round() {
+        guard !inFlight else { return }
+        let state = monitor.store.load()
+        let book = state.quotas
+        if book.settings.timeZone != zone {
+            zone = book.settings.timeZone
+            calendar = QuotaCalendar(timeZone: zone)
+        }
+        let nowMs = wallClockMs()
+        let now = calendar.current(atMs: nowMs)
+        var futures: [EventLoopFuture<Void>] = []
+        guard redis.isAvailable else { return skipped(nil) }
+        for (d, name) in book.names.enumerated() {
+            let limits = book.departments[d].limits
+            for (meter, _) in SharedQuota.meters(limits) {
+                let window = now.index(meter.window)
+                let counter = book.departments[d].counters[meter.rawValue]
+                let id = "\(name)|\(meter.rawValue)"
+                let current = counter.used(window: window)
+                var entry = synced[id] ?? Synced(window: window, base: 0)
+                if entry.window != window { entry = Synced(window: window, base: 0) }
+                let delta = current - entry.base
+                let key = SharedQuota.key(department: name, meter: meter, window: window)
+                let ttl = TimeAmount.seconds(max(1, (now.end(meter.window) - nowMs) / 1000 + 120))
+                let sent = current
+                synced[id] = entry
+                futures.append(redis.incrementBy(key, Int64(delta)).map { total in
+                    // Local = shared total + what was admitted here while the answer travelled.
+                    counter.adjust(window: window, by: Int(total) - sent)
+                    if self.synced[id]?.window == window { self.synced[id]?.base = Int(total) }
+                    _ = self.redis.expire(key, in: ttl)
+                })
             }
-            let index = Int(items.count > 1 ? items[1].int ?? 1 : 1) - 1
-            let (meter, limit) = meters[max(0, min(index, meters.count - 1))]
-            let used = Int(items.count > 2 ? items[2].int ?? 0 : 0)
-            return .rejected(meter: meter, limit: limit, used: used, requested: meter == .requestsPerMinute ? 1 : tokens)
+        }
+        guard !futures.isEmpty else { return }
+        inFlight = true
+        EventLoopFuture.andAllSucceed(futures, on: monitor.eventLoop).assumeIsolated().whenComplete { [self] result in
+            inFlight = false
+            switch result {
+            case .success:
+                if down {
+                    down = false
+                    logger.notice("Redis is back: quota counters are shared again")
+                }
+            case .failure(let error):
+                skipped(error)
+            }
         }
     }
 
-    /// Replaces the reservation by the real use (fire and forget; a lost settlement errs on
-    /// the side of the reservation, never of the limit).
-    static func settle(_ redis: RedisConnection, department: String, limits: QuotaLimits, reservation: QuotaBook.Reservation, actualTokens: Int) {
-        let delta = actualTokens - reservation.tokens
-        guard delta != 0, redis.isAvailable else { return }
-        let windows: [(QuotaMeter, Int64)] = [(.tokensPerMinute, reservation.minute), (.tokensPerDay, reservation.day), (.tokensPerMonth, reservation.month)]
-        for (meter, window) in windows where limits.limit(meter) != nil {
-            _ = redis.incrementBy(key(department: department, meter: meter, window: window), Int64(delta))
-        }
+    private func skipped(_ error: (any Error)?) {
+        counters.quotaFallbacks.wrappingIncrement(ordering: .relaxed)
+        guard !down else { return }
+        down = true
+        logger.warning("Redis unavailable: quota counters are this replica's own until it returns", metadata: [
+            "error": "\(error.map { "\($0)" } ?? "not connected")",
+        ])
     }
 }

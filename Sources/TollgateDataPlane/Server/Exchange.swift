@@ -348,15 +348,7 @@ final class Exchange: UpstreamDelegate {
         // instance answered.
         let usage = injectedUsage ? usageFilter.usage : tail.usage()
         let spent = usage?.totalTokens ?? (firstByte != nil && status < 500 ? reservation.tokens : 0)
-        if reservation.shared, let redis = loop.redis {
-            let limits = state.quotas.departments[department].limits
-            SharedQuota.settle(redis, department: state.table.departments[department].name, limits: limits,
-                               reservation: reservation, actualTokens: spent)
-            // Keep the local mirror (headers, fallback) in step with the settlement.
-            state.quotas.settle(reservation, actualTokens: spent)
-        } else {
-            state.quotas.settle(reservation, actualTokens: spent)
-        }
+        state.quotas.settle(reservation, actualTokens: spent)
         if loop.usageSink != nil {
             let latency = Double((now - received).nanoseconds) / 1e6
             loop.record(UsageRecord(

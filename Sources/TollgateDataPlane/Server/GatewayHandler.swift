@@ -366,52 +366,12 @@ final class GatewayHandler: ChannelDuplexHandler {
             respond(.error(.modelNotFound(model)), head: pending.head, requestID: pending.requestID)
             return
         }
-        // Admission: reserve the request and its possible tokens against the department's quotas
-        // — in Redis when it is there (shared by every replica), else in this process.
+        // Admission: reserve the request and its possible tokens against the department's quotas,
+        // on this process's counters (kept in step with the other replicas by `QuotaSync`).
         let nowMs = wallClockMs()
         let windows = loop.quotaWindows(table.configuration.quotas, nowMs: nowMs)
         let cost = reservationEstimate(promptBytes: summary.promptRange?.count ?? pending.body.readableBytes,
                                        maxTokens: summary.maxTokens, defaultMaxTokens: table.configuration.quotas.defaultMaxTokens)
-        let department = pending.caller.department
-        let limits = state.quotas.departments[department].limits
-        if !limits.isUnlimited, let redis = loop.redis {
-            if redis.isAvailable {
-                let name = table.departments[department].name
-                SharedQuota.reserve(redis, department: name, limits: limits, tokens: cost, at: windows, nowMs: nowMs)
-                    .assumeIsolated().whenComplete { [weak self] result in
-                        guard let self, case .responding = self.state, self.context != nil else {
-                            // The client left while Redis answered: give the reservation back.
-                            if case .success(.admitted) = result {
-                                SharedQuota.settle(redis, department: name, limits: limits,
-                                                   reservation: .init(department: department, tokens: cost, minute: windows.minute,
-                                                                      day: windows.day, month: windows.month, shared: true),
-                                                   actualTokens: 0)
-                            }
-                            return
-                        }
-                        switch result {
-                        case .success(.admitted(let usedAfter)):
-                            self.loop.sharedQuotaAvailable()
-                            state.quotas.mirror(department: department, used: usedAfter, at: windows)
-                            self.forward(pending, state: state, summary: summary, model: model, pool: pool,
-                                         reservation: .init(department: department, tokens: cost, minute: windows.minute,
-                                                            day: windows.day, month: windows.month, shared: true))
-                        case .success(.rejected(let meter, let limit, let used, let requested)):
-                            self.loop.sharedQuotaAvailable()
-                            state.quotas.mirror(department: department, used: [meter: used], at: windows)
-                            let wait = max(1, Int((windows.end(meter.window) - nowMs + 999) / 1000))
-                            self.refuse(pending, state: state, summary: summary, model: model, meter: meter, limit: limit, used: used,
-                                        requested: requested, wait: wait, windows: windows, nowMs: nowMs)
-                        case .failure(let error):
-                            self.loop.sharedQuotaUnavailable(error)
-                            self.admitLocally(pending, state: state, summary: summary, model: model, pool: pool, cost: cost,
-                                              windows: windows, nowMs: nowMs)
-                        }
-                    }
-                return
-            }
-            loop.sharedQuotaUnavailable(nil)
-        }
         admitLocally(pending, state: state, summary: summary, model: model, pool: pool, cost: cost, windows: windows, nowMs: nowMs)
     }
 
@@ -523,14 +483,9 @@ final class GatewayHandler: ChannelDuplexHandler {
         f.resume(answer)
     }
 
-    /// Gives back a reservation that will not be used (the client left before we forwarded).
+    /// Gives back a reservation that will not be used (the client left, or a cache hit).
     private func release(_ reservation: QuotaBook.Reservation, state: GatewayState) {
-        if reservation.shared, let redis = loop.redis {
-            SharedQuota.settle(redis, department: state.table.departments[reservation.department].name,
-                               limits: state.quotas.departments[reservation.department].limits, reservation: reservation, actualTokens: 0)
-        } else {
-            state.quotas.settle(reservation, actualTokens: 0)
-        }
+        state.quotas.settle(reservation, actualTokens: 0)
     }
 
     /// Answers from a stored answer: as JSON, or replayed as an SSE stream. `false` when it

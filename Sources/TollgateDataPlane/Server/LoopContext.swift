@@ -17,7 +17,7 @@ public final class LoopCounters: Sendable {
     public let clientErrors = ManagedAtomic<Int>(0)
     public let noInstance = ManagedAtomic<Int>(0)
     public let quotaRejections = ManagedAtomic<Int>(0)
-    /// Admissions counted locally because Redis could not answer.
+    /// Quota sync rounds skipped because Redis could not answer (counting went on locally).
     public let quotaFallbacks = ManagedAtomic<Int>(0)
     public let cacheHits = ManagedAtomic<Int>(0)
     public let cacheMisses = ManagedAtomic<Int>(0)
@@ -72,24 +72,6 @@ final class LoopContext {
     var redis: RedisConnection?
     /// Coalesces identical cache misses across all loops.
     var singleFlight = SingleFlight()
-    private var sharedQuotaDown = false
-
-    /// Redis could not take a quota reservation: this loop counts locally; said once per outage.
-    func sharedQuotaUnavailable(_ error: (any Error)?) {
-        counters.quotaFallbacks.wrappingIncrement(ordering: .relaxed)
-        guard !sharedQuotaDown else { return }
-        sharedQuotaDown = true
-        logger.warning("Redis unavailable: quota counters are this replica's own until it returns", metadata: [
-            "error": "\(error.map { "\($0)" } ?? "not connected")",
-        ])
-    }
-
-    func sharedQuotaAvailable() {
-        guard sharedQuotaDown else { return }
-        sharedQuotaDown = false
-        logger.notice("Redis is back: quota counters are shared again")
-    }
-
     /// Answers `GET /v1/usage`; runs on `threadPool`, never on the loop.
     let usageReporter: UsageReporter?
     let threadPool: NIOThreadPool
