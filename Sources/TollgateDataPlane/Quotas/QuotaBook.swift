@@ -138,15 +138,24 @@ public final class QuotaBook: Sendable {
     public func headers(department: Int, at now: QuotaCalendar.Current, nowMs: Int64) -> [(String, String)] {
         let d = departments[department]
         var out: [(String, String)] = []
+        out.reserveCapacity(6)
         for meter in QuotaMeter.allCases {
             guard let limit = d.limits.limit(meter) else { continue }
             let used = d.counters[meter.rawValue].used(window: now.index(meter.window))
             let reset = max(0, now.end(meter.window) - nowMs)
-            out.append(("x-ratelimit-limit-\(meter.headerName)", String(limit)))
-            out.append(("x-ratelimit-remaining-\(meter.headerName)", String(max(0, limit - used))))
-            out.append(("x-ratelimit-reset-\(meter.headerName)", "\(reset / 1000).\(String(format: "%03d", Int(reset % 1000)))s"))
+            let names = Self.headerNames[meter.rawValue]
+            out.append((names.limit, String(limit)))
+            out.append((names.remaining, String(max(0, limit - used))))
+            // "12.345s" without String(format:), which showed up at ~4% of a request in a profile.
+            let ms = Int(reset % 1000)
+            let fraction = ms < 10 ? "00\(ms)" : ms < 100 ? "0\(ms)" : String(ms)
+            out.append((names.reset, String(reset / 1000) + "." + fraction + "s"))
         }
         return out
+    }
+
+    private static let headerNames: [(limit: String, remaining: String, reset: String)] = QuotaMeter.allCases.map {
+        ("x-ratelimit-limit-\($0.headerName)", "x-ratelimit-remaining-\($0.headerName)", "x-ratelimit-reset-\($0.headerName)")
     }
 
     /// Use so far, for reports and the admin page: meter → used in the current window.
