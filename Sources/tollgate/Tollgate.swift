@@ -65,7 +65,10 @@ struct Serve: AsyncParsableCommand {
         var redisConfiguration: RedisConfiguration?
         if let url = redis ?? ProcessInfo.processInfo.environment["TOLLGATE_REDIS_URL"], !url.isEmpty {
             do {
-                redisConfiguration = try RedisConfiguration(url: url)
+                var r = try RedisConfiguration(url: url)
+                r.connectTimeout = .nanoseconds(config.redis.connect.nanoseconds)
+                r.commandTimeout = .nanoseconds(config.redis.command.nanoseconds)
+                redisConfiguration = r
             } catch {
                 FileHandle.standardError.write(Data("tollgate: --redis: \(error)\n".utf8))
                 throw ExitCode(2)

@@ -63,6 +63,13 @@ final class ConfigurationTests: XCTestCase {
         XCTAssertEqual(c.timeouts.request, .seconds(120))
     }
 
+    func testRedisTimeouts() throws {
+        let c = try ConfigurationLoader.parse(Self.minimal + "\nredis: {connect_timeout: 1s, command_timeout: 100ms}\n")
+        XCTAssertEqual(c.redis.connect, .seconds(1))
+        XCTAssertEqual(c.redis.command, .milliseconds(100))
+        XCTAssertEqual(try ConfigurationLoader.parse(Self.minimal).redis, RedisTimeouts())
+    }
+
     func testUnknownKeysAreErrorsNamingFileAndKey() {
         let e = errors(Self.minimal + "\nhealth: {max_fail: 3}\n")
         XCTAssertEqual(e.count, 1)

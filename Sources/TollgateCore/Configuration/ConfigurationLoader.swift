@@ -280,6 +280,10 @@ struct Reader {
             config.auth.adminKeyFile = r.string(&m, "admin_key_file")
         }
         section(&map, "cache") { r, m in r.cachePolicy(&m, into: &config.cache) }
+        section(&map, "redis") { r, m in
+            if let d = r.duration(&m, "connect_timeout") { config.redis.connect = d }
+            if let d = r.duration(&m, "command_timeout") { config.redis.command = d }
+        }
         section(&map, "quotas") { r, m in
             if let zone = r.string(&m, "time_zone") {
                 if let tz = TimeZone(identifier: zone) { config.quotas.timeZone = tz } else {

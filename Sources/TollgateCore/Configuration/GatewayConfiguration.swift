@@ -32,6 +32,7 @@
 /// auth:
 ///   anonymous_department: null                 # department for requests without a key; null = 401
 ///   admin_key_file: null                       # file with the admin key (env TOLLGATE_ADMIN_KEY wins)
+/// redis: {connect_timeout: 500ms, command_timeout: 250ms}   # the URL is --redis / TOLLGATE_REDIS_URL
 /// cache:                                       # the Redis response cache (needs --redis)
 ///   mode: deterministic                        # off | deterministic (temperature 0 or a seed) | always
 ///   ttl: 1h
@@ -70,6 +71,9 @@ public struct GatewayConfiguration: Sendable, Equatable {
     public var quotas = QuotaSettings()
     /// The response cache's default policy; departments may override it.
     public var cache = CachePolicy()
+    /// Timeouts of the Redis client (the URL itself comes from `--redis`/TOLLGATE_REDIS_URL,
+    /// since it may hold a password).
+    public var redis = RedisTimeouts()
     public var pools: [PoolConfiguration] = []
     public var departments: [DepartmentConfiguration] = []
 
@@ -269,4 +273,11 @@ extension Duration {
         let (s, atto) = components
         return s * 1_000_000_000 + atto / 1_000_000_000
     }
+}
+
+/// How long the Redis client waits before it gives up (and the cache is bypassed).
+public struct RedisTimeouts: Sendable, Equatable {
+    public var connect: Duration = .milliseconds(500)
+    public var command: Duration = .milliseconds(250)
+    public init() {}
 }
