@@ -60,4 +60,18 @@ final class RequestScannerTests: XCTestCase {
         XCTAssertEqual(other.temperature, 0.7)
         XCTAssertFalse(other.hasSeed)
     }
+
+    func testPromptTextForPreviews() {
+        func text(_ json: String) -> String? {
+            Array(json.utf8).withUnsafeBytes { RequestScanner.promptText($0) }
+        }
+        XCTAssertEqual(text(#"[{"role":"system","content":"be brief"},{"role":"user","content":"first"},{"role":"assistant","content":"ok"},{"role":"user","content":"What are \"your\" hours?"}]"#),
+                       #"What are "your" hours?"#)
+        XCTAssertEqual(text(#"[{"content":[{"type":"text","text":"look"},{"type":"image_url","image_url":{"url":"x"}},{"type":"text","text":"here"}],"role":"user"}]"#), "look here")
+        XCTAssertEqual(text(#"[{"role":"assistant","content":"only"}]"#), "only")
+        XCTAssertEqual(text(#""Say hi""#), "Say hi")
+        XCTAssertEqual(text(#"["one","two"]"#), "one")
+        XCTAssertNil(text(#"[1,2,3]"#))
+        XCTAssertNil(text(#"{"x":1}"#))
+    }
 }

@@ -38,6 +38,98 @@ public enum RequestScanner {
         return try parser.document()
     }
 
+    /// The text of the last user message in a `messages` array (string content, or the text
+    /// parts of array content joined by spaces), or the string (first string of an array) of a
+    /// `prompt`/`input` value. `value` is an already validated JSON value. For previews.
+    public static func promptText(_ value: UnsafeRawBufferPointer) -> String? {
+        var p = Parser(bytes: value)
+        p.skipSpace()
+        guard p.i < value.count else { return nil }
+        if value[p.i] == UInt8(ascii: "\"") { return try? p.string(capture: true) }
+        guard value[p.i] == UInt8(ascii: "[") else { return nil }
+        p.i += 1
+        var last: String?
+        var lastUser: String?
+        while true {
+            p.skipSpace()
+            guard p.i < value.count else { return lastUser ?? last }
+            let c = value[p.i]
+            if c == UInt8(ascii: "]") { return lastUser ?? last }
+            if c == UInt8(ascii: ",") { p.i += 1; continue }
+            if c == UInt8(ascii: "\"") {
+                // prompt: ["first", "second"]: the first string.
+                return try? p.string(capture: true)
+            }
+            guard c == UInt8(ascii: "{") else {
+                guard (try? p.value()) != nil else { return nil }
+                continue
+            }
+            // One message object: role and content.
+            p.i += 1
+            var role: String?
+            var content: String?
+            while true {
+                p.skipSpace()
+                guard p.i < value.count else { return nil }
+                if value[p.i] == UInt8(ascii: "}") { p.i += 1; break }
+                if value[p.i] == UInt8(ascii: ",") { p.i += 1; continue }
+                guard let key = try? p.string(capture: true) else { return nil }
+                p.skipSpace()
+                p.i += 1  // ':'
+                p.skipSpace()
+                if key == "role", p.i < value.count, value[p.i] == UInt8(ascii: "\"") {
+                    role = try? p.string(capture: true)
+                } else if key == "content", p.i < value.count, value[p.i] == UInt8(ascii: "\"") {
+                    content = try? p.string(capture: true)
+                } else if key == "content", p.i < value.count, value[p.i] == UInt8(ascii: "[") {
+                    let start = p.i
+                    guard (try? p.value()) != nil else { return nil }
+                    content = textParts(UnsafeRawBufferPointer(rebasing: value[start..<p.i]))
+                } else {
+                    guard (try? p.value()) != nil else { return nil }
+                }
+            }
+            if let content {
+                last = content
+                if role == "user" { lastUser = content }
+            }
+        }
+    }
+
+    /// `[{"type":"text","text":"..."}, ...]` → the texts joined by spaces.
+    static func textParts(_ value: UnsafeRawBufferPointer) -> String? {
+        var texts: [String] = []
+        var p = Parser(bytes: value)
+        p.i = 1
+        while p.i < value.count {
+            p.skipSpace()
+            guard p.i < value.count else { break }
+            let c = value[p.i]
+            if c == UInt8(ascii: "]") { break }
+            if c == UInt8(ascii: ",") { p.i += 1; continue }
+            guard c == UInt8(ascii: "{") else {
+                guard (try? p.value()) != nil else { return nil }
+                continue
+            }
+            p.i += 1
+            while p.i < value.count {
+                p.skipSpace()
+                if value[p.i] == UInt8(ascii: "}") { p.i += 1; break }
+                if value[p.i] == UInt8(ascii: ",") { p.i += 1; continue }
+                guard let key = try? p.string(capture: true) else { return nil }
+                p.skipSpace()
+                p.i += 1
+                p.skipSpace()
+                if key == "text", p.i < value.count, value[p.i] == UInt8(ascii: "\""), let t = try? p.string(capture: true) {
+                    texts.append(t)
+                } else {
+                    guard (try? p.value()) != nil else { return nil }
+                }
+            }
+        }
+        return texts.isEmpty ? nil : texts.joined(separator: " ")
+    }
+
     public static func scan(_ bytes: [UInt8]) throws(RequestBodyError) -> RequestSummary {
         do {
             return try bytes.withUnsafeBytes { buffer in

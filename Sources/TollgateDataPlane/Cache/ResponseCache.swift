@@ -51,24 +51,14 @@ final class SingleFlight: Sendable {
 }
 
 /// The first 120 characters of the last user message (chat) or of the prompt, for the admin
-/// page's most frequent prompts. Only computed for cacheable requests.
+/// page's most frequent prompts. Only computed for cacheable requests; read with the request
+/// scanner's parser (a Foundation JSON parse here cost ~4% of a cache hit).
 func promptPreview(body: ByteBuffer, range: Range<Int>?) -> String? {
-    guard let range, let bytes = body.getBytes(at: body.readerIndex + range.lowerBound, length: range.count),
-          let value = try? JSONSerialization.jsonObject(with: Data(bytes), options: [.fragmentsAllowed]) else { return nil }
-    func text(_ content: Any?) -> String? {
-        if let s = content as? String { return s }
-        if let parts = content as? [[String: Any]] {
-            return parts.compactMap { $0["text"] as? String }.joined(separator: " ")
-        }
-        return nil
+    guard let range else { return nil }
+    return body.withUnsafeReadableBytes { raw -> String? in
+        guard range.upperBound <= raw.count else { return nil }
+        return RequestScanner.promptText(UnsafeRawBufferPointer(rebasing: raw[range])).map(UsageRecord.preview(of:))
     }
-    if let messages = value as? [[String: Any]] {
-        let last = messages.last { ($0["role"] as? String) == "user" } ?? messages.last
-        return text(last?["content"]).map(UsageRecord.preview(of:))
-    }
-    if let prompt = value as? String { return UsageRecord.preview(of: prompt) }
-    if let prompts = value as? [String], let first = prompts.first { return UsageRecord.preview(of: first) }
-    return nil
 }
 
 /// The Redis key of an entry; the namespace stays readable so that purges can match it.
