@@ -49,7 +49,7 @@ final class RoutingTests: XCTestCase {
         }
         XCTAssertTrue(results.allSatisfy { (try? $0.get().status) == 200 })
         // Round-robin would split 100/100; weight / (in-flight + 1) shifts the load to the fast one.
-        XCTAssertGreaterThan(gw.served[1], gw.served[0] * 2, "served \(gw.served)")
+        XCTAssertGreaterThan(gw.served[1] * 2, gw.served[0] * 3, "at least 1.5x to the fast one: served \(gw.served)")
         await gw.stop()
     }
 
