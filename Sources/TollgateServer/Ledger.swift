@@ -151,40 +151,26 @@ extension Ledger {
     func usageReporter(timeZone: TimeZone = .current) -> UsageReporter {
         let database = self.database
         return { department, query in
-            var params: [String: String] = [:]
-            for pair in query.split(separator: "&") {
-                let kv = pair.split(separator: "=", maxSplits: 1).map { String($0).removingPercentEncoding ?? String($0) }
-                if kv.count == 2 { params[kv[0]] = kv[1] }
-            }
-            let period: ReportPeriod
-            do {
-                if let from = params["from"], let to = params["to"] {
-                    period = try ReportPeriod.days(from: from, to: to, timeZone: timeZone)
-                } else {
-                    let f = DateFormatter()
-                    f.dateFormat = "yyyy-MM"
-                    f.timeZone = timeZone
-                    period = try ReportPeriod.month(params["period"] ?? f.string(from: Date()), timeZone: timeZone)
+            switch try Ledger.reports(database: database, dataPlane: nil, department: department, query: query, timeZone: timeZone) {
+            case .failure(let e):
+                return (e.status, e.body)
+            case .success(let (period, reports)):
+                let report = reports.first { $0.department == department }
+                    ?? DepartmentReport(department: department, requests: 0, promptTokens: 0, completionTokens: 0, totalTokens: 0,
+                                        cacheHits: 0, cacheHitRate: 0, errors: 0, p50LatencyMs: 0, p95LatencyMs: 0, upstreamCalls: 0)
+                let encoder = JSONEncoder()
+                encoder.outputFormatting = [.sortedKeys]
+                encoder.dateEncodingStrategy = .iso8601
+                struct Answer: Encodable {
+                    let object = "usage_report"
+                    let department: String
+                    let from: Date
+                    let to: Date
+                    let report: DepartmentReport
                 }
-            } catch {
-                return (400, GatewayError.invalidRequest("\(error)", param: "period").body)
+                let body = try encoder.encode(Answer(department: department, from: period.from, to: period.to, report: report))
+                return (200, String(decoding: body, as: UTF8.self) + "\n")
             }
-            let reports = try Reports.departments(databases: [database], period: period, department: department)
-            let report = reports.first { $0.department == department }
-                ?? DepartmentReport(department: department, requests: 0, promptTokens: 0, completionTokens: 0, totalTokens: 0,
-                                    cacheHits: 0, cacheHitRate: 0, errors: 0, p50LatencyMs: 0, p95LatencyMs: 0, upstreamCalls: 0)
-            let encoder = JSONEncoder()
-            encoder.outputFormatting = [.sortedKeys]
-            encoder.dateEncodingStrategy = .iso8601
-            struct Answer: Encodable {
-                let object = "usage_report"
-                let department: String
-                let from: Date
-                let to: Date
-                let report: DepartmentReport
-            }
-            let body = try encoder.encode(Answer(department: department, from: period.from, to: period.to, report: report))
-            return (200, String(decoding: body, as: UTF8.self) + "\n")
         }
     }
 }

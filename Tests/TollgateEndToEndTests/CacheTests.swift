@@ -192,29 +192,10 @@ final class CacheTests: XCTestCase {
 
     /// The official `openai` package reads a streamed hit the gateway replays.
     func testOpenAISDKReadsAReplayedStream() async throws {
-        let probe = Process()
-        probe.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        probe.arguments = ["python3", "-c", "import openai"]
-        probe.standardError = FileHandle.nullDevice
-        try probe.run()
-        probe.waitUntilExit()
-        if probe.terminationStatus != 0 {
-            if ProcessInfo.processInfo.environment["TOLLGATE_REQUIRE_SDK"] == "1" { return XCTFail("python3 cannot import openai") }
-            throw XCTSkip("python3 cannot import openai; scripts/test installs it")
-        }
         let gw = try await start(instances: 1)
-        let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("sdk/openai_cache_check.py")
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["python3", script.path, "http://127.0.0.1:\(gw.port)/v1", TestKeys.engineering]
-        let out = Pipe()
-        process.standardOutput = out
-        process.standardError = out
-        try process.run()
-        let output = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        process.waitUntilExit()
-        XCTAssertEqual(process.terminationStatus, 0, output)
-        XCTAssertEqual(gw.instances[0].stats.generations, 1, output)
+        let result = try PythonSDK.run("openai_cache_check.py", baseURL: "http://127.0.0.1:\(gw.port)/v1", key: TestKeys.engineering)
+        XCTAssertEqual(result.status, 0, result.output)
+        XCTAssertEqual(gw.instances[0].stats.generations, 1, result.output)
         await gw.stop()
     }
 

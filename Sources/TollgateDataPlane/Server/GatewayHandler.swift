@@ -527,14 +527,7 @@ final class GatewayHandler: ChannelDuplexHandler {
             timeMs: nowMs - Int64(latency), requestID: pending.requestID, department: state.table.departments[pending.caller.department].name,
             keyPrefix: pending.caller.keyPrefix, model: model, endpoint: pending.endpoint.name, instance: nil, status: 200,
             latencyMs: latency, ttftMs: summary.stream ? latency : nil, cache: .hit, stream: summary.stream, promptPreview: preview))
-        if keepAlive && !loop.draining {
-            self.state = .idle
-            guardHandler.responseCompleted()
-            context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
-        } else {
-            self.state = .closed
-            context.writeAndFlush(wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { _ in context.close(promise: nil) }
-        }
+        writeEnd(context)
         return true
     }
 
@@ -568,15 +561,22 @@ final class GatewayHandler: ChannelDuplexHandler {
             context?.close(promise: nil)
         case .complete:
             guard let context else { return }
-            if keepAlive && !loop.draining {
-                state = .idle
-                guardHandler.responseCompleted()
-                context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
-            } else {
-                state = .closed
-                context.writeAndFlush(wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { _ in
-                    context.close(promise: nil)
-                }
+            writeEnd(context)
+        }
+    }
+
+    /// Ends a response. The connection's state is settled *before* the end is written (NIO's
+    /// pipelining handler may deliver a pipelined request from that very write); a connection
+    /// that does not stay open is closed once the end is out.
+    private func writeEnd(_ context: ChannelHandlerContext) {
+        if keepAlive && !loop.draining {
+            state = .idle
+            guardHandler.responseCompleted()
+            context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+        } else {
+            state = .closed
+            context.writeAndFlush(wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { _ in
+                context.close(promise: nil)
             }
         }
     }
@@ -613,18 +613,7 @@ final class GatewayHandler: ChannelDuplexHandler {
         if head?.method != .HEAD {
             context.write(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(string: answer.body)))), promise: nil)
         }
-        if keepAlive && !loop.draining {
-            if case .responding = state {
-                state = .idle
-                guardHandler.responseCompleted()
-            }
-            context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
-        } else {
-            state = .closed
-            context.writeAndFlush(wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { _ in
-                context.close(promise: nil)
-            }
-        }
+        writeEnd(context)
         if log, let head, let error = answer.error {
             loop.logger.info("request refused", metadata: [
                 "request_id": "\(requestID ?? "-")", "method": "\(head.method.rawValue)", "path": "\(head.uri)",
