@@ -66,15 +66,7 @@ struct AdminAuthMiddleware<Context: RequestContext>: RouterMiddleware {
 }
 
 func errorResponse(_ status: HTTPResponse.Status, type: String, code: String, message: String, param: String? = nil) -> Response {
-    var body = "{\"error\":{\"message\":"
-    appendJSONString(message, to: &body)
-    body += ",\"type\":"
-    appendJSONString(type, to: &body)
-    body += ",\"param\":"
-    if let param { appendJSONString(param, to: &body) } else { body += "null" }
-    body += ",\"code\":"
-    appendJSONString(code, to: &body)
-    body += "}}\n"
+    let body = openAIErrorBody(message: message, type: type, param: param, code: code)
     return Response(status: status, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(string: body)))
 }
 

@@ -121,8 +121,7 @@ extension Ledger {
             }
             for i in reports.indices {
                 if let limit = config.departments.first(where: { $0.name == reports[i].department })?.quota.tokensPerMonth {
-                    reports[i].tokenLimit = limit
-                    reports[i].quotaUsedPercent = Double(reports[i].totalTokens) * 100 / Double(limit)
+                    reports[i].applyQuota(tokenLimit: limit)
                 }
             }
         }

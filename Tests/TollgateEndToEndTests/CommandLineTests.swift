@@ -149,7 +149,7 @@ final class CommandLineTests: XCTestCase {
         }
         XCTAssertTrue(ready)
 
-        let answered = ManagedCounter()
+        let answered = Counter()
         let load = Task {
             await withTaskGroup(of: Void.self) { tasks in
                 for _ in 0..<20 {
@@ -219,12 +219,4 @@ final class CommandLineTests: XCTestCase {
         try channel.close().wait()
         return port
     }
-}
-
-final class ManagedCounter: @unchecked Sendable {
-    // Guarded by `lock`.
-    private let lock = NSLock()
-    private var count = 0
-    func add(_ n: Int) { lock.lock(); count += n; lock.unlock() }
-    var value: Int { lock.lock(); defer { lock.unlock() }; return count }
 }

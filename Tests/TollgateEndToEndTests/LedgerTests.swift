@@ -269,7 +269,7 @@ final class LedgerTests: XCTestCase {
         let rig = try await start(instances: 2, simulator: slow) { config in
             config.departments[0].quota = QuotaLimits(tokensPerMinute: 300)
         }
-        let ok = ManagedCounter()
+        let ok = Counter()
         try await withThrowingTaskGroup(of: Void.self) { group in
             for _ in 0..<40 {
                 group.addTask {

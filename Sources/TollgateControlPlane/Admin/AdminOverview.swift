@@ -176,7 +176,6 @@ struct AdminOverview: Encodable, Sendable {
         let settings = state.quotas.settings
         var calendar = QuotaCalendar(timeZone: settings.timeZone)
         let windows = calendar.current(atMs: nowMs)
-        let shared = await dataPlane.sharedQuotaUsage(at: windows)
 
         struct LedgerFigures: Sendable {
             var series: [HitRateBucket] = []
@@ -226,7 +225,7 @@ struct AdminOverview: Encodable, Sendable {
 
         let quotas = table.departments.map { d -> Quota in
             let limits = state.quotas.departments[d.index].limits
-            let used = shared?[d.name] ?? state.quotas.usage(department: d.index, at: windows)
+            let used = state.quotas.usage(department: d.index, at: windows)
             let meters = QuotaMeter.allCases.compactMap { meter -> Meter? in
                 guard let limit = limits.limit(meter) else { return nil }
                 let value = used[meter] ?? 0

@@ -75,12 +75,11 @@ enum MetricsEndpoint {
 
         var calendar = QuotaCalendar(timeZone: state.quotas.settings.timeZone)
         let windows = calendar.current(atMs: Int64(Date().timeIntervalSince1970 * 1000))
-        let shared = await dataPlane.sharedQuotaUsage(at: windows)
         p.family("tollgate_quota_limit", "gauge", "Configured quota limits by department and meter.")
         var used: [(labels: [(String, String)], value: Int)] = []
         for d in table.departments {
             let limits = state.quotas.departments[d.index].limits
-            let usage = shared?[d.name] ?? state.quotas.usage(department: d.index, at: windows)
+            let usage = state.quotas.usage(department: d.index, at: windows)
             for meter in QuotaMeter.allCases {
                 guard let limit = limits.limit(meter) else { continue }
                 let labels = [("department", d.name), ("meter", meter.name)]
@@ -88,7 +87,7 @@ enum MetricsEndpoint {
                 used.append((labels, usage[meter] ?? 0))
             }
         }
-        p.family("tollgate_quota_used", "gauge", "Use of the current calendar window by department and meter (Redis when configured and answering, else this replica's counters).")
+        p.family("tollgate_quota_used", "gauge", "Use of the current calendar window by department and meter (this replica's counters; with Redis they hold the replicas' shared totals, merged every sync interval).")
         for u in used { p.sample("tollgate_quota_used", u.labels, u.value) }
 
         if let writer {

@@ -92,17 +92,22 @@ public struct GatewayError: Error, Sendable, Equatable {
 
     /// The JSON body.
     public var body: String {
-        var out = "{\"error\":{\"message\":"
-        appendJSONString(message, to: &out)
-        out += ",\"type\":"
-        appendJSONString(type, to: &out)
-        out += ",\"param\":"
-        if let param { appendJSONString(param, to: &out) } else { out += "null" }
-        out += ",\"code\":"
-        appendJSONString(code.rawValue, to: &out)
-        out += "}}\n"
-        return out
+        openAIErrorBody(message: message, type: type, param: param, code: code.rawValue)
     }
+}
+
+/// `{"error":{"message","type","param","code"}}`, the OpenAI error format, as one line.
+public func openAIErrorBody(message: String, type: String, param: String?, code: String) -> String {
+    var out = "{\"error\":{\"message\":"
+    appendJSONString(message, to: &out)
+    out += ",\"type\":"
+    appendJSONString(type, to: &out)
+    out += ",\"param\":"
+    if let param { appendJSONString(param, to: &out) } else { out += "null" }
+    out += ",\"code\":"
+    appendJSONString(code, to: &out)
+    out += "}}\n"
+    return out
 }
 
 /// Appends `s` as a JSON string literal.

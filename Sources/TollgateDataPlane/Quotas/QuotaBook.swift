@@ -116,14 +116,6 @@ public final class QuotaBook: Sendable {
         return .admitted(reservation)
     }
 
-    /// Copies the shared counters' values (from Redis) into this process's, so that headers
-    /// and a fallback while Redis is away start from the shared figures.
-    public func mirror(department: Int, used: [QuotaMeter: Int], at now: QuotaCalendar.Current) {
-        for (meter, value) in used {
-            departments[department].counters[meter.rawValue].seed(window: now.index(meter.window), amount: value)
-        }
-    }
-
     /// Replaces a reservation by what the request really used.
     public func settle(_ r: Reservation, actualTokens: Int) {
         let d = departments[r.department]

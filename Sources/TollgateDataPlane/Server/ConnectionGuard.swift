@@ -1,4 +1,5 @@
 import NIOCore
+import NIOHTTP1
 import TollgateCore
 
 /// First handler of a client connection, in front of the HTTP decoder. It sees raw bytes, so
@@ -95,7 +96,7 @@ final class ConnectionGuard: ChannelDuplexHandler {
         state = .closing
         timer?.cancel()
         let body = error.body
-        var text = "HTTP/1.1 \(error.status) \(reason(error.status))\r\ncontent-type: application/json\r\ncontent-length: \(body.utf8.count)\r\nconnection: close\r\n"
+        var text = "HTTP/1.1 \(error.status) \(HTTPResponseStatus(statusCode: error.status).reasonPhrase)\r\ncontent-type: application/json\r\ncontent-length: \(body.utf8.count)\r\nconnection: close\r\n"
         if let retry = error.retryAfter { text += "retry-after: \(retry)\r\n" }
         text += "\r\n" + body
         let buffer = context.channel.allocator.buffer(string: text)
@@ -115,25 +116,5 @@ final class ConnectionGuard: ChannelDuplexHandler {
         case .busy, .closing:
             break
         }
-    }
-}
-
-func reason(_ status: Int) -> String {
-    switch status {
-    case 200: "OK"
-    case 400: "Bad Request"
-    case 401: "Unauthorized"
-    case 403: "Forbidden"
-    case 404: "Not Found"
-    case 405: "Method Not Allowed"
-    case 408: "Request Timeout"
-    case 413: "Payload Too Large"
-    case 429: "Too Many Requests"
-    case 431: "Request Header Fields Too Large"
-    case 500: "Internal Server Error"
-    case 502: "Bad Gateway"
-    case 503: "Service Unavailable"
-    case 504: "Gateway Timeout"
-    default: "Status \(status)"
     }
 }

@@ -43,6 +43,8 @@ final class Exchange: UpstreamDelegate {
     /// The answer collected for the cache: a JSON body, or a stream being assembled.
     private var cacheBody: [UInt8]?
     private var assembler: StreamAssembler?
+    /// This single flight's followers have been told how it ended.
+    private var flightCompleted = false
     /// Usage is read from the answer (for the ledger or a quota).
     private let metered: Bool
 
@@ -57,7 +59,6 @@ final class Exchange: UpstreamDelegate {
     /// When the request was written to the instance of the current try (metrics).
     private var sent: NIODeadline?
     private var firstChunk: NIODeadline?
-    private var responseBytes = 0
 
     init(handler: GatewayHandler, loop: LoopContext, state: GatewayState, requestID: String, head: HTTPRequestHead,
          body: ByteBuffer, model: String, summary: RequestSummary, caller: GatewayHandler.Caller,
@@ -196,7 +197,6 @@ final class Exchange: UpstreamDelegate {
             case .head:
                 break
             case .body(let buffer):
-                responseBytes += buffer.readableBytes
                 if firstChunk == nil { firstChunk = .now() }
                 if status == 200 { collectForCache(buffer) }
                 if injectedUsage && status == 200 {
@@ -248,7 +248,10 @@ final class Exchange: UpstreamDelegate {
             let ttl = TimeAmount.nanoseconds(cache.policy.ttl.nanoseconds)
             _ = cache.redis.set(cache.redisKey, to: answer.encoded(), expiresIn: ttl)
         }
-        if cache.leader { loop.singleFlight.complete(cache.key, with: answer) }
+        if cache.leader {
+            flightCompleted = true
+            loop.singleFlight.complete(cache.key, with: answer)
+        }
     }
 
     func upstreamReadComplete() {
@@ -334,7 +337,8 @@ final class Exchange: UpstreamDelegate {
     private func finish(_ ending: GatewayHandler.Ending, outcome: String) {
         if case .finished = phase { return }
         let instance = counted.map { state.table.instances[$0.instance].name } ?? tried.last.map { state.table.instances[$0].name }
-        if let cache, cache.leader, outcome != "ok" { loop.singleFlight.complete(cache.key, with: nil) }
+        // A leader that ends without a complete answer lets its followers go upstream themselves.
+        if let cache, cache.leader, !flightCompleted { loop.singleFlight.complete(cache.key, with: nil) }
         phase = .finished
         releaseInFlight()
         loop.counters.activeRequests.wrappingDecrement(ordering: .relaxed)

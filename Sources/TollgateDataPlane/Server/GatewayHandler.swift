@@ -40,6 +40,9 @@ final class GatewayHandler: ChannelDuplexHandler {
     }
 
     struct PendingRequest {
+        /// The snapshot the request started with: its department index, limits and routing
+        /// stay consistent even if a reload swaps the table meanwhile.
+        var state: GatewayState
         var head: HTTPRequestHead
         var requestID: String
         var caller: Caller
@@ -138,7 +141,7 @@ final class GatewayHandler: ChannelDuplexHandler {
         case .body(var chunk):
             switch state {
             case .receiving(var pending):
-                let limit = loop.monitor.store.load().table.configuration.limits.maxBodyBytes
+                let limit = pending.state.table.configuration.limits.maxBodyBytes
                 if pending.body.readableBytes + chunk.readableBytes > limit {
                     bodyTimer?.set(nil)
                     state = .responding
@@ -273,7 +276,7 @@ final class GatewayHandler: ChannelDuplexHandler {
             loop.counters.clientErrors.wrappingIncrement(ordering: .relaxed)
             keepAlive = false
             self.state = .responding
-            recordLocal(PendingRequest(head: head, requestID: requestID, caller: caller, endpoint: endpoint,
+            recordLocal(PendingRequest(state: state, head: head, requestID: requestID, caller: caller, endpoint: endpoint,
                                        body: ByteBuffer(), started: .now()), status: 413, model: nil)
             respond(.error(.bodyTooLarge(limit: limit)), head: head, requestID: requestID)
             return
@@ -284,7 +287,7 @@ final class GatewayHandler: ChannelDuplexHandler {
         let now = NIODeadline.now()
         bodyTimer?.set(now + .nanoseconds(table.configuration.limits.bodyTimeout.nanoseconds))
         self.state = .receiving(PendingRequest(
-            head: head, requestID: requestID, caller: caller, endpoint: endpoint, body: body,
+            state: state, head: head, requestID: requestID, caller: caller, endpoint: endpoint, body: body,
             started: now))
     }
 
@@ -326,7 +329,7 @@ final class GatewayHandler: ChannelDuplexHandler {
         let latency = Double((now - pending.started).nanoseconds) / 1e6
         loop.record(UsageRecord(
             timeMs: wallClockMs() - Int64(latency), requestID: pending.requestID,
-            department: loop.monitor.store.load().table.departments[pending.caller.department].name,
+            department: pending.state.table.departments[pending.caller.department].name,
             keyPrefix: pending.caller.keyPrefix, model: model, endpoint: pending.endpoint.name, instance: nil, status: status,
             latencyMs: latency, cache: .off, stream: stream))
     }
@@ -341,7 +344,7 @@ final class GatewayHandler: ChannelDuplexHandler {
     // MARK: Dispatch
 
     private func dispatch(_ pending: PendingRequest) {
-        let state = loop.monitor.store.load()
+        let state = pending.state
         let table = state.table
         let summary: RequestSummary
         do {

@@ -134,15 +134,30 @@ final class GatewayFixture: Sendable {
     }
 }
 
+/// A counter shared by test tasks: hands out request numbers, or adds up outcomes.
 final class Counter: @unchecked Sendable {
     // Guarded by `lock`.
     private let lock = NSLock()
-    private var value = 0
+    private var count = 0
+
+    /// The next number below `limit`, or nil once they are all taken.
     func next(below limit: Int) -> Int? {
         lock.lock()
         defer { lock.unlock() }
-        guard value < limit else { return nil }
-        value += 1
-        return value - 1
+        guard count < limit else { return nil }
+        count += 1
+        return count - 1
+    }
+
+    func add(_ n: Int) {
+        lock.lock()
+        count += n
+        lock.unlock()
+    }
+
+    var value: Int {
+        lock.lock()
+        defer { lock.unlock() }
+        return count
     }
 }
