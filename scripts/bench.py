@@ -222,6 +222,39 @@ def rss_mb(pid):
     return None
 
 
+def throughput_table(args, results, one_direct, one_nginx, one_gw, rss):
+    """Prints the wrk table and the one-connection latencies; returns their JSON fields."""
+    nginx_rps, direct_rps = results["nginx"]["rps"], results["direct"]["rps"]
+    print(f"\nwrk -t1 -c{args.connections} -d{args.duration}s, one POST /v1/chat/completions body; "
+          f"gateway with {args.loops} event loops, nginx proxy with {args.loops} workers\n")
+    print(f"{'path':<34}{'req/s':>10}{'× nginx':>9}{'× direct':>10}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}")
+    names = {"direct": "direct to the upstream", "nginx": "nginx reverse proxy", "pass": "gateway pass-through (T=0.7)",
+             "miss": "gateway cache miss (all different)", "hit": "gateway cache hit"}
+    for k in ("direct", "nginx", "pass", "miss", "hit"):
+        r = results[k]
+        print(f"{names[k]:<34}{r['rps']:>10.0f}{r['rps'] / nginx_rps:>9.2f}{r['rps'] / direct_rps:>10.2f}"
+              f"{r['p50_ms']:>9.3f}{r['p99_ms']:>9.3f}{r['non2xx']:>8}")
+    added_p50 = (one_gw["p50_ms"] - one_direct["p50_ms"]) * 1000
+    added_p99 = (one_gw["p99_ms"] - one_direct["p99_ms"]) * 1000
+    nginx_p50 = (one_nginx["p50_ms"] - one_direct["p50_ms"]) * 1000
+    nginx_p99 = (one_nginx["p99_ms"] - one_direct["p99_ms"]) * 1000
+    print(f"\nadded latency at one connection over direct: gateway p50 {added_p50:.0f} µs, p99 {added_p99:.0f} µs; "
+          f"nginx p50 {nginx_p50:.0f} µs, p99 {nginx_p99:.0f} µs")
+    print(f"cache: hit path {results['hit']['rps'] / results['miss']['rps']:.2f}x the miss path")
+    print(f"gateway peak RSS: {rss:.1f} MB")
+    return {
+        "direct_rps": round(direct_rps), "nginx_rps": round(nginx_rps), "pass_rps": round(results["pass"]["rps"]),
+        "direct_p50_ms": results["direct"]["p50_ms"], "direct_p99_ms": results["direct"]["p99_ms"],
+        "nginx_p50_ms": results["nginx"]["p50_ms"], "nginx_p99_ms": results["nginx"]["p99_ms"],
+        "pass_p50_ms": results["pass"]["p50_ms"], "pass_p99_ms": results["pass"]["p99_ms"],
+        "miss_rps": round(results["miss"]["rps"]), "miss_p50_ms": results["miss"]["p50_ms"], "miss_p99_ms": results["miss"]["p99_ms"],
+        "hit_rps": round(results["hit"]["rps"]), "hit_p50_ms": results["hit"]["p50_ms"], "hit_p99_ms": results["hit"]["p99_ms"],
+        "added_p50_us": round(added_p50), "added_p99_us": round(added_p99),
+        "nginx_added_p50_us": round(nginx_p50), "nginx_added_p99_us": round(nginx_p99),
+        "rss_mb": round(rss, 1),
+    }
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--tollgate", required=True)
@@ -231,7 +264,16 @@ def main():
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--streams", type=int, default=1000, help="concurrent streams of the second part (0 skips it)")
     ap.add_argument("--article-seconds", type=int, default=30, help="length of each hey run of the third part (0 skips it)")
+    ap.add_argument("--parts", default="throughput,streams,article",
+                    help="comma-separated parts to run: throughput (wrk table), streams, article")
     args = ap.parse_args()
+    parts = set(args.parts.split(","))
+    if not parts <= {"throughput", "streams", "article"}:
+        ap.error(f"unknown part in --parts: {args.parts}")
+    if "streams" not in parts:
+        args.streams = 0
+    if "article" not in parts:
+        args.article_seconds = 0
     # 1,000 streams need 2,000+ sockets in the gateway (client and upstream side) and in the client.
     import resource
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -309,21 +351,22 @@ departments:
         cacheable = json.dumps({"model": MODEL, "temperature": 0, "messages": [{"role": "user", "content": "What are your opening hours?"}]})
         hit_script = wrk_script(tmp, cacheable, [("Authorization", f"Bearer {KEY}")])
         miss_script = wrk_varying_script(tmp, [("Authorization", f"Bearer {KEY}")])
-        # Warm-up: connections, caches, page faults.
-        for url, script in ((f"http://127.0.0.1:{px_port}/v1/chat/completions", plain), (f"http://127.0.0.1:{gw_port}/v1/chat/completions", keyed)):
-            run_wrk(url, script, args.connections, 2)
+        if "throughput" in parts:
+            # Warm-up: connections, caches, page faults.
+            for url, script in ((f"http://127.0.0.1:{px_port}/v1/chat/completions", plain), (f"http://127.0.0.1:{gw_port}/v1/chat/completions", keyed)):
+                run_wrk(url, script, args.connections, 2)
 
-        c, d = args.connections, args.duration
-        results["direct"] = run_wrk(f"http://127.0.0.1:{up_port}/v1/chat/completions", plain, c, d)
-        results["nginx"] = run_wrk(f"http://127.0.0.1:{px_port}/v1/chat/completions", plain, c, d)
-        results["pass"] = run_wrk(f"http://127.0.0.1:{gw_port}/v1/chat/completions", keyed, c, d)
-        results["miss"] = run_wrk(f"http://127.0.0.1:{gw_port}/v1/chat/completions", miss_script, c, d)
-        run_wrk(f"http://127.0.0.1:{gw_port}/v1/chat/completions", hit_script, 1, 1)  # store the entry
-        results["hit"] = run_wrk(f"http://127.0.0.1:{gw_port}/v1/chat/completions", hit_script, c, d)
-        one_direct = run_wrk(f"http://127.0.0.1:{up_port}/v1/chat/completions", plain, 1, d)
-        one_nginx = run_wrk(f"http://127.0.0.1:{px_port}/v1/chat/completions", plain, 1, d)
-        one_gw = run_wrk(f"http://127.0.0.1:{gw_port}/v1/chat/completions", keyed, 1, d)
-        rss = rss_mb(gateway.pid)
+            c, d = args.connections, args.duration
+            results["direct"] = run_wrk(f"http://127.0.0.1:{up_port}/v1/chat/completions", plain, c, d)
+            results["nginx"] = run_wrk(f"http://127.0.0.1:{px_port}/v1/chat/completions", plain, c, d)
+            results["pass"] = run_wrk(f"http://127.0.0.1:{gw_port}/v1/chat/completions", keyed, c, d)
+            results["miss"] = run_wrk(f"http://127.0.0.1:{gw_port}/v1/chat/completions", miss_script, c, d)
+            run_wrk(f"http://127.0.0.1:{gw_port}/v1/chat/completions", hit_script, 1, 1)  # store the entry
+            results["hit"] = run_wrk(f"http://127.0.0.1:{gw_port}/v1/chat/completions", hit_script, c, d)
+            one_direct = run_wrk(f"http://127.0.0.1:{up_port}/v1/chat/completions", plain, 1, d)
+            one_nginx = run_wrk(f"http://127.0.0.1:{px_port}/v1/chat/completions", plain, 1, d)
+            one_gw = run_wrk(f"http://127.0.0.1:{gw_port}/v1/chat/completions", keyed, 1, d)
+            rss = rss_mb(gateway.pid)
 
         # Part 2: concurrent streams at 50 tokens/s through a simulated instance: added TTFT, RSS.
         streams = {}
@@ -406,35 +449,9 @@ departments:
         procs.stop_all()
         shutil.rmtree(tmp, ignore_errors=True)
 
-    nginx_rps, direct_rps = results["nginx"]["rps"], results["direct"]["rps"]
-    print(f"\nwrk -t1 -c{args.connections} -d{args.duration}s, one POST /v1/chat/completions body; "
-          f"gateway with {args.loops} event loops, nginx proxy with {args.loops} workers\n")
-    print(f"{'path':<34}{'req/s':>10}{'× nginx':>9}{'× direct':>10}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}")
-    names = {"direct": "direct to the upstream", "nginx": "nginx reverse proxy", "pass": "gateway pass-through (T=0.7)",
-             "miss": "gateway cache miss (all different)", "hit": "gateway cache hit"}
-    for k in ("direct", "nginx", "pass", "miss", "hit"):
-        r = results[k]
-        print(f"{names[k]:<34}{r['rps']:>10.0f}{r['rps'] / nginx_rps:>9.2f}{r['rps'] / direct_rps:>10.2f}"
-              f"{r['p50_ms']:>9.3f}{r['p99_ms']:>9.3f}{r['non2xx']:>8}")
-    added_p50 = (one_gw["p50_ms"] - one_direct["p50_ms"]) * 1000
-    added_p99 = (one_gw["p99_ms"] - one_direct["p99_ms"]) * 1000
-    nginx_p50 = (one_nginx["p50_ms"] - one_direct["p50_ms"]) * 1000
-    nginx_p99 = (one_nginx["p99_ms"] - one_direct["p99_ms"]) * 1000
-    print(f"\nadded latency at one connection over direct: gateway p50 {added_p50:.0f} µs, p99 {added_p99:.0f} µs; "
-          f"nginx p50 {nginx_p50:.0f} µs, p99 {nginx_p99:.0f} µs")
-    print(f"cache: hit path {results['hit']['rps'] / results['miss']['rps']:.2f}x the miss path")
-    print(f"gateway peak RSS: {rss:.1f} MB")
-    summary = {
-        "direct_rps": round(direct_rps), "nginx_rps": round(nginx_rps), "pass_rps": round(results["pass"]["rps"]),
-        "direct_p50_ms": results["direct"]["p50_ms"], "direct_p99_ms": results["direct"]["p99_ms"],
-        "nginx_p50_ms": results["nginx"]["p50_ms"], "nginx_p99_ms": results["nginx"]["p99_ms"],
-        "pass_p50_ms": results["pass"]["p50_ms"], "pass_p99_ms": results["pass"]["p99_ms"],
-        "miss_rps": round(results["miss"]["rps"]), "miss_p50_ms": results["miss"]["p50_ms"], "miss_p99_ms": results["miss"]["p99_ms"],
-        "hit_rps": round(results["hit"]["rps"]), "hit_p50_ms": results["hit"]["p50_ms"], "hit_p99_ms": results["hit"]["p99_ms"],
-        "added_p50_us": round(added_p50), "added_p99_us": round(added_p99),
-        "nginx_added_p50_us": round(nginx_p50), "nginx_added_p99_us": round(nginx_p99),
-        "rss_mb": round(rss, 1),
-    }
+    summary = {}
+    if results:
+        summary.update(throughput_table(args, results, one_direct, one_nginx, one_gw, rss))
     if streams:
         added50 = streams["gw_p50_ms"] - streams["direct_p50_ms"]
         added99 = streams["gw_p99_ms"] - streams["direct_p99_ms"]
