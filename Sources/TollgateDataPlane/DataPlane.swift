@@ -140,8 +140,12 @@ public final class DataPlane: Sendable {
                     if loop.draining { throw ChannelError.ioOnClosedChannel }
                     let guardHandler = ConnectionGuard(idleTimeout: idle, headerTimeout: header)
                     try channel.pipeline.syncOperations.addHandler(guardHandler)
+                    // Pipelining is handled by `GatewayHandler`; outbound header validation is
+                    // off because every header written comes from the HTTP parser (an instance's
+                    // answer) or from the gateway itself.
                     try channel.pipeline.syncOperations.configureHTTPServerPipeline(
-                        withPipeliningAssistance: true, withErrorHandling: false, withEncoderConfiguration: .init(), withDecoderLimitConfiguration: decoderLimits)
+                        withPipeliningAssistance: false, withServerUpgrade: nil, withErrorHandling: false, withOutboundHeaderValidation: false,
+                        withEncoderConfiguration: .init(), withDecoderLimitConfiguration: decoderLimits)
                     let remote = channel.remoteAddress?.ipAddress ?? "unknown"
                     try channel.pipeline.syncOperations.addHandler(GatewayHandler(loop: loop, guardHandler: guardHandler, remoteAddress: remote))
                 }

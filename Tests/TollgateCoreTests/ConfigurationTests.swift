@@ -80,6 +80,21 @@ final class ConfigurationTests: XCTestCase {
         XCTAssertTrue(e[0].description.hasPrefix("test.yaml:6: health.max_fail: unknown key"), e[0].description)
     }
 
+    /// An instance's key is sent as an `Authorization` header as written: a line break or a
+    /// space in it is refused when the configuration is read, not at the first request.
+    func testInstanceAPIKeyMustBeAHeaderValue() {
+        let e = errors("""
+            pools:
+              - name: qwen
+                models: [m]
+                instances:
+                  - {name: a, url: "http://127.0.0.1:9001", api_key: "sk-1\\r\\nx-evil: 1"}
+                  - {name: b, url: "http://127.0.0.1:9002", api_key: "two words"}
+                  - {name: c, url: "http://127.0.0.1:9003", api_key: "sk-fine"}
+            """)
+        XCTAssertEqual(e.map(\.key), ["pools[0].instances[0].api_key", "pools[0].instances[1].api_key"])
+    }
+
     func testUnknownKeyInsideAnInstance() {
         let e = errors("""
             pools:

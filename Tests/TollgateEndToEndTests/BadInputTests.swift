@@ -150,4 +150,31 @@ final class BadInputTests: XCTestCase {
         XCTAssertEqual(all.components(separatedBy: "HTTP/1.1 ").dropFirst().map { String($0.prefix(3)) }, ["200", "404", "200"])
         await gw.stop()
     }
+
+    /// Forty pipelined requests in one write — forwarded, refused, and a stream among them —
+    /// are all answered, in order, on the one connection.
+    func testManyPipelinedRequestsInOneWrite() async throws {
+        let gw = try await GatewayFixture.start(instances: 2)
+        let raw = try await gw.raw()
+        var text = ""
+        var expected: [String] = []
+        for i in 0..<40 {
+            let close = i == 39 ? "connection: close\r\n" : ""
+            if i % 10 == 3 {
+                text += "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nx-request-id: r\(i)\r\n\(close)authorization: Bearer wrong\r\ncontent-length: 2\r\n\r\n{}"
+                expected.append("401")
+            } else {
+                let stream = i % 10 == 7 ? #","stream":true"# : ""
+                let body = #"{"model":"qwen2.5-0.5b-instruct","messages":[{"role":"user","content":"hi \#(i)"}]\#(stream)}"#
+                text += "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nx-request-id: r\(i)\r\n\(close)authorization: Bearer \(TestKeys.engineering)\r\ncontent-length: \(body.utf8.count)\r\n\r\n\(body)"
+                expected.append("200")
+            }
+        }
+        try await raw.write(text)
+        let all = try await raw.readUntilClosed()
+        let ids = all.components(separatedBy: "\r\n").filter { $0.lowercased().hasPrefix("x-request-id: ") }.map { String($0.dropFirst(14)) }
+        XCTAssertEqual(ids, (0..<40).map { "r\($0)" })
+        XCTAssertEqual(all.components(separatedBy: "HTTP/1.1 ").dropFirst().map { String($0.prefix(3)) }, expected)
+        await gw.stop()
+    }
 }

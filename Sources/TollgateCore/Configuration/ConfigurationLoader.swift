@@ -382,6 +382,10 @@ struct Reader {
         let weight = int(&m, "weight", min: 1, max: 1000) ?? 1
         let maxInFlight = int(&m, "max_in_flight", min: 0) ?? 0
         let apiKey = string(&m, "api_key")
+        if let apiKey, apiKey.isEmpty || !apiKey.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F }) {
+            // It becomes an `Authorization` header as is: printable ASCII only, no spaces or line breaks.
+            fail(m, "api_key", "must be printable ASCII without spaces")
+        }
         guard let name, let url else { return nil }
         return InstanceConfiguration(name: name, url: url, labels: labels, weight: weight, maxInFlight: maxInFlight, apiKey: apiKey)
     }

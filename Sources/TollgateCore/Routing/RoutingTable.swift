@@ -12,7 +12,22 @@ public final class RoutingTable: Sendable {
         public let maxInFlight: Int
         public let apiKey: String?
         /// Stable identity across reloads: same name and URL keep their health state.
-        public var identity: String { "\(name)|\(url)" }
+        public let identity: String
+        /// The `Host` header of requests sent to it (built once, not per request).
+        public let hostHeader: String
+
+        init(index: Int, name: String, pool: Int, url: UpstreamURL, labels: [String: String], weight: Int, maxInFlight: Int, apiKey: String?) {
+            self.index = index
+            self.name = name
+            self.pool = pool
+            self.url = url
+            self.labels = labels
+            self.weight = weight
+            self.maxInFlight = maxInFlight
+            self.apiKey = apiKey
+            self.identity = "\(name)|\(url)"
+            self.hostHeader = url.hostHeader
+        }
     }
 
     public struct Pool: Sendable, Equatable {

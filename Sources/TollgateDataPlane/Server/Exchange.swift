@@ -384,18 +384,14 @@ final class Exchange: UpstreamDelegate {
         headers.reserveCapacity(head.headers.count + 6)
         var forwardedFor: String?
         for (name, value) in head.headers {
-            switch name.lowercased() {
-            case "host", "authorization", "content-length", "transfer-encoding", "connection", "keep-alive",
-                 "proxy-connection", "proxy-authorization", "te", "trailer", "upgrade", "expect", "x-request-id",
-                 "x-real-ip", "x-forwarded-proto":
-                continue
-            case "x-forwarded-for":
+            if HeaderNames.matches(name, anyOf: HeaderNames.droppedFromRequest) { continue }
+            if HeaderNames.matches(name, HeaderNames.forwardedFor) {
                 forwardedFor = forwardedFor.map { "\($0), \(value)" } ?? value
-            default:
+            } else {
                 headers.add(name: name, value: value)
             }
         }
-        headers.add(name: "host", value: instance.url.hostHeader)
+        headers.add(name: "host", value: instance.hostHeader)
         headers.add(name: "content-length", value: String(body.readableBytes))
         headers.add(name: "x-request-id", value: requestID)
         if let client = handler?.remoteAddress {
@@ -410,13 +406,8 @@ final class Exchange: UpstreamDelegate {
     private func clientHead(from upstream: HTTPResponseHead) -> HTTPResponseHead {
         var headers = HTTPHeaders()
         headers.reserveCapacity(upstream.headers.count + 1)
-        for (name, value) in upstream.headers {
-            switch name.lowercased() {
-            case "connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer", "upgrade", "x-request-id":
-                continue
-            default:
-                headers.add(name: name, value: value)
-            }
+        for (name, value) in upstream.headers where !HeaderNames.matches(name, anyOf: HeaderNames.droppedFromResponse) {
+            headers.add(name: name, value: value)
         }
         headers.add(name: "x-request-id", value: requestID)
         if let cache { headers.add(name: "x-cache", value: cache.outcome == .miss ? "MISS" : "BYPASS") }

@@ -9,8 +9,8 @@ import TollgateRedis
 
 /// The data plane's handler for one client connection. It reads a request (head, then body),
 /// decides what it is — a local answer, an error, or a request to forward — and hands
-/// forwarding to an `Exchange`. One request at a time; NIO's pipelining handler in front of it
-/// holds later pipelined requests until the response is complete.
+/// forwarding to an `Exchange`. One request at a time: later pipelined requests are queued
+/// until the response is complete.
 final class GatewayHandler: ChannelDuplexHandler {
     typealias InboundIn = HTTPServerRequestPart
     typealias OutboundIn = HTTPServerResponsePart
@@ -82,6 +82,12 @@ final class GatewayHandler: ChannelDuplexHandler {
     private var state = State.idle
     private(set) var context: ChannelHandlerContext?
     private var keepAlive = true
+    /// Pipelined request parts waiting for the current answer to end (NIO's pipelining
+    /// handler did this before; it also stopped reading during every answer, which cost two
+    /// `epoll_ctl` calls per request).
+    private var pipelined = CircularBuffer<HTTPServerRequestPart>()
+    private var readHeld = false
+    private var drainingPipelined = false
     /// Per-connection timers, re-armed by each request without rescheduling (see `DeadlineTimer`).
     private var bodyTimer: DeadlineTimer?
     private(set) var requestTimer: DeadlineTimer?
@@ -135,7 +141,48 @@ final class GatewayHandler: ChannelDuplexHandler {
     // MARK: Inbound
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        switch unwrapInboundIn(data) {
+        let part = unwrapInboundIn(data)
+        // A pipelined request — its head arrives while the previous answer is still going out —
+        // waits its turn, and so does everything after it.
+        if !pipelined.isEmpty || (!isIdle && isHead(part)) {
+            pipelined.append(part)
+            return
+        }
+        handle(part, context: context)
+    }
+
+    /// Reads go on while an answer is written (so a client that leaves is noticed at once); they
+    /// are held only while a pipelined request waits, which bounds what is queued to one read.
+    func read(context: ChannelHandlerContext) {
+        if pipelined.isEmpty {
+            context.read()
+        } else {
+            readHeld = true
+        }
+    }
+
+    private func isHead(_ part: HTTPServerRequestPart) -> Bool {
+        if case .head = part { true } else { false }
+    }
+
+    /// Hands queued pipelined parts on, in order, once the connection is idle again.
+    private func drainPipelined(_ context: ChannelHandlerContext) {
+        guard !drainingPipelined else { return }  // a request answered while draining: the loop below goes on
+        drainingPipelined = true
+        defer { drainingPipelined = false }
+        while let part = pipelined.first {
+            if !isIdle && isHead(part) { return }
+            pipelined.removeFirst()
+            handle(part, context: context)
+        }
+        if readHeld {
+            readHeld = false
+            context.read()
+        }
+    }
+
+    private func handle(_ part: HTTPServerRequestPart, context: ChannelHandlerContext) {
+        switch part {
         case .head(let head):
             receivedHead(head, context: context)
         case .body(var chunk):
@@ -307,7 +354,7 @@ final class GatewayHandler: ChannelDuplexHandler {
             return .failure(.invalidAPIKey("You didn't provide an API key. You need to provide your API key in an Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY)."))
         }
         let utf8 = value.utf8
-        guard utf8.count > 7, value.lowercased().hasPrefix("bearer ") else {
+        guard utf8.count > 7, HeaderNames.matches(String(Substring(utf8.prefix(7))), HeaderNames.bearerPrefix) else {
             return .failure(.invalidAPIKey("The Authorization header must be 'Bearer YOUR_KEY'."))
         }
         let key = utf8.dropFirst(7).drop { $0 == UInt8(ascii: " ") }
@@ -548,8 +595,8 @@ final class GatewayHandler: ChannelDuplexHandler {
 
     /// Called by an exchange when its answer is complete, broke off, or never started.
     ///
-    /// The connection's state is settled *before* the end of the response is written: NIO's
-    /// pipelining handler delivers a pipelined next request synchronously from that write.
+    /// The connection's state is settled *before* the end of the response is written: a
+    /// pipelined next request is handled synchronously right after that write.
     func exchangeFinished(_ exchange: Exchange, ending: Ending) {
         guard case .forwarding(let current) = state, current === exchange else { return }
         requestTimer?.set(nil)
@@ -568,14 +615,14 @@ final class GatewayHandler: ChannelDuplexHandler {
         }
     }
 
-    /// Ends a response. The connection's state is settled *before* the end is written (NIO's
-    /// pipelining handler may deliver a pipelined request from that very write); a connection
-    /// that does not stay open is closed once the end is out.
+    /// Ends a response; a pipelined request waiting behind it goes next. A connection that
+    /// does not stay open is closed once the end is out.
     private func writeEnd(_ context: ChannelHandlerContext) {
         if keepAlive && !loop.draining {
             state = .idle
             guardHandler.responseCompleted()
             context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+            if !pipelined.isEmpty || readHeld { drainPipelined(context) }
         } else {
             state = .closed
             context.writeAndFlush(wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { _ in

@@ -1,0 +1,51 @@
+/// Header names the gateway drops or rewrites when it forwards a request or an answer,
+/// matched without building a lower-cased copy of each name (`String.lowercased()` allocated a
+/// new string per header, twice per request, on the hot path).
+enum HeaderNames {
+    /// Not passed from the client to an instance: hop-by-hop headers, the gateway's own key,
+    /// and those the gateway sets itself (`x-forwarded-for` is extended, not dropped: see
+    /// `isForwardedFor`).
+    static let droppedFromRequest: [[UInt8]] = [
+        "host", "authorization", "content-length", "transfer-encoding", "connection", "keep-alive",
+        "proxy-connection", "proxy-authorization", "te", "trailer", "upgrade", "expect", "x-request-id",
+        "x-real-ip", "x-forwarded-proto",
+    ].map { Array($0.utf8) }
+
+    /// Not passed from an instance to the client: hop-by-hop headers and the request id the
+    /// gateway sets itself.
+    static let droppedFromResponse: [[UInt8]] = [
+        "connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer", "upgrade", "x-request-id",
+    ].map { Array($0.utf8) }
+
+    static let forwardedFor = Array("x-forwarded-for".utf8)
+    /// The scheme of an `Authorization` value, with its space.
+    static let bearerPrefix = Array("bearer ".utf8)
+
+    /// Whether `name` equals one of `lowercased` (ASCII letters compared without case).
+    @inline(__always)
+    static func matches(_ name: String, anyOf lowercased: [[UInt8]]) -> Bool {
+        var name = name
+        return name.withUTF8 { bytes in
+            for candidate in lowercased where candidate.count == bytes.count {
+                if equalsIgnoringCase(bytes, candidate) { return true }
+            }
+            return false
+        }
+    }
+
+    @inline(__always)
+    static func matches(_ name: String, _ lowercased: [UInt8]) -> Bool {
+        var name = name
+        return name.withUTF8 { bytes in bytes.count == lowercased.count && equalsIgnoringCase(bytes, lowercased) }
+    }
+
+    @inline(__always)
+    private static func equalsIgnoringCase(_ bytes: UnsafeBufferPointer<UInt8>, _ lowercased: [UInt8]) -> Bool {
+        for i in 0..<bytes.count {
+            var b = bytes[i]
+            if b >= UInt8(ascii: "A") && b <= UInt8(ascii: "Z") { b |= 0x20 }
+            if b != lowercased[i] { return false }
+        }
+        return true
+    }
+}
