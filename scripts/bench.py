@@ -157,38 +157,59 @@ def run_wrk(url, script, connections, duration, threads=1):
             "non2xx": int(errors.group(1)) if errors else 0, "socket_errors": sock.group(1) if sock else None}
 
 
-async def _stream_ttft(host, port, path, body, headers, timeout=60):
-    """One streamed request over a raw asyncio connection: seconds to the first `data:` byte."""
-    import asyncio
-    start = time.perf_counter()
-    reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
-    head = f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\nConnection: close\r\n"
+def _stream_request(host, path, body, headers):
+    head = f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n"
     for k, v in headers:
         head += f"{k}: {v}\r\n"
-    writer.write(head.encode() + b"\r\n" + body)
-    await writer.drain()
+    return head.encode() + b"\r\n" + body
+
+
+async def _stream(reader, writer, request, start_at, clock, gauge, timeout=60):
+    """One streamed request on a connection opened beforehand: waits until `start_at` seconds
+    after `clock`, writes the request, reads to [DONE]. Returns (seconds from the write to the
+    first `data:` byte, whether the stream ended with [DONE])."""
+    import asyncio
+    await asyncio.sleep(max(0.0, start_at - (time.perf_counter() - clock)))
+    sent = time.perf_counter()
+    writer.write(request)
+    gauge["now"] += 1
+    gauge["peak"] = max(gauge["peak"], gauge["now"])
     buf = b""
     ttft = None
-    while True:
-        chunk = await asyncio.wait_for(reader.read(65536), timeout)
-        if not chunk:
-            break
-        buf += chunk
-        if ttft is None and b"data:" in buf:
-            ttft = time.perf_counter() - start
-        if b"[DONE]" in buf:
-            break
-    writer.close()
-    return ttft
+    done = False
+    try:
+        while True:
+            chunk = await asyncio.wait_for(reader.read(65536), timeout)
+            if not chunk:
+                break
+            buf = buf + chunk if ttft is None else buf[-16:] + chunk
+            if ttft is None and b"data:" in buf:
+                ttft = time.perf_counter() - sent
+            if b"[DONE]" in buf:
+                done = True
+                break
+    finally:
+        gauge["now"] -= 1
+        writer.close()
+    return ttft, done
 
 
-def stream_ttfts(port, headers, n, body):
+def stream_ttfts(port, headers, n, body, ramp):
+    """`n` streams, each on its own connection opened beforehand (connecting is not what is
+    measured); the requests start evenly spread over `ramp` seconds. Returns the first-token
+    times of the streams that completed, and the most streams in flight at once."""
     import asyncio
 
     async def main():
-        results = await asyncio.gather(*[_stream_ttft("127.0.0.1", port, "/v1/chat/completions", body, headers) for _ in range(n)],
-                                       return_exceptions=True)
-        return [r for r in results if isinstance(r, float)]
+        opened = await asyncio.gather(*[asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 60) for _ in range(n)],
+                                      return_exceptions=True)
+        conns = [c for c in opened if not isinstance(c, BaseException)]
+        request = _stream_request("127.0.0.1", "/v1/chat/completions", body, headers)
+        gauge = {"now": 0, "peak": 0}
+        clock = time.perf_counter()
+        results = await asyncio.gather(*[_stream(r, w, request, ramp * i / max(1, n - 1), clock, gauge)
+                                         for i, (r, w) in enumerate(conns)], return_exceptions=True)
+        return [r[0] for r in results if isinstance(r, tuple) and r[1] and r[0] is not None], gauge["peak"]
     return asyncio.run(main())
 
 
@@ -263,6 +284,8 @@ def main():
     ap.add_argument("--loops", type=int, default=2, help="gateway event loops = nginx proxy workers")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--streams", type=int, default=1000, help="concurrent streams of the second part (0 skips it)")
+    ap.add_argument("--stream-ramp", type=float, default=1.0,
+                    help="seconds over which the streams' requests start (each lasts longer, so all are in flight at once)")
     ap.add_argument("--article-seconds", type=int, default=30, help="length of each hey run of the third part (0 skips it)")
     ap.add_argument("--parts", default="throughput,streams,article",
                     help="comma-separated parts to run: throughput (wrk table), streams, article")
@@ -372,8 +395,10 @@ departments:
         streams = {}
         if args.streams > 0:
             sim_port = free_port()
+            # Every stream lasts longer than the ramp, so all of them are in flight at once at its end.
+            stream_tokens = max(10, int((args.stream_ramp + 0.2) * 50))
             sim = procs.start([args.tollgate, "sim", "--instances", "1", "--base-port", str(sim_port), "--ttft-ms", "100",
-                               "--tokens-per-second", "50", "--capacity", "0", "--default-tokens", "10"])
+                               "--tokens-per-second", "50", "--capacity", "0", "--default-tokens", str(stream_tokens)])
             st_port, st_admin = free_port(), free_port()
             st_dir = os.path.join(tmp, "streams")
             os.makedirs(st_dir)
@@ -394,11 +419,13 @@ departments:
             wait_port(sim_port)
             wait_port(st_port)
             sbody = json.dumps({"model": MODEL, "stream": True, "temperature": 0.7, "messages": [{"role": "user", "content": "Tell me a story"}]}).encode()
-            stream_ttfts(sim_port, [], 50, sbody)
-            direct_t = stream_ttfts(sim_port, [], args.streams, sbody)
-            gw_t = stream_ttfts(st_port, [("Authorization", f"Bearer {KEY}")], args.streams, sbody)
+            stream_ttfts(sim_port, [], 50, sbody, 0.1)
+            stream_ttfts(st_port, [("Authorization", f"Bearer {KEY}")], 50, sbody, 0.1)
+            direct_t, direct_peak = stream_ttfts(sim_port, [], args.streams, sbody, args.stream_ramp)
+            gw_t, gw_peak = stream_ttfts(st_port, [("Authorization", f"Bearer {KEY}")], args.streams, sbody, args.stream_ramp)
             streams = {
-                "n": args.streams, "ok_direct": len(direct_t), "ok_gateway": len(gw_t),
+                "n": args.streams, "ok_direct": len(direct_t), "ok_gateway": len(gw_t), "peak_direct": direct_peak, "peak_gateway": gw_peak,
+                "tokens": stream_tokens,
                 "direct_p50_ms": pct(direct_t, 50) * 1000, "direct_p99_ms": pct(direct_t, 99) * 1000,
                 "gw_p50_ms": pct(gw_t, 50) * 1000, "gw_p99_ms": pct(gw_t, 99) * 1000,
                 "rss_mb": rss_mb(st_gw.pid),
@@ -455,12 +482,16 @@ departments:
     if streams:
         added50 = streams["gw_p50_ms"] - streams["direct_p50_ms"]
         added99 = streams["gw_p99_ms"] - streams["direct_p99_ms"]
-        print(f"\n{streams['n']} concurrent streams at 50 tokens/s (simulated, TTFT 100 ms): time to first token "
+        print(f"\n{streams['n']} streams at 50 tokens/s ({streams['tokens']} tokens each, simulated TTFT 100 ms), one connection each "
+              f"opened beforehand, requests started over {args.stream_ramp:g} s; most in flight at once: direct {streams['peak_direct']}, "
+              f"gateway {streams['peak_gateway']}")
+        print(f"time to first token from the request's write: "
               f"direct p50 {streams['direct_p50_ms']:.1f} ms p99 {streams['direct_p99_ms']:.1f} ms; through the gateway "
               f"p50 {streams['gw_p50_ms']:.1f} ms p99 {streams['gw_p99_ms']:.1f} ms; added p50 {added50:.1f} ms, p99 {added99:.1f} ms; "
               f"completed {streams['ok_gateway']}/{streams['n']}; gateway RSS {streams['rss_mb']:.1f} MB")
         summary.update({"stream_added_ttft_p50_ms": round(added50, 2), "stream_added_ttft_p99_ms": round(added99, 2),
-                        "stream_rss_mb": round(streams["rss_mb"], 1), "streams_completed": streams["ok_gateway"]})
+                        "stream_rss_mb": round(streams["rss_mb"], 1), "streams_completed": streams["ok_gateway"],
+                        "streams_peak_in_flight": streams["peak_gateway"]})
     if article:
         one, eight = article["one"], article["eight"]
         print(f"\nThe original article's experiment (hey -c 100, {args.article_seconds} s; simulated instances of ~48 req/s):")

@@ -159,7 +159,9 @@ public final class SimulatedInstance: Sendable {
 
     private static func bind(host: String, port: Int, core: SimulatorCore, group: any EventLoopGroup) async throws -> any Channel {
         try await ServerBootstrap(group: group)
-            .serverChannelOption(.backlog, value: 256)
+            // uvicorn's default, as the vLLM servers it stands in for listen with: a burst of new
+            // connections (1,000 streams at once) must not lose SYNs and wait out a 1 s retransmit.
+            .serverChannelOption(.backlog, value: 2048)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
             .childChannelInitializer { channel in
