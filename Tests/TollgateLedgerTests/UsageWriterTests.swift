@@ -43,6 +43,54 @@ final class UsageWriterTests: LedgerTestCase {
         await writer.close()
     }
 
+    /// The writer commits at idle priority; when records pile up past the threshold the
+    /// normal-priority thread takes over, and hands back once they are few. Every record is
+    /// committed exactly once either way.
+    func testPiledUpRecordsAreCommittedAtNormalPriorityAndHandedBack() async throws {
+        let ledger = try openLedger()
+        let writer = UsageWriter(database: ledger, interval: .milliseconds(10), maxBatch: 200, catchUpThreshold: 1_000)
+        #if os(Linux)
+        // The background thread runs in the idle scheduling class (policy 5 in /proc's stat).
+        let deadline = Date().addingTimeInterval(5)
+        var policies: [String: String] = [:]
+        while policies["tg-ledger"] == nil && Date() < deadline {
+            policies = threadPolicies()
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        XCTAssertEqual(policies["tg-ledger"], "5", "\(policies)")
+        XCTAssertEqual(policies["tg-ledger-catch"], "0", "\(policies)")
+        #endif
+        XCTAssertEqual(writer.activeRole, .background)
+        for i in 0..<40 {
+            writer.submit((0..<500).map { record(Int64(i * 500 + $0), "sales") })
+        }
+        await writer.flush()
+        XCTAssertEqual(try count(ledger), 20_000)
+        XCTAssertEqual(writer.committedRows, 20_000)
+        XCTAssertGreaterThanOrEqual(writer.catchUps, 1, "20,000 records at once are over the threshold")
+        XCTAssertEqual(writer.activeRole, .background, "handed back once the backlog is gone")
+        writer.submit((0..<10).map { record(Int64(30_000 + $0), "sales") })
+        await writer.close()
+        XCTAssertEqual(try count(ledger), 20_010)
+    }
+
+    #if os(Linux)
+    /// Thread name → scheduling policy, for this process's threads.
+    private func threadPolicies() -> [String: String] {
+        var result: [String: String] = [:]
+        let tasks = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/task")) ?? []
+        for task in tasks {
+            guard let comm = try? String(contentsOfFile: "/proc/self/task/\(task)/comm", encoding: .utf8),
+                  let stat = try? String(contentsOfFile: "/proc/self/task/\(task)/stat", encoding: .utf8),
+                  let close = stat.lastIndex(of: ")") else { continue }
+            // Fields after the command's closing parenthesis start at field 3; policy is field 41.
+            let fields = stat[stat.index(after: close)...].split(separator: " ")
+            if fields.count > 38 { result[comm.trimmingCharacters(in: .whitespacesAndNewlines)] = String(fields[38]) }
+        }
+        return result
+    }
+    #endif
+
     func testCloseCommitsEverythingAndIgnoresLaterSubmits() async throws {
         let ledger = try openLedger()
         let writer = UsageWriter(database: ledger, interval: .seconds(5), maxBatch: 300)
