@@ -100,11 +100,18 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        // SQLite's C API (libsqlite3-dev), for binding usage rows in the ledger writer.
+        .systemLibrary(
+            name: "CSQLite",
+            pkgConfig: "sqlite3",
+            providers: [.apt(["libsqlite3-dev"])]
+        ),
         // The usage ledger, keys and reports: SQLite through GRDB, migrations from migrations/.
         .target(
             name: "TollgateLedger",
             dependencies: [
                 "TollgateCore",
+                "CSQLite",
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Crypto", package: "swift-crypto"),

@@ -131,8 +131,14 @@ final class UsageWriterTests: LedgerTestCase {
             model: "m", endpoint: "embeddings", instance: nil, status: 503, promptTokens: nil,
             completionTokens: nil, latencyMs: 12.5, ttftMs: 3.25, cache: .bypass, stream: true,
             cacheKey: "k", promptPreview: "hello", reservedTokens: 42, replica: "r2")
-        await insert([original], into: ledger)
-        XCTAssertEqual(try Reports.recentErrors(database: ledger, limit: 5), [original])
+        // Every optional the other way round, an empty text (not NULL) and text beyond ASCII.
+        let other = UsageRecord(
+            timeMs: 1_793_491_200_124, requestID: "req-2", department: "légal ☂", keyPrefix: nil,
+            model: "", endpoint: "chat", instance: "qwen-3", status: 429, promptTokens: 0,
+            completionTokens: 7, latencyMs: 0, ttftMs: nil, cache: .off, stream: false,
+            cacheKey: nil, promptPreview: "héllo 🚀 \"quoted\"", reservedTokens: nil, replica: nil)
+        await insert([original, other], into: ledger)
+        XCTAssertEqual(try Reports.recentErrors(database: ledger, limit: 5), [other, original])
     }
 
     private func totals() throws -> (Int, Int, Int) {

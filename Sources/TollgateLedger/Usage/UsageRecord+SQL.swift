@@ -14,12 +14,6 @@ extension UsageRecord {
         prompt_preview, reserved_tokens, replica
         """
 
-    var statementArguments: StatementArguments {
-        [timeMs, requestID, department, keyPrefix, model, endpoint, instance, status,
-         promptTokens, completionTokens, latencyMs, ttftMs, cache.rawValue, stream, cacheKey,
-         promptPreview, reservedTokens, replica]
-    }
-
     /// A record from a row selected with `selectColumns`, in that order.
     init(row: Row) throws {
         let cacheText: String = row[12]

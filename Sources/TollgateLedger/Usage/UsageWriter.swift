@@ -364,11 +364,7 @@ private struct WriterLoop: Sendable {
 
     private func insert(_ records: [UsageRecord]) throws {
         try pool.write { db in
-            let statement = try db.cachedStatement(sql: UsageRecord.insertSQL)
-            for record in records {
-                statement.setUncheckedArguments(record.statementArguments)
-                try statement.execute()
-            }
+            try UsageRecord.insert(records, with: db.cachedStatement(sql: UsageRecord.insertSQL), in: db)
         }
     }
 
