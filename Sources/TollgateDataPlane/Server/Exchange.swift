@@ -379,8 +379,11 @@ final class Exchange: UpstreamDelegate {
 
     // MARK: Heads
 
+    // Heads are built as arrays and wrapped once: `HTTPHeaders.add` checks each name for
+    // ASCII and for `connection`, which these names (the parser's or our own) do not need.
+
     private func upstreamHead(for instance: RoutingTable.Instance) -> HTTPRequestHead {
-        var headers = HTTPHeaders()
+        var headers: [(String, String)] = []
         headers.reserveCapacity(head.headers.count + 6)
         var forwardedFor: String?
         for (name, value) in head.headers {
@@ -388,37 +391,37 @@ final class Exchange: UpstreamDelegate {
             if HeaderNames.matches(name, HeaderNames.forwardedFor) {
                 forwardedFor = forwardedFor.map { "\($0), \(value)" } ?? value
             } else {
-                headers.add(name: name, value: value)
+                headers.append((name, value))
             }
         }
-        headers.add(name: "host", value: instance.hostHeader)
-        headers.add(name: "content-length", value: String(body.readableBytes))
-        headers.add(name: "x-request-id", value: requestID)
+        headers.append(("host", instance.hostHeader))
+        headers.append(("content-length", String(body.readableBytes)))
+        headers.append(("x-request-id", requestID))
         if let client = handler?.remoteAddress {
-            headers.add(name: "x-real-ip", value: client)
-            headers.add(name: "x-forwarded-for", value: forwardedFor.map { "\($0), \(client)" } ?? client)
+            headers.append(("x-real-ip", client))
+            headers.append(("x-forwarded-for", forwardedFor.map { "\($0), \(client)" } ?? client))
         }
-        headers.add(name: "x-forwarded-proto", value: "http")
-        if let key = instance.apiKey { headers.add(name: "authorization", value: "Bearer \(key)") }
-        return HTTPRequestHead(version: .http1_1, method: head.method, uri: instance.url.basePath + head.uri, headers: headers)
+        headers.append(("x-forwarded-proto", "http"))
+        if let key = instance.apiKey { headers.append(("authorization", "Bearer \(key)")) }
+        let base = instance.url.basePath
+        return HTTPRequestHead(version: .http1_1, method: head.method, uri: base.isEmpty ? head.uri : base + head.uri,
+                               headers: HTTPHeaders(headers))
     }
 
     private func clientHead(from upstream: HTTPResponseHead) -> HTTPResponseHead {
-        var headers = HTTPHeaders()
-        headers.reserveCapacity(upstream.headers.count + 1)
+        var headers: [(String, String)] = []
+        headers.reserveCapacity(upstream.headers.count + 8)
         for (name, value) in upstream.headers where !HeaderNames.matches(name, anyOf: HeaderNames.droppedFromResponse) {
-            headers.add(name: name, value: value)
+            headers.append((name, value))
         }
-        headers.add(name: "x-request-id", value: requestID)
-        if let cache { headers.add(name: "x-cache", value: cache.outcome == .miss ? "MISS" : "BYPASS") }
+        headers.append(("x-request-id", requestID))
+        if let cache { headers.append(("x-cache", cache.outcome == .miss ? "MISS" : "BYPASS")) }
         let quotas = state.quotas
         if !quotas.departments[department].limits.isUnlimited {
             let nowMs = wallClockMs()
-            for (name, value) in quotas.headers(department: department, at: loop.quotaWindows(quotas.settings, nowMs: nowMs), nowMs: nowMs) {
-                headers.add(name: name, value: value)
-            }
+            headers += quotas.headers(department: department, at: loop.quotaWindows(quotas.settings, nowMs: nowMs), nowMs: nowMs)
         }
-        return HTTPResponseHead(version: .http1_1, status: upstream.status, headers: headers)
+        return HTTPResponseHead(version: .http1_1, status: upstream.status, headers: HTTPHeaders(headers))
     }
 }
 

@@ -267,7 +267,7 @@ final class GatewayHandler: ChannelDuplexHandler {
         let requestID = Self.acceptedRequestID(head.headers) ?? loop.nextRequestID()
         let state = loop.monitor.store.load()
         let table = state.table
-        let path = head.uri.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false).first.map(String.init) ?? head.uri
+        let path = head.uri.firstIndex(of: "?").map { head.uri[..<$0] } ?? head.uri[...]  // no copy
 
         let expectsContinue = head.headers.first(name: "expect")?.lowercased() == "100-continue"
         func early(_ answer: LocalAnswer, close: Bool = false) {
@@ -289,16 +289,16 @@ final class GatewayHandler: ChannelDuplexHandler {
         case "/v1/completions": endpoint = .completions
         case "/v1/embeddings": endpoint = .embeddings
         case "/healthz", "/health":
-            guard head.method == .GET || head.method == .HEAD else { return early(.error(.methodNotAllowed(method: head.method.rawValue, path: path))) }
+            guard head.method == .GET || head.method == .HEAD else { return early(.error(.methodNotAllowed(method: head.method.rawValue, path: String(path)))) }
             self.state = .discarding(answer: healthAnswer(state), close: false, head: head, requestID: requestID)
             return
         case "/v1/models":
-            guard head.method == .GET else { return early(.error(.methodNotAllowed(method: head.method.rawValue, path: path))) }
+            guard head.method == .GET else { return early(.error(.methodNotAllowed(method: head.method.rawValue, path: String(path)))) }
             if case .failure(let e) = authenticate(head, state: state) { return early(.error(e)) }
             self.state = .discarding(answer: modelsAnswer(table), close: false, head: head, requestID: requestID)
             return
         case "/v1/usage":
-            guard head.method == .GET else { return early(.error(.methodNotAllowed(method: head.method.rawValue, path: path))) }
+            guard head.method == .GET else { return early(.error(.methodNotAllowed(method: head.method.rawValue, path: String(path)))) }
             let caller: Caller
             switch authenticate(head, state: state) {
             case .failure(let e): return early(.error(e))
@@ -307,10 +307,10 @@ final class GatewayHandler: ChannelDuplexHandler {
             self.state = .usageReport(head: head, requestID: requestID, department: table.departments[caller.department].name)
             return
         default:
-            return early(.error(.notFound(method: head.method.rawValue, path: path)))
+            return early(.error(.notFound(method: head.method.rawValue, path: String(path))))
         }
         guard head.method == .POST else {
-            return early(.error(.methodNotAllowed(method: head.method.rawValue, path: path)))
+            return early(.error(.methodNotAllowed(method: head.method.rawValue, path: String(path))))
         }
         let caller: Caller
         switch authenticate(head, state: state) {
@@ -455,7 +455,9 @@ final class GatewayHandler: ChannelDuplexHandler {
         guard policy.mode != .off, let redis = loop.redis else {
             return startExchange(pending, state: state, summary: summary, model: model, pool: pool, reservation: reservation, cache: nil)
         }
-        let directives = CacheDirectives(cacheControl: pending.head.headers[canonicalForm: "cache-control"].joined(separator: ","))
+        let directives = pending.head.headers.contains(name: "cache-control")
+            ? CacheDirectives(cacheControl: pending.head.headers[canonicalForm: "cache-control"].joined(separator: ","))
+            : CacheDirectives(cacheControl: "")
         let decision = policy.decide(temperature: summary.temperature, hasSeed: summary.hasSeed, directives: directives)
         guard decision.lookup || decision.store,
               let canonical = try? pending.body.withUnsafeReadableBytes({ try CanonicalJSON.canonicalize(Array($0)) }) else {

@@ -89,14 +89,16 @@ final class LoopContext {
         self.logger = logger
         self.clock = clock
         let random = UInt32.random(in: 0...UInt32.max)
-        self.requestPrefix = String(random, radix: 16) + String(index, radix: 16)
+        self.requestPrefix = "req-" + String(random, radix: 16) + String(index, radix: 16) + "-"
         counters.metrics.attach(self)
     }
 
     /// A fresh request id: random per process and loop, then a counter.
     func nextRequestID() -> String {
         requestSerial &+= 1
-        return "req-" + requestPrefix + "-" + String(requestSerial, radix: 16)
+        var id = requestPrefix  // "req-<random><loop>-", one allocation per id
+        id += String(requestSerial, radix: 16)
+        return id
     }
 
     /// Brings balancers and in-flight counts to `state`'s table when it changed.
