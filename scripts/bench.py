@@ -10,6 +10,7 @@ same connections and duration; a table goes to stdout, and with --json one JSON 
 last line.
 """
 import argparse
+import glob
 import json
 import os
 import re
@@ -142,11 +143,36 @@ def to_ms(value, unit):
     return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[unit]
 
 
-def run_wrk(url, script, connections, duration, threads=1):
+def cpu_seconds(pids):
+    """CPU time (user + system) used so far by the processes `pids` and their children's
+    threads, from /proc."""
+    ticks = 0
+    for pid in pids:
+        for task in glob.glob(f"/proc/{pid}/task/*/stat"):
+            try:
+                with open(task) as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+                ticks += int(fields[11]) + int(fields[12])
+            except (OSError, IndexError, ValueError):
+                pass
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def process_tree(pid):
+    """`pid` and its children (nginx's master and workers)."""
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
+    return [pid] + [int(p) for p in out]
+
+
+def run_wrk(url, script, connections, duration, threads=1, measure=None):
+    """wrk against `url`; with `measure` (pids), also the CPU those processes used per request."""
+    before = cpu_seconds(measure) if measure else 0
     out = subprocess.run(
         ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--latency", "-s", script, url],
         capture_output=True, text=True, check=True,
     ).stdout
+    used = cpu_seconds(measure) - before if measure else None
+    requests = int(re.search(r"(\d+) requests in", out).group(1))
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     pct = {}
     for p, v, u in re.findall(r"^\s+(\d+)%\s+([\d.]+)(us|ms|s|m)\s*$", out, re.M):
@@ -154,7 +180,8 @@ def run_wrk(url, script, connections, duration, threads=1):
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     sock = re.search(r"Socket errors: (.*)", out)
     return {"rps": rps, "p50_ms": pct.get(50), "p99_ms": pct.get(99),
-            "non2xx": int(errors.group(1)) if errors else 0, "socket_errors": sock.group(1) if sock else None}
+            "non2xx": int(errors.group(1)) if errors else 0, "socket_errors": sock.group(1) if sock else None,
+            "cpu_us": used * 1e6 / max(1, requests) if used is not None else None}
 
 
 def _stream_request(host, path, body, headers):
@@ -248,13 +275,16 @@ def throughput_table(args, results, one_direct, one_nginx, one_gw, rss):
     nginx_rps, direct_rps = results["nginx"]["rps"], results["direct"]["rps"]
     print(f"\nwrk -t1 -c{args.connections} -d{args.duration}s, one POST /v1/chat/completions body; "
           f"gateway with {args.loops} event loops, nginx proxy with {args.loops} workers\n")
-    print(f"{'path':<34}{'req/s':>10}{'× nginx':>9}{'× direct':>10}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}")
-    names = {"direct": "direct to the upstream", "nginx": "nginx reverse proxy", "pass": "gateway pass-through (T=0.7)",
-             "miss": "gateway cache miss (all different)", "hit": "gateway cache hit"}
-    for k in ("direct", "nginx", "pass", "miss", "hit"):
+    print(f"{'path':<36}{'req/s':>10}{'× nginx':>9}{'× direct':>10}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}{'CPU µs/req':>12}")
+    names = {"direct": "direct to the upstream", "nginx": "nginx reverse proxy", "reference": "bare SwiftNIO forwarder (reference)",
+             "pass": "gateway pass-through (T=0.7)", "miss": "gateway cache miss (all different)", "hit": "gateway cache hit"}
+    for k in ("direct", "nginx", "reference", "pass", "miss", "hit"):
         r = results[k]
-        print(f"{names[k]:<34}{r['rps']:>10.0f}{r['rps'] / nginx_rps:>9.2f}{r['rps'] / direct_rps:>10.2f}"
-              f"{r['p50_ms']:>9.3f}{r['p99_ms']:>9.3f}{r['non2xx']:>8}")
+        cpu = f"{r['cpu_us']:>12.1f}" if r.get("cpu_us") is not None else f"{'':>12}"
+        print(f"{names[k]:<36}{r['rps']:>10.0f}{r['rps'] / nginx_rps:>9.2f}{r['rps'] / direct_rps:>10.2f}"
+              f"{r['p50_ms']:>9.3f}{r['p99_ms']:>9.3f}{r['non2xx']:>8}{cpu}")
+    print("(CPU µs/req: the proxy's own processes, user + system, over the run; the bare forwarder is SwiftNIO's HTTP")
+    print(" codecs and a keep-alive pool with nothing else, the floor of the gateway's design on this machine)")
     added_p50 = (one_gw["p50_ms"] - one_direct["p50_ms"]) * 1000
     added_p99 = (one_gw["p99_ms"] - one_direct["p99_ms"]) * 1000
     nginx_p50 = (one_nginx["p50_ms"] - one_direct["p50_ms"]) * 1000
@@ -265,6 +295,10 @@ def throughput_table(args, results, one_direct, one_nginx, one_gw, rss):
     print(f"gateway peak RSS: {rss:.1f} MB")
     return {
         "direct_rps": round(direct_rps), "nginx_rps": round(nginx_rps), "pass_rps": round(results["pass"]["rps"]),
+        "reference_rps": round(results["reference"]["rps"]),
+        "nginx_cpu_us": round(results["nginx"]["cpu_us"], 1), "reference_cpu_us": round(results["reference"]["cpu_us"], 1),
+        "pass_cpu_us": round(results["pass"]["cpu_us"], 1), "miss_cpu_us": round(results["miss"]["cpu_us"], 1),
+        "hit_cpu_us": round(results["hit"]["cpu_us"], 1),
         "direct_p50_ms": results["direct"]["p50_ms"], "direct_p99_ms": results["direct"]["p99_ms"],
         "nginx_p50_ms": results["nginx"]["p50_ms"], "nginx_p99_ms": results["nginx"]["p99_ms"],
         "pass_p50_ms": results["pass"]["p50_ms"], "pass_p99_ms": results["pass"]["p99_ms"],
@@ -331,7 +365,11 @@ def main():
             proxy_set_header X-Forwarded-Proto $scheme;
         }}
     }}""", upstream=f"upstream qwen {{ server 127.0.0.1:{up_port} max_fails=3 fail_timeout=30s; keepalive 256; }}")
-        procs.start(["nginx", "-p", tmp, "-c", proxy, "-g", "daemon off;"])
+        nginx_proxy = procs.start(["nginx", "-p", tmp, "-c", proxy, "-g", "daemon off;"])
+        # 2b. The bare SwiftNIO forwarder over the same upstream: what forwarding alone costs on SwiftNIO.
+        ref_port = free_port()
+        reference = procs.start([args.tollgate, "reference-proxy", "--port", str(ref_port), "--upstream-port", str(up_port),
+                                 "--loops", str(args.loops)])
         # 3. Redis for the cache and the quota counters, on a private port.
         redis_port = free_port()
         procs.start(["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
@@ -365,7 +403,7 @@ departments:
         gateway = procs.start([args.tollgate, "serve", "--config", gw_dir, "--log-level", "warning",
                                "--database", os.path.join(tmp, "ledger.sqlite"), "--migrations", os.path.join(root, "migrations"),
                                "--redis", f"redis://127.0.0.1:{redis_port}"])
-        for port in (up_port, px_port, redis_port, gw_port):
+        for port in (up_port, px_port, ref_port, redis_port, gw_port):
             wait_port(port)
 
         body = json.dumps({"model": MODEL, "temperature": 0.7, "messages": [{"role": "user", "content": "Hello, who are you?"}]})
@@ -380,12 +418,16 @@ departments:
                 run_wrk(url, script, args.connections, 2)
 
             c, d = args.connections, args.duration
+            gw_pids = [gateway.pid]
             results["direct"] = run_wrk(f"http://127.0.0.1:{up_port}/v1/chat/completions", plain, c, d)
-            results["nginx"] = run_wrk(f"http://127.0.0.1:{px_port}/v1/chat/completions", plain, c, d)
-            results["pass"] = run_wrk(f"http://127.0.0.1:{gw_port}/v1/chat/completions", keyed, c, d)
-            results["miss"] = run_wrk(f"http://127.0.0.1:{gw_port}/v1/chat/completions", miss_script, c, d)
+            results["nginx"] = run_wrk(f"http://127.0.0.1:{px_port}/v1/chat/completions", plain, c, d,
+                                       measure=process_tree(nginx_proxy.pid))
+            run_wrk(f"http://127.0.0.1:{ref_port}/v1/chat/completions", plain, c, 2)  # its upstream connections
+            results["reference"] = run_wrk(f"http://127.0.0.1:{ref_port}/v1/chat/completions", plain, c, d, measure=[reference.pid])
+            results["pass"] = run_wrk(f"http://127.0.0.1:{gw_port}/v1/chat/completions", keyed, c, d, measure=gw_pids)
+            results["miss"] = run_wrk(f"http://127.0.0.1:{gw_port}/v1/chat/completions", miss_script, c, d, measure=gw_pids)
             run_wrk(f"http://127.0.0.1:{gw_port}/v1/chat/completions", hit_script, 1, 1)  # store the entry
-            results["hit"] = run_wrk(f"http://127.0.0.1:{gw_port}/v1/chat/completions", hit_script, c, d)
+            results["hit"] = run_wrk(f"http://127.0.0.1:{gw_port}/v1/chat/completions", hit_script, c, d, measure=gw_pids)
             one_direct = run_wrk(f"http://127.0.0.1:{up_port}/v1/chat/completions", plain, 1, d)
             one_nginx = run_wrk(f"http://127.0.0.1:{px_port}/v1/chat/completions", plain, 1, d)
             one_gw = run_wrk(f"http://127.0.0.1:{gw_port}/v1/chat/completions", keyed, 1, d)

@@ -13,7 +13,7 @@ struct Tollgate: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "tollgate",
         abstract: "An OpenAI-compatible gateway for a pool of LLM inference instances.",
-        subcommands: [Serve.self, Check.self, Keys.self, Report.self, Migrate.self, Simulate.self, HashKey.self],
+        subcommands: [Serve.self, Check.self, Keys.self, Report.self, Migrate.self, Simulate.self, HashKey.self, ReferenceProxyCommand.self],
         defaultSubcommand: Serve.self)
 }
 

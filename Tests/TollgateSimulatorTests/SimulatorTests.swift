@@ -66,6 +66,28 @@ final class SimulatorTests: XCTestCase {
         return instance.stats
     }
 
+    // MARK: The benchmark's reference forwarder
+
+    /// `tollgate reference-proxy` forwards answers whole — JSON and streams — over its pooled
+    /// upstream connections, so the benchmark's reference line measures real forwarding.
+    func testReferenceProxyForwardsAnswersAndStreams() async throws {
+        let instance = try await start { $0.timeToFirstToken = .zero; $0.tokensPerSecond = 0 }
+        let proxy = try await ReferenceProxy.start(host: "127.0.0.1", port: 0, upstreamHost: "127.0.0.1", upstreamPort: instance.port, group: group)
+        let port = try XCTUnwrap(proxy.localAddress?.port)
+        for _ in 0..<3 {
+            let answer = try await TestHTTPClient.send(port: port, method: .POST, path: "/v1/chat/completions", json: chatBody(), group: group)
+            XCTAssertEqual(answer.status, .ok)
+            let usage = try XCTUnwrap(try object(answer.body)["usage"] as? [String: Any])
+            XCTAssertEqual(usage["completion_tokens"] as? Int, 5)
+        }
+        let stream = try await TestHTTPClient.send(port: port, method: .POST, path: "/v1/chat/completions", json: chatBody(stream: true), group: group)
+        XCTAssertEqual(stream.status, .ok)
+        XCTAssertTrue(stream.body.hasSuffix("data: [DONE]\n\n"), stream.body)
+        XCTAssertEqual(instance.stats.generations, 4)
+        XCTAssertEqual(instance.stats.streams, 1)
+        try await proxy.close()
+    }
+
     // MARK: Endpoints
 
     func testHealthzAndModels() async throws {
