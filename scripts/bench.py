@@ -458,20 +458,36 @@ departments:
 """)
             st_gw = procs.start([args.tollgate, "serve", "--config", st_dir, "--log-level", "warning",
                                  "--database", os.path.join(st_dir, "ledger.sqlite"), "--migrations", os.path.join(root, "migrations")])
-            wait_port(sim_port)
-            wait_port(st_port)
+            # The same streams through nginx (proxy_buffering off, as SSE needs) and the bare
+            # SwiftNIO forwarder: what any proxy adds on this machine under this load.
+            sn_port, sr_port = free_port(), free_port()
+            sconf = nginx_conf(tmp, "streamproxy", args.loops, f"""
+    server {{
+        listen 127.0.0.1:{sn_port} backlog=4096;
+        location / {{
+            proxy_pass http://sim;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_buffering off;
+        }}
+    }}""", upstream=f"upstream sim {{ server 127.0.0.1:{sim_port}; keepalive 256; }}")
+            stream_nginx = procs.start(["nginx", "-p", tmp, "-c", sconf, "-g", "daemon off;"])
+            stream_ref = procs.start([args.tollgate, "reference-proxy", "--port", str(sr_port), "--upstream-port", str(sim_port),
+                                      "--loops", str(args.loops)])
+            for port in (sim_port, st_port, sn_port, sr_port):
+                wait_port(port)
             sbody = json.dumps({"model": MODEL, "stream": True, "temperature": 0.7, "messages": [{"role": "user", "content": "Tell me a story"}]}).encode()
-            stream_ttfts(sim_port, [], 50, sbody, 0.1)
-            stream_ttfts(st_port, [("Authorization", f"Bearer {KEY}")], 50, sbody, 0.1)
-            direct_t, direct_peak = stream_ttfts(sim_port, [], args.streams, sbody, args.stream_ramp)
-            gw_t, gw_peak = stream_ttfts(st_port, [("Authorization", f"Bearer {KEY}")], args.streams, sbody, args.stream_ramp)
-            streams = {
-                "n": args.streams, "ok_direct": len(direct_t), "ok_gateway": len(gw_t), "peak_direct": direct_peak, "peak_gateway": gw_peak,
-                "tokens": stream_tokens,
-                "direct_p50_ms": pct(direct_t, 50) * 1000, "direct_p99_ms": pct(direct_t, 99) * 1000,
-                "gw_p50_ms": pct(gw_t, 50) * 1000, "gw_p99_ms": pct(gw_t, 99) * 1000,
-                "rss_mb": rss_mb(st_gw.pid),
-            }
+            keyed_headers = [("Authorization", f"Bearer {KEY}")]
+            targets = (("direct", sim_port, []), ("nginx", sn_port, []), ("reference", sr_port, []), ("gateway", st_port, keyed_headers))
+            for _, port, headers in targets:
+                stream_ttfts(port, headers, 50, sbody, 0.1)  # warm-up
+            streams = {"n": args.streams, "tokens": stream_tokens, "paths": {}}
+            for name, port, headers in targets:
+                times, peak = stream_ttfts(port, headers, args.streams, sbody, args.stream_ramp)
+                streams["paths"][name] = {"ok": len(times), "peak": peak, "p50_ms": pct(times, 50) * 1000, "p99_ms": pct(times, 99) * 1000}
+            streams["rss_mb"] = rss_mb(st_gw.pid)
+            stream_nginx.terminate()
+            stream_ref.terminate()
             sim.terminate()
             st_gw.terminate()
 
@@ -522,18 +538,25 @@ departments:
     if results:
         summary.update(throughput_table(args, results, one_direct, one_nginx, one_gw, rss))
     if streams:
-        added50 = streams["gw_p50_ms"] - streams["direct_p50_ms"]
-        added99 = streams["gw_p99_ms"] - streams["direct_p99_ms"]
+        paths = streams["paths"]
+        direct = paths["direct"]
         print(f"\n{streams['n']} streams at 50 tokens/s ({streams['tokens']} tokens each, simulated TTFT 100 ms), one connection each "
-              f"opened beforehand, requests started over {args.stream_ramp:g} s; most in flight at once: direct {streams['peak_direct']}, "
-              f"gateway {streams['peak_gateway']}")
-        print(f"time to first token from the request's write: "
-              f"direct p50 {streams['direct_p50_ms']:.1f} ms p99 {streams['direct_p99_ms']:.1f} ms; through the gateway "
-              f"p50 {streams['gw_p50_ms']:.1f} ms p99 {streams['gw_p99_ms']:.1f} ms; added p50 {added50:.1f} ms, p99 {added99:.1f} ms; "
-              f"completed {streams['ok_gateway']}/{streams['n']}; gateway RSS {streams['rss_mb']:.1f} MB")
-        summary.update({"stream_added_ttft_p50_ms": round(added50, 2), "stream_added_ttft_p99_ms": round(added99, 2),
-                        "stream_rss_mb": round(streams["rss_mb"], 1), "streams_completed": streams["ok_gateway"],
-                        "streams_peak_in_flight": streams["peak_gateway"]})
+              f"opened beforehand, requests started evenly over {args.stream_ramp:g} s; time to first token from the request's write:")
+        print(f"{'path':<36}{'p50 ms':>9}{'p99 ms':>9}{'added p50':>11}{'added p99':>11}{'completed':>11}{'peak':>7}")
+        labels = {"direct": "direct to the instance", "nginx": "nginx (proxy_buffering off)",
+                  "reference": "bare SwiftNIO forwarder (reference)", "gateway": "gateway"}
+        for name in ("direct", "nginx", "reference", "gateway"):
+            r = paths[name]
+            print(f"{labels[name]:<36}{r['p50_ms']:>9.1f}{r['p99_ms']:>9.1f}{r['p50_ms'] - direct['p50_ms']:>11.1f}"
+                  f"{r['p99_ms'] - direct['p99_ms']:>11.1f}{r['ok']:>7}/{streams['n']:<3}{r['peak']:>7}")
+        print(f"gateway RSS after the streams: {streams['rss_mb']:.1f} MB")
+        gw = paths["gateway"]
+        summary.update({"stream_added_ttft_p50_ms": round(gw["p50_ms"] - direct["p50_ms"], 2),
+                        "stream_added_ttft_p99_ms": round(gw["p99_ms"] - direct["p99_ms"], 2),
+                        "stream_nginx_added_ttft_p99_ms": round(paths["nginx"]["p99_ms"] - direct["p99_ms"], 2),
+                        "stream_reference_added_ttft_p99_ms": round(paths["reference"]["p99_ms"] - direct["p99_ms"], 2),
+                        "stream_rss_mb": round(streams["rss_mb"], 1), "streams_completed": gw["ok"],
+                        "streams_peak_in_flight": gw["peak"]})
     if article:
         one, eight = article["one"], article["eight"]
         print(f"\nThe original article's experiment (hey -c 100, {args.article_seconds} s; simulated instances of ~48 req/s):")
