@@ -101,6 +101,13 @@ public final class DataPlane: Sendable {
         }.wait()
     }
 
+    /// Empties every loop's in-process cache tier of the keys starting with `prefix` (all: nil).
+    func purgeLocalCaches(prefix: String?) async {
+        for bound in contexts.values {
+            try? await bound.eventLoop.submit { bound.value.localCache.purge(prefix: prefix) }.get()
+        }
+    }
+
     /// The Redis connections attached, if any.
     public var redis: RedisClientGroup? { redisGroup.withLockedValue { $0 } }
 

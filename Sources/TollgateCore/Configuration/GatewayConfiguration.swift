@@ -273,6 +273,9 @@ extension Duration {
         let (s, atto) = components
         return s * 1_000_000_000 + atto / 1_000_000_000
     }
+
+    /// Whole milliseconds.
+    public var milliseconds: Int64 { nanoseconds / 1_000_000 }
 }
 
 /// How long the Redis client waits before it gives up (and the cache is bypassed).

@@ -67,8 +67,9 @@ func cacheRedisKey(namespace: String, key: CacheKey) -> String {
 }
 
 extension DataPlane {
-    /// Deletes the cached answers of one department (its namespace), or all of them; returns
-    /// how many entries were removed. Runs SCAN + UNLINK on a data-plane loop's own connection.
+    /// Deletes the cached answers of one department (its namespace), or all of them, from Redis
+    /// and from every loop's in-process tier; returns how many Redis entries were removed. Runs
+    /// SCAN + UNLINK on a data-plane loop's own connection.
     public func purgeCache(department: String?) async throws -> Int {
         guard let redis else { throw RedisError.unavailable }
         let loop = group.next()
@@ -93,6 +94,8 @@ extension DataPlane {
             }
             cursor = next
         } while cursor != "0"
+        // Then every loop's in-process tier (after Redis, so that no loop refills it from there).
+        await purgeLocalCaches(prefix: department.map { "tollgate:cache:department:\($0):" })
         return removed
     }
 }

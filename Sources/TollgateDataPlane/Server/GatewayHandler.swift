@@ -459,14 +459,11 @@ final class GatewayHandler: ChannelDuplexHandler {
             ? CacheDirectives(cacheControl: pending.head.headers[canonicalForm: "cache-control"].joined(separator: ","))
             : CacheDirectives(cacheControl: "")
         let decision = policy.decide(temperature: summary.temperature, hasSeed: summary.hasSeed, directives: directives)
-        guard decision.lookup || decision.store,
-              let canonical = try? pending.body.withUnsafeReadableBytes({ try CanonicalJSON.canonicalize(Array($0)) }) else {
+        guard decision.lookup || decision.store, let keys = cacheKeys(pending, policy: policy, department: departmentName, model: model) else {
             return startExchange(pending, state: state, summary: summary, model: model, pool: pool, reservation: reservation, cache: nil)
         }
-        let key = CacheKey.make(namespace: policy.namespace(department: departmentName), endpoint: pending.endpoint.name,
-                                model: model, canonicalBody: canonical)
+        let (key, redisKey) = (keys.key, keys.redisKey)
         let preview = promptPreview(body: pending.body, range: summary.promptRange)
-        let redisKey = cacheRedisKey(namespace: policy.namespace(department: departmentName), key: key)
         func plan(_ outcome: CacheOutcome, store: Bool, leader: Bool) -> CachePlan {
             CachePlan(key: key, redisKey: redisKey, policy: policy, store: store && redis.isAvailable, outcome: outcome, redis: redis, leader: leader, preview: preview)
         }
@@ -476,6 +473,11 @@ final class GatewayHandler: ChannelDuplexHandler {
             return startExchange(pending, state: state, summary: summary, model: model, pool: pool, reservation: reservation,
                                  cache: plan(.bypass, store: decision.store, leader: false))
         }
+        // The loop's own tier first; Redis when it has nothing.
+        if let answer = loop.localCache.get(redisKey, nowMs: wallClockMs()),
+           answerFromCache(answer, pending: pending, state: state, summary: summary, model: model, reservation: reservation, preview: preview) {
+            return
+        }
         redis.get(redisKey).assumeIsolated().whenComplete { [weak self] result in
             guard let self else { return }
             guard case .responding = self.state, self.context != nil else {
@@ -484,10 +486,14 @@ final class GatewayHandler: ChannelDuplexHandler {
             }
             switch result {
             case .success(let stored?):
-                if let answer = try? CachedAnswer.decode(stored),
-                   self.answerFromCache(answer, pending: pending, state: state, summary: summary, model: model,
-                                        reservation: reservation, preview: preview) {
-                    return
+                if let answer = try? CachedAnswer.decode(stored) {
+                    // Asked again: keep the answer in this loop's memory, and the body's key.
+                    self.loop.localCache.put(redisKey, answer: answer, ttlMs: policy.ttl.milliseconds, nowMs: wallClockMs())
+                    if let remember = keys.remember { self.loop.keyMemo.store(remember.entry(pending.body), slot: remember.slot) }
+                    if self.answerFromCache(answer, pending: pending, state: state, summary: summary, model: model,
+                                            reservation: reservation, preview: preview) {
+                        return
+                    }
                 }
                 fallthrough
             case .success(nil):
@@ -519,6 +525,33 @@ final class GatewayHandler: ChannelDuplexHandler {
                 self.startExchange(pending, state: state, summary: summary, model: model, pool: pool, reservation: reservation,
                                    cache: plan(.bypass, store: false, leader: false))
             }
+        }
+    }
+
+    /// A request's cache keys; `remember` is set when its body was not in the loop's memo (it
+    /// is put there once the request proves to be asked again, i.e. on a Redis hit).
+    struct CacheKeys {
+        let key: CacheKey
+        let redisKey: String
+        let remember: (slot: Int, entry: (ByteBuffer) -> CacheKeyMemo.Entry)?
+    }
+
+    /// The request's cache key and Redis key: from the loop's memo when this very body was
+    /// seen before, else canonicalized and hashed. Nil when the body cannot be canonicalized
+    /// (then it is not cached).
+    private func cacheKeys(_ pending: PendingRequest, policy: CachePolicy, department: String, model: String) -> CacheKeys? {
+        let namespace = policy.namespace(department: department)
+        let endpoint = pending.endpoint.name
+        return pending.body.withUnsafeReadableBytes { body -> CacheKeys? in
+            let (slot, known) = loop.keyMemo.lookup(body, namespace: namespace, endpoint: endpoint, model: model)
+            if let known { return CacheKeys(key: known.key, redisKey: known.redisKey, remember: nil) }
+            guard let canonical = try? CanonicalJSON.canonicalize(Array(body)) else { return nil }
+            let key = CacheKey.make(namespace: namespace, endpoint: endpoint, model: model, canonicalBody: canonical)
+            let redisKey = cacheRedisKey(namespace: namespace, key: key)
+            return CacheKeys(key: key, redisKey: redisKey, remember: (slot, { body in
+                CacheKeyMemo.Entry(body: Array(body.readableBytesView), namespace: namespace, endpoint: endpoint, model: model,
+                                   key: key, redisKey: redisKey)
+            }))
         }
     }
 

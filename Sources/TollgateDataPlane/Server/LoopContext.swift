@@ -72,6 +72,10 @@ final class LoopContext {
     var redis: RedisConnection?
     /// Coalesces identical cache misses across all loops.
     var singleFlight = SingleFlight()
+    /// This loop's in-process tier in front of Redis.
+    let localCache = LocalCacheTier()
+    /// This loop's memory of raw bodies' cache keys.
+    let keyMemo = CacheKeyMemo()
     /// Answers `GET /v1/usage`; runs on `threadPool`, never on the loop.
     let usageReporter: UsageReporter?
     let threadPool: NIOThreadPool
