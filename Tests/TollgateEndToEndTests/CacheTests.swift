@@ -1,6 +1,7 @@
 import Foundation
 import NIOCore
 import NIOHTTP1
+import NIOPosix
 import TollgateCore
 import TollgateDataPlane
 import TollgateRedis
@@ -196,6 +197,59 @@ final class CacheTests: XCTestCase {
         let result = try PythonSDK.run("openai_cache_check.py", baseURL: "http://127.0.0.1:\(gw.port)/v1", key: TestKeys.engineering)
         XCTAssertEqual(result.status, 0, result.output)
         XCTAssertEqual(gw.instances[0].stats.generations, 1, result.output)
+        await gw.stop()
+    }
+
+    /// A hit is written as one serialized buffer past the HTTP encoder: pipelined after a
+    /// forwarded miss and before a request that closes, everything comes back whole and in order.
+    func testPipelinedHitsAfterAMissAndBeforeAClose() async throws {
+        let gw = try await start(instances: 1)
+        let body = #"{"model":"qwen2.5-0.5b-instruct","temperature":0,"messages":[{"role":"user","content":"pipelined hit"}]}"#
+        func request(_ id: String, close: Bool = false) -> String {
+            "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nx-request-id: \(id)\r\n\(close ? "connection: close\r\n" : "")authorization: Bearer \(TestKeys.engineering)\r\ncontent-length: \(body.utf8.count)\r\n\r\n\(body)"
+        }
+        let raw = try await gw.raw()
+        try await raw.write(request("one") + request("two") + request("three") + request("four", close: true))
+        let all = try await raw.readUntilClosed()
+        let responses = all.components(separatedBy: "HTTP/1.1 ").dropFirst()
+        XCTAssertEqual(responses.count, 4, all)
+        let ids = all.components(separatedBy: "\r\n").filter { $0.lowercased().hasPrefix("x-request-id: ") }.map { String($0.dropFirst(14)) }
+        XCTAssertEqual(ids, ["one", "two", "three", "four"])
+        let outcomes = all.components(separatedBy: "\r\n").filter { $0.lowercased().hasPrefix("x-cache: ") }.map { String($0.dropFirst(9)) }
+        XCTAssertEqual(outcomes, ["MISS", "HIT", "HIT", "HIT"])
+        let bodies = responses.map { $0.components(separatedBy: "\r\n\r\n").last ?? "" }
+        XCTAssertEqual(Set(bodies).count, 1, "the same answer each time: \(bodies)")
+        XCTAssertTrue(responses.last?.lowercased().contains("connection: close") == true)
+        XCTAssertEqual(generations(gw), 1)
+        await gw.stop()
+    }
+
+    /// An entry whose content type would break the head (written into Redis by someone else)
+    /// is not served: the request goes upstream.
+    func testAnEntryWithAnUnsafeContentTypeIsNotServed() async throws {
+        let gw = try await start(instances: 1)
+        let client = try await gw.client()
+        let content = "planted"
+        let body = Array(#"{"model":"qwen2.5-0.5b-instruct","temperature":0,"messages":[{"role":"user","content":"\#(content)"}]}"#.utf8)
+        let key = CacheKey.make(namespace: "department:engineering", endpoint: "chat", model: "qwen2.5-0.5b-instruct",
+                                canonicalBody: try CanonicalJSON.canonicalize(body))
+        let planted = CachedAnswer(contentType: "application/json\r\nx-evil: 1", body: Array("{}".utf8), createdMs: 0, model: "m")
+        let loop = gw.dataPlane.group.next()
+        let redis = try XCTUnwrap(gw.dataPlane.redis)
+        let redisKey = "tollgate:cache:department:engineering:\(key.hex)"
+        _ = try await loop.flatSubmit { redis.connection(for: loop).set(redisKey, to: planted.encoded(), expiresIn: .seconds(60)) }.get()
+        let answer = try await client.chat(key: TestKeys.engineering, content: content, extra: #","temperature":0"#)
+        XCTAssertEqual(answer.status, 200)
+        XCTAssertNil(answer.headers.first(name: "x-evil"))
+        XCTAssertEqual(answer.headers.first(name: "x-cache"), "MISS")
+        XCTAssertEqual(generations(gw), 1, "answered by an instance")
+        // The planted entry was the one looked up: the instance's answer replaced it.
+        try await Task.sleep(for: .milliseconds(100))
+        let stored = try await loop.flatSubmit { redis.connection(for: loop).get(redisKey) }.get()
+        let replaced = try CachedAnswer.decode(try XCTUnwrap(stored))
+        XCTAssertEqual(replaced.contentType, "application/json")
+        XCTAssertEqual(replaced.body, Array(answer.body.utf8))
+        await client.close()
         await gw.stop()
     }
 

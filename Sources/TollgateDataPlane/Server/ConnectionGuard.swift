@@ -89,6 +89,13 @@ final class ConnectionGuard: ChannelDuplexHandler {
         context.writeAndFlush(wrapOutboundOut(context.channel.allocator.buffer(string: text)), promise: nil)
     }
 
+    /// Writes an already serialized response, ahead of the HTTP encoder (a cache hit's head
+    /// and body in one buffer). Ordered with everything written before it on this channel.
+    func writeSerialized(_ buffer: ByteBuffer) -> EventLoopFuture<Void>? {
+        guard let context else { return nil }
+        return context.writeAndFlush(wrapOutboundOut(buffer))
+    }
+
     /// Writes a complete raw response (bypassing the HTTP encoder) and closes.
     func rejectAndClose(_ error: GatewayError) {
         guard let context else { return }

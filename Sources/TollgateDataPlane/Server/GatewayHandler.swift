@@ -578,6 +578,9 @@ final class GatewayHandler: ChannelDuplexHandler {
     private func answerFromCache(_ answer: CachedAnswer, pending: PendingRequest, state: GatewayState, summary: RequestSummary,
                                  model: String, reservation: QuotaBook.Reservation, preview: String?) -> Bool {
         guard let context, case .responding = self.state else { return false }
+        // The stored content type becomes a header as is: printable ASCII only (an entry put
+        // into Redis by anyone else cannot smuggle a header in).
+        guard answer.contentType.utf8.allSatisfy({ $0 >= 0x20 && $0 < 0x7F }) else { return false }
         var events: [[UInt8]] = []
         if summary.stream {
             guard let replay = try? StreamReplayer.events(from: answer.body, includeUsage: summary.includeUsage) else { return false }
@@ -586,33 +589,48 @@ final class GatewayHandler: ChannelDuplexHandler {
         loop.counters.cacheHits.wrappingIncrement(ordering: .relaxed)
         release(reservation, state: state)
         let nowMs = wallClockMs()
-        var headers = HTTPHeaders()
-        headers.add(name: "content-type", value: summary.stream ? "text/event-stream" : answer.contentType)
+        var headers: [(String, String)] = []
+        headers.reserveCapacity(12)
+        headers.append(("content-type", summary.stream ? "text/event-stream" : answer.contentType))
         if summary.stream {
-            headers.add(name: "cache-control", value: "no-cache")
+            headers.append(("cache-control", "no-cache"))
         } else {
-            headers.add(name: "content-length", value: String(answer.body.count))
+            headers.append(("content-length", String(answer.body.count)))
         }
-        headers.add(name: "x-cache", value: "HIT")
-        headers.add(name: "age", value: String(max(0, (nowMs - answer.createdMs) / 1000)))
-        headers.add(name: "x-request-id", value: pending.requestID)
+        headers.append(("x-cache", "HIT"))
+        headers.append(("age", String(max(0, (nowMs - answer.createdMs) / 1000))))
+        headers.append(("x-request-id", pending.requestID))
         if !state.quotas.departments[pending.caller.department].limits.isUnlimited {
             let windows = loop.quotaWindows(state.quotas.settings, nowMs: nowMs)
-            for (n, v) in state.quotas.headers(department: pending.caller.department, at: windows, nowMs: nowMs) { headers.add(name: n, value: v) }
+            headers += state.quotas.headers(department: pending.caller.department, at: windows, nowMs: nowMs)
         }
-        if !keepAlive || loop.draining { headers.add(name: "connection", value: "close") }
-        context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .ok, headers: headers))), promise: nil)
+        let closing = !keepAlive || loop.draining
+        if closing { headers.append(("connection", "close")) }
+        let finish: () -> Void
         if summary.stream {
+            context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .ok, headers: HTTPHeaders(headers)))), promise: nil)
             for event in events { context.write(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(bytes: event)))), promise: nil) }
+            finish = { self.writeEnd(context) }
         } else {
-            context.write(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(bytes: answer.body)))), promise: nil)
+            // Head and body serialized into one buffer, past the HTTP encoder: one write, one iovec.
+            var buffer = context.channel.allocator.buffer(capacity: 256 + answer.body.count)
+            buffer.writeStaticString("HTTP/1.1 200 OK\r\n")
+            for (name, value) in headers {
+                buffer.writeString(name)
+                buffer.writeStaticString(": ")
+                buffer.writeString(value)
+                buffer.writeStaticString("\r\n")
+            }
+            buffer.writeStaticString("\r\n")
+            buffer.writeBytes(answer.body)
+            finish = { self.endSerialized(buffer, closing: closing) }
         }
         let latency = Double((NIODeadline.now() - pending.started).nanoseconds) / 1e6
         loop.record(UsageRecord(
             timeMs: nowMs - Int64(latency), requestID: pending.requestID, department: state.table.departments[pending.caller.department].name,
             keyPrefix: pending.caller.keyPrefix, model: model, endpoint: pending.endpoint.name, instance: nil, status: 200,
             latencyMs: latency, ttftMs: summary.stream ? latency : nil, cache: .hit, stream: summary.stream, promptPreview: preview))
-        writeEnd(context)
+        finish()
         return true
     }
 
@@ -663,6 +681,21 @@ final class GatewayHandler: ChannelDuplexHandler {
             context.writeAndFlush(wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { _ in
                 context.close(promise: nil)
             }
+        }
+    }
+
+    /// Like `writeEnd`, for a response serialized whole (`answerFromCache`): written past the
+    /// HTTP encoder, which never sees it.
+    private func endSerialized(_ buffer: ByteBuffer, closing: Bool) {
+        guard let context else { return }
+        if !closing {
+            state = .idle
+            guardHandler.responseCompleted()
+            _ = guardHandler.writeSerialized(buffer)
+            if !pipelined.isEmpty || readHeld { drainPipelined(context) }
+        } else {
+            state = .closed
+            guardHandler.writeSerialized(buffer)?.assumeIsolated().whenComplete { _ in context.close(promise: nil) }
         }
     }
 
