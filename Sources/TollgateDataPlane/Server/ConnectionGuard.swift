@@ -96,6 +96,11 @@ final class ConnectionGuard: ChannelDuplexHandler {
         return context.writeAndFlush(wrapOutboundOut(buffer))
     }
 
+    /// Like `writeSerialized`, left for the next flush.
+    func writeSerializedNoFlush(_ buffer: ByteBuffer) {
+        context?.write(wrapOutboundOut(buffer), promise: nil)
+    }
+
     /// Writes a complete raw response (bypassing the HTTP encoder) and closes.
     func rejectAndClose(_ error: GatewayError) {
         guard let context else { return }

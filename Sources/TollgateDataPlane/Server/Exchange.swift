@@ -190,7 +190,13 @@ final class Exchange: UpstreamDelegate {
             status = code
             firstByte = .now()
             phase = .streaming(instance: instance, connection: connection, keepAlive: upstreamHead.isKeepAlive)
-            handler?.writeResponseHead(clientHead(from: upstreamHead))
+            if !injectedUsage && upstreamHead.headers.contains(name: "content-length") && !upstreamHead.headers.contains(name: "transfer-encoding") {
+                // Framed by its length, passed through unchanged: the head goes out serialized.
+                handler?.writeSerializedHead(status: code, headers: clientHeaders(from: upstreamHead))
+            } else {
+                handler?.writeResponseHead(HTTPResponseHead(version: .http1_1, status: upstreamHead.status,
+                                                            headers: HTTPHeaders(clientHeaders(from: upstreamHead))))
+            }
             if handler?.clientWritable == false { connection.handler.pauseReading() }
         case .streaming(_, let connection, let keepAlive):
             switch part {
@@ -408,7 +414,7 @@ final class Exchange: UpstreamDelegate {
                                headers: HTTPHeaders(headers))
     }
 
-    private func clientHead(from upstream: HTTPResponseHead) -> HTTPResponseHead {
+    private func clientHeaders(from upstream: HTTPResponseHead) -> [(String, String)] {
         var headers: [(String, String)] = []
         headers.reserveCapacity(upstream.headers.count + 8)
         for (name, value) in upstream.headers where !HeaderNames.matches(name, anyOf: HeaderNames.droppedFromResponse) {
@@ -421,7 +427,7 @@ final class Exchange: UpstreamDelegate {
             let nowMs = wallClockMs()
             headers += quotas.headers(department: department, at: loop.quotaWindows(quotas.settings, nowMs: nowMs), nowMs: nowMs)
         }
-        return HTTPResponseHead(version: .http1_1, status: upstream.status, headers: HTTPHeaders(headers))
+        return headers
     }
 }
 

@@ -671,16 +671,23 @@ final class GatewayHandler: ChannelDuplexHandler {
     /// Ends a response; a pipelined request waiting behind it goes next. A connection that
     /// does not stay open is closed once the end is out.
     private func writeEnd(_ context: ChannelHandlerContext) {
+        let serialized = serializedAnswer
+        serializedAnswer = false
         if keepAlive && !loop.draining {
             state = .idle
             guardHandler.responseCompleted()
-            context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+            if serialized {
+                context.flush()  // the body's length is in its head: nothing more to write
+            } else {
+                context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+            }
             if !pipelined.isEmpty || readHeld { drainPipelined(context) }
         } else {
             state = .closed
-            context.writeAndFlush(wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { _ in
-                context.close(promise: nil)
-            }
+            let written = serialized
+                ? guardHandler.writeSerialized(context.channel.allocator.buffer(capacity: 0))
+                : context.writeAndFlush(wrapOutboundOut(.end(nil)))
+            written?.assumeIsolated().whenComplete { _ in context.close(promise: nil) }
         }
     }
 
@@ -699,6 +706,32 @@ final class GatewayHandler: ChannelDuplexHandler {
         }
     }
 
+    /// The forwarded answer's head went out serialized: its body goes out as is, past the encoder.
+    private var serializedAnswer = false
+
+    /// Writes a forwarded answer's head serialized, past the HTTP encoder, for an answer framed
+    /// by `content-length` (its body then passes as is). Saves building an `HTTPResponseHead`
+    /// and the encoder's work; streams and other framings use `writeResponseHead`.
+    func writeSerializedHead(status: Int, headers: [(String, String)]) {
+        var buffer = ByteBuffer()
+        buffer.reserveCapacity(512)
+        buffer.writeStaticString("HTTP/1.1 ")
+        buffer.writeString(String(status))
+        buffer.writeStaticString(" ")
+        buffer.writeString(HTTPResponseStatus(statusCode: status).reasonPhrase)
+        buffer.writeStaticString("\r\n")
+        for (name, value) in headers {
+            buffer.writeString(name)
+            buffer.writeStaticString(": ")
+            buffer.writeString(value)
+            buffer.writeStaticString("\r\n")
+        }
+        if !keepAlive { buffer.writeStaticString("connection: close\r\n") }
+        buffer.writeStaticString("\r\n")
+        serializedAnswer = true
+        guardHandler.writeSerializedNoFlush(buffer)
+    }
+
     func writeResponseHead(_ head: HTTPResponseHead) {
         var head = head
         if !keepAlive { head.headers.replaceOrAdd(name: "connection", value: "close") }
@@ -706,7 +739,11 @@ final class GatewayHandler: ChannelDuplexHandler {
     }
 
     func writeResponseBody(_ buffer: ByteBuffer) {
-        context?.write(wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
+        if serializedAnswer {
+            guardHandler.writeSerializedNoFlush(buffer)
+        } else {
+            context?.write(wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
+        }
     }
 
     func flush() { context?.flush() }
