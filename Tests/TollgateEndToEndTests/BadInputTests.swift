@@ -178,3 +178,48 @@ final class BadInputTests: XCTestCase {
         await gw.stop()
     }
 }
+
+/// What an instance receives: the request head the gateway writes, byte for byte.
+final class UpstreamRequestTests: XCTestCase {
+    func testTheForwardedHeadDropsHopByHopHeadersAndTheKeyAndAddsTheGatewaysOwn() async throws {
+        let upstream = try await CaptureServer.start()
+        let gw = try await GatewayFixture.start(instances: 1) { config in
+            config.pools[0].instances = [InstanceConfiguration(
+                name: "capture", url: UpstreamURL(host: "127.0.0.1", port: upstream.port, basePath: "/base"), apiKey: "sk-instance")]
+        }
+        let raw = try await gw.raw()
+        let body = #"{"model":"qwen2.5-0.5b-instruct","temperature":0.7,"messages":[{"role":"user","content":"héllo"}]}"#
+        try await raw.write(
+            "POST /v1/chat/completions?trace=1 HTTP/1.1\r\nHost: gateway.example\r\nAuthorization: Bearer \(TestKeys.engineering)\r\n"
+                + "Connection: keep-alive\r\nKeep-Alive: timeout=5\r\nTE: trailers\r\nX-Request-Id: my-id-1\r\nX-Forwarded-For: 10.1.2.3\r\n"
+                + "X-Real-IP: 6.6.6.6\r\nX-Custom: kept as is\r\ncontent-type: application/json\r\ncontent-length: \(body.utf8.count)\r\n"
+                + "connection: close\r\n\r\n\(body)")
+        let answer = try await raw.readUntilClosed()
+        XCTAssertTrue(answer.hasPrefix("HTTP/1.1 200 OK\r\n"), answer)
+        XCTAssertTrue(answer.hasSuffix(CaptureServer.answer), answer)
+        let request = try XCTUnwrap(upstream.requests.first { $0.hasPrefix("POST ") }, "\(upstream.requests)")  // (health probes GET)
+        let parts = request.components(separatedBy: "\r\n\r\n")
+        let lines = parts[0].components(separatedBy: "\r\n")
+        XCTAssertEqual(lines[0], "POST /base/v1/chat/completions?trace=1 HTTP/1.1")
+        let headers = lines.dropFirst().map { line -> (String, String) in
+            let colon = line.firstIndex(of: ":")!
+            return (line[..<colon].lowercased(), line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces))
+        }
+        func values(_ name: String) -> [String] { headers.filter { $0.0 == name }.map(\.1) }
+        XCTAssertEqual(values("host"), ["127.0.0.1:\(upstream.port)"])
+        XCTAssertEqual(values("authorization"), ["Bearer sk-instance"], "the client's key never reaches an instance")
+        XCTAssertEqual(values("content-length"), [String(body.utf8.count)])
+        XCTAssertEqual(values("x-request-id"), ["my-id-1"])
+        XCTAssertEqual(values("x-real-ip"), ["127.0.0.1"])
+        XCTAssertEqual(values("x-forwarded-for"), ["10.1.2.3, 127.0.0.1"])
+        XCTAssertEqual(values("x-forwarded-proto"), ["http"])
+        XCTAssertEqual(values("x-custom"), ["kept as is"])
+        XCTAssertEqual(values("content-type"), ["application/json"])
+        for hop in ["connection", "keep-alive", "te", "transfer-encoding", "expect"] {
+            XCTAssertEqual(values(hop), [], hop)
+        }
+        XCTAssertEqual(parts[1], body, "the body unchanged")
+        await gw.stop()
+        await upstream.stop()
+    }
+}

@@ -141,7 +141,7 @@ final class Exchange: UpstreamDelegate {
         sent = .now()
         connection.handler.delegate = self
         loop.counters.upstreamRequests.wrappingIncrement(ordering: .relaxed)
-        connection.handler.send(head: upstreamHead(for: state.table.instances[instance]), body: body)
+        connection.handler.send(method: head.method, serializedHead: upstreamHead(for: state.table.instances[instance]), body: body)
         handler?.tryTimer?.set(.now() + .nanoseconds(config.timeouts.perTry.nanoseconds))
     }
 
@@ -385,33 +385,42 @@ final class Exchange: UpstreamDelegate {
 
     // MARK: Heads
 
-    // Heads are built as arrays and wrapped once: `HTTPHeaders.add` checks each name for
-    // ASCII and for `connection`, which these names (the parser's or our own) do not need.
+    // The client head is built as an array and wrapped once: `HTTPHeaders.add` checks each
+    // name for ASCII and for `connection`, which these names (the parser's or our own) do not need.
 
-    private func upstreamHead(for instance: RoutingTable.Instance) -> HTTPRequestHead {
-        var headers: [(String, String)] = []
-        headers.reserveCapacity(head.headers.count + 6)
+    /// The request head sent to `instance`, serialized: the client's headers minus hop-by-hop
+    /// ones and its key, then the gateway's own. Header names and values come from NIO's
+    /// parser (no CR or LF) or from the gateway (the configuration's checked `api_key`).
+    private func upstreamHead(for instance: RoutingTable.Instance) -> ByteBuffer {
+        var buffer = ByteBuffer()
+        buffer.reserveCapacity(512)
+        buffer.writeString(head.method.rawValue)
+        buffer.writeStaticString(" ")
+        buffer.writeString(instance.url.basePath)
+        buffer.writeString(head.uri)
+        buffer.writeStaticString(" HTTP/1.1\r\n")
         var forwardedFor: String?
         for (name, value) in head.headers {
             if HeaderNames.matches(name, anyOf: HeaderNames.droppedFromRequest) { continue }
             if HeaderNames.matches(name, HeaderNames.forwardedFor) {
                 forwardedFor = forwardedFor.map { "\($0), \(value)" } ?? value
             } else {
-                headers.append((name, value))
+                buffer.writeHeader(name, value)
             }
         }
-        headers.append(("host", instance.hostHeader))
-        headers.append(("content-length", String(body.readableBytes)))
-        headers.append(("x-request-id", requestID))
+        buffer.writeHeader("host", instance.hostHeader)
+        buffer.writeStaticString("content-length: ")
+        buffer.writeString(String(body.readableBytes))
+        buffer.writeStaticString("\r\n")
+        buffer.writeHeader("x-request-id", requestID)
         if let client = handler?.remoteAddress {
-            headers.append(("x-real-ip", client))
-            headers.append(("x-forwarded-for", forwardedFor.map { "\($0), \(client)" } ?? client))
+            buffer.writeHeader("x-real-ip", client)
+            buffer.writeHeader("x-forwarded-for", forwardedFor.map { "\($0), \(client)" } ?? client)
         }
-        headers.append(("x-forwarded-proto", "http"))
-        if let key = instance.apiKey { headers.append(("authorization", "Bearer \(key)")) }
-        let base = instance.url.basePath
-        return HTTPRequestHead(version: .http1_1, method: head.method, uri: base.isEmpty ? head.uri : base + head.uri,
-                               headers: HTTPHeaders(headers))
+        buffer.writeStaticString("x-forwarded-proto: http\r\n")
+        if let key = instance.apiKey { buffer.writeHeader("authorization", "Bearer " + key) }
+        buffer.writeStaticString("\r\n")
+        return buffer
     }
 
     private func clientHeaders(from upstream: HTTPResponseHead) -> [(String, String)] {
@@ -441,4 +450,14 @@ private func describe(_ error: any Error) -> String {
     }
     if let e = error as? IOError { return e.description }
     return "\(error)"
+}
+
+extension ByteBuffer {
+    /// `name: value` and CRLF.
+    mutating func writeHeader(_ name: String, _ value: String) {
+        writeString(name)
+        writeStaticString(": ")
+        writeString(value)
+        writeStaticString("\r\n")
+    }
 }

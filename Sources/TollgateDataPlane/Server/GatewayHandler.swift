@@ -615,12 +615,7 @@ final class GatewayHandler: ChannelDuplexHandler {
             // Head and body serialized into one buffer, past the HTTP encoder: one write, one iovec.
             var buffer = context.channel.allocator.buffer(capacity: 256 + answer.body.count)
             buffer.writeStaticString("HTTP/1.1 200 OK\r\n")
-            for (name, value) in headers {
-                buffer.writeString(name)
-                buffer.writeStaticString(": ")
-                buffer.writeString(value)
-                buffer.writeStaticString("\r\n")
-            }
+            for (name, value) in headers { buffer.writeHeader(name, value) }
             buffer.writeStaticString("\r\n")
             buffer.writeBytes(answer.body)
             finish = { self.endSerialized(buffer, closing: closing) }
@@ -720,12 +715,7 @@ final class GatewayHandler: ChannelDuplexHandler {
         buffer.writeStaticString(" ")
         buffer.writeString(HTTPResponseStatus(statusCode: status).reasonPhrase)
         buffer.writeStaticString("\r\n")
-        for (name, value) in headers {
-            buffer.writeString(name)
-            buffer.writeStaticString(": ")
-            buffer.writeString(value)
-            buffer.writeStaticString("\r\n")
-        }
+        for (name, value) in headers { buffer.writeHeader(name, value) }
         if !keepAlive { buffer.writeStaticString("connection: close\r\n") }
         buffer.writeStaticString("\r\n")
         serializedAnswer = true

@@ -71,10 +71,14 @@ final class UpstreamHandler: ChannelDuplexHandler {
         }
     }
 
-    /// Sends a whole request: head, body, end, one flush.
-    func send(head: HTTPRequestHead, body: ByteBuffer?) {
+    /// Sends a whole request: its serialized head (see `UpstreamRequestWriter`), the body, one
+    /// flush. `method` tells the response decoder what the answer is to (a HEAD has no body).
+    func send(method: HTTPMethod, serializedHead: ByteBuffer, body: ByteBuffer?) {
         guard let context else { return }
-        context.write(wrapOutboundOut(.head(head)), promise: nil)
+        // The decoder between here and the writer notes the head; the writer sends the bytes.
+        context.write(wrapOutboundOut(.head(HTTPRequestHead(version: .http1_1, method: method, uri: ""))),
+                      promise: nil)
+        context.write(wrapOutboundOut(.body(.byteBuffer(serializedHead))), promise: nil)
         if let body, body.readableBytes > 0 {
             context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil)
         }
@@ -83,6 +87,29 @@ final class UpstreamHandler: ChannelDuplexHandler {
 
     func close() {
         context?.close(promise: nil)
+    }
+}
+
+/// Stands where NIO's `HTTPRequestEncoder` would on an upstream connection. The gateway writes
+/// its requests' heads as bytes (`Exchange.upstreamHead`, straight from the client's parsed
+/// headers) and always frames bodies by `content-length`, so there is nothing to encode: the
+/// `.head` part only carries the method to NIO's response decoder, which needs it, and is not
+/// written; body parts — the serialized head, then the body — go out as they are.
+final class UpstreamRequestWriter: ChannelOutboundHandler, RemovableChannelHandler {
+    typealias OutboundIn = HTTPClientRequestPart
+    typealias OutboundOut = ByteBuffer
+
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        switch unwrapOutboundIn(data) {
+        case .head:
+            promise?.succeed(())
+        case .body(.byteBuffer(let buffer)):
+            context.write(wrapOutboundOut(buffer), promise: promise)
+        case .body(.fileRegion):
+            promise?.fail(ChannelError.operationUnsupported)
+        case .end:
+            promise?.succeed(())
+        }
     }
 }
 
@@ -133,9 +160,11 @@ final class UpstreamConnectionPool {
             .channelOption(.autoRead, value: true)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    // Headers are the client's (parsed by the server's HTTP parser) or the gateway's own.
-                    try channel.pipeline.syncOperations.addHTTPClientHandlers(enableOutboundHeaderValidation: false)
-                    try channel.pipeline.syncOperations.addHandler(UpstreamHandler())
+                    // NIO's response decoder; requests go out already serialized (`UpstreamRequestWriter`).
+                    try channel.pipeline.syncOperations.addHandlers([
+                        UpstreamRequestWriter(), ByteToMessageHandler(HTTPResponseDecoder(leftOverBytesStrategy: .dropBytes)),
+                        UpstreamHandler(),
+                    ])
                 }
             }
         return bootstrap.connect(host: address.host, port: address.port).assumeIsolated().flatMapThrowing { channel in
