@@ -4,16 +4,17 @@ import Crypto
 public struct KeyDigest: Hashable, Sendable {
     let a, b, c, d: UInt64
 
-    /// Hashes a presented key.
+    /// Hashes a presented key. Runs once per request: contiguous bytes are hashed in place and
+    /// the digest is read as four big-endian words, without intermediate arrays.
     public init<Bytes: Sequence>(hashing key: Bytes) where Bytes.Element == UInt8 {
-        var hasher = SHA256()
-        hasher.update(data: Array(key))
-        let digest = hasher.finalize()
-        var words: [UInt64] = [0, 0, 0, 0]
-        for (i, byte) in digest.enumerated() {
-            words[i / 8] = words[i / 8] << 8 | UInt64(byte)
+        let digest = key.withContiguousStorageIfAvailable { SHA256.hash(data: UnsafeRawBufferPointer($0)) }
+            ?? SHA256.hash(data: Array(key))
+        (a, b, c, d) = digest.withUnsafeBytes { raw in
+            (UInt64(bigEndian: raw.loadUnaligned(fromByteOffset: 0, as: UInt64.self)),
+             UInt64(bigEndian: raw.loadUnaligned(fromByteOffset: 8, as: UInt64.self)),
+             UInt64(bigEndian: raw.loadUnaligned(fromByteOffset: 16, as: UInt64.self)),
+             UInt64(bigEndian: raw.loadUnaligned(fromByteOffset: 24, as: UInt64.self)))
         }
-        (a, b, c, d) = (words[0], words[1], words[2], words[3])
     }
 
     /// Reads 64 lower-case hex digits, as stored in configuration.
