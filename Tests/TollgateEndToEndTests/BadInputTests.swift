@@ -222,4 +222,38 @@ final class UpstreamRequestTests: XCTestCase {
         await gw.stop()
         await upstream.stop()
     }
+
+    /// The gateway frames what it forwards: an answer without a body (204) gets no chunked
+    /// framing, a body without a length (an HTTP/1.0-style answer ended by close) is chunked,
+    /// and the connection to the client stays usable after each.
+    func testAnswersWithoutABodyOrWithoutALengthAreFramedForTheClient() async throws {
+        let noContent = try await CaptureServer.start(answer: "HTTP/1.1 204 No Content\r\nx-up: 1\r\n\r\n")
+        let unframed = try await CaptureServer.start(answer: "HTTP/1.0 200 OK\r\ncontent-type: application/json\r\n\r\n" + CaptureServer.answer,
+                                                    closeAfter: true)
+        for (upstream, expectStatus) in [(noContent, "204"), (unframed, "200")] {
+            let gw = try await GatewayFixture.start(instances: 1) { config in
+                config.pools[0].instances = [InstanceConfiguration(name: "raw", url: UpstreamURL(host: "127.0.0.1", port: upstream.port))]
+            }
+            let raw = try await gw.raw()
+            let body = #"{"model":"qwen2.5-0.5b-instruct","temperature":0.7,"messages":[{"role":"user","content":"x"}]}"#
+            func request(_ id: String, close: Bool) -> String {
+                "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nx-request-id: \(id)\r\nauthorization: Bearer \(TestKeys.engineering)\r\n"
+                    + (close ? "connection: close\r\n" : "") + "content-length: \(body.utf8.count)\r\n\r\n\(body)"
+            }
+            try await raw.write(request("a", close: false) + request("b", close: true))
+            let all = try await raw.readUntilClosed()
+            let answers = all.components(separatedBy: "HTTP/1.1 ").dropFirst()
+            XCTAssertEqual(answers.map { String($0.prefix(3)) }, [expectStatus, expectStatus], all)
+            if expectStatus == "204" {
+                XCTAssertFalse(all.lowercased().contains("transfer-encoding"), all)
+                XCTAssertFalse(all.contains("0\r\n\r\n"), "no body, not even an empty chunk: \(all)")
+            } else {
+                XCTAssertEqual(all.lowercased().components(separatedBy: "transfer-encoding: chunked").count - 1, 2, all)
+                let size = String(CaptureServer.answer.utf8.count, radix: 16)
+                XCTAssertEqual(all.components(separatedBy: "\r\n\r\n\(size)\r\n\(CaptureServer.answer)\r\n0\r\n\r\n").count - 1, 2, all)
+            }
+            await gw.stop()
+            await upstream.stop()
+        }
+    }
 }

@@ -15,14 +15,16 @@ final class CaptureServer: Sendable {
 
     static let answer = #"{"id":"chatcmpl-capture","object":"chat.completion","created":1,"model":"qwen2.5-0.5b-instruct","choices":[{"index":0,"message":{"role":"assistant","content":"ok"},"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":1,"total_tokens":4}}"#
 
-    static func start() async throws -> CaptureServer {
+    /// `answer`: the whole response to send to every request (default: `answer`, framed by
+    /// length); `closeAfter`: close the connection after it (an answer ended by the close).
+    static func start(answer: String? = nil, closeAfter: Bool = false) async throws -> CaptureServer {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let captured = NIOLockedValueBox<[String]>([])
         let channel = try await ServerBootstrap(group: group)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(CaptureHandler(captured: captured))
+                    try channel.pipeline.syncOperations.addHandler(CaptureHandler(captured: captured, answer: answer, closeAfter: closeAfter))
                 }
             }
             .bind(host: "127.0.0.1", port: 0).get()
@@ -45,9 +47,16 @@ private final class CaptureHandler: ChannelInboundHandler {
     typealias InboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
     let captured: NIOLockedValueBox<[String]>
+    let answer: String
+    let closeAfter: Bool
     private var pending: [UInt8] = []
 
-    init(captured: NIOLockedValueBox<[String]>) { self.captured = captured }
+    init(captured: NIOLockedValueBox<[String]>, answer: String?, closeAfter: Bool) {
+        self.captured = captured
+        self.closeAfter = closeAfter
+        let body = CaptureServer.answer
+        self.answer = answer ?? "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: \(body.utf8.count)\r\n\r\n\(body)"
+    }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         var buffer = unwrapInboundIn(data)
@@ -61,9 +70,11 @@ private final class CaptureHandler: ChannelInboundHandler {
             guard pending.count >= total else { return }
             captured.withLockedValue { $0.append(String(decoding: pending[..<total], as: UTF8.self)) }
             pending.removeFirst(total)
-            let body = CaptureServer.answer
-            let answer = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: \(body.utf8.count)\r\n\r\n\(body)"
-            context.writeAndFlush(wrapOutboundOut(context.channel.allocator.buffer(string: answer)), promise: nil)
+            let written = context.writeAndFlush(wrapOutboundOut(context.channel.allocator.buffer(string: answer)))
+            if closeAfter {
+                written.assumeIsolated().whenComplete { _ in context.close(promise: nil) }
+                return
+            }
         }
     }
 
