@@ -69,7 +69,7 @@ final class LocalCacheTests: XCTestCase {
         let body = Array(#"{"model":"m","temperature":0,"messages":[{"role":"user","content":"hi"}]}"#.utf8)
         let key = CacheKey.make(namespace: "department:a", endpoint: "chat", model: "m", canonicalBody: body)
         let slot = body.withUnsafeBytes { memo.lookup($0, namespace: "department:a", endpoint: "chat", model: "m").slot }
-        memo.store(.init(body: body, namespace: "department:a", endpoint: "chat", model: "m", key: key, redisKey: "r"), slot: slot)
+        memo.store(.init(body: body, namespace: "department:a", endpoint: "chat", model: "m", key: key, redisKey: "r", preview: nil), slot: slot)
 
         let same = body.withUnsafeBytes { memo.lookup($0, namespace: "department:a", endpoint: "chat", model: "m") }
         XCTAssertEqual(same.entry?.key, key)
@@ -81,7 +81,7 @@ final class LocalCacheTests: XCTestCase {
         XCTAssertNil(other.entry)
         // Even stored in the very slot of the first body, another body is never taken for it.
         let forged = changed.withUnsafeBytes { raw in
-            memo.store(.init(body: body, namespace: "department:a", endpoint: "chat", model: "m", key: key, redisKey: "r"),
+            memo.store(.init(body: body, namespace: "department:a", endpoint: "chat", model: "m", key: key, redisKey: "r", preview: nil),
                        slot: memo.lookup(raw, namespace: "department:a", endpoint: "chat", model: "m").slot)
             return memo.lookup(raw, namespace: "department:a", endpoint: "chat", model: "m")
         }

@@ -76,8 +76,8 @@ final class LocalCacheTier {
     }
 }
 
-/// Raw request body → its cache key, per event loop: a body asked again (a repeated prompt,
-/// byte for byte, found in Redis) is not canonicalized and hashed again. Found by a `Hasher` of the body
+/// Raw request body → its cache key and prompt preview, per event loop: a body asked again (a
+/// repeated prompt, byte for byte, found in Redis) is not canonicalized, hashed or read again. Found by a `Hasher` of the body
 /// (SipHash, seeded per process) and confirmed by comparing the bytes, so a collision can never
 /// hand one body another's key; the namespace, endpoint and model are part of the match.
 final class CacheKeyMemo {
@@ -88,6 +88,8 @@ final class CacheKeyMemo {
         let model: String
         let key: CacheKey
         let redisKey: String
+        /// The ledger's prompt preview, read from the same body.
+        let preview: String?
     }
 
     let capacity: Int

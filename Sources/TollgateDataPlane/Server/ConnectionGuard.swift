@@ -83,14 +83,9 @@ final class ConnectionGuard: ChannelDuplexHandler {
         timer?.set(.now() + idleTimeout)
     }
 
-    /// Writes bytes straight to the socket, ahead of the HTTP encoder (`100 Continue`).
-    func writeRaw(_ text: String) {
-        guard let context else { return }
-        context.writeAndFlush(wrapOutboundOut(context.channel.allocator.buffer(string: text)), promise: nil)
-    }
-
-    /// Writes an already serialized response, ahead of the HTTP encoder (a cache hit's head
-    /// and body in one buffer). Ordered with everything written before it on this channel.
+    /// Writes an already serialized response, ahead of the HTTP encoder (`100 Continue`, a
+    /// cache hit's head and body in one buffer). Ordered with everything written before it on
+    /// this channel.
     func writeSerialized(_ buffer: ByteBuffer) -> EventLoopFuture<Void>? {
         guard let context else { return nil }
         return context.writeAndFlush(wrapOutboundOut(buffer))
@@ -108,10 +103,11 @@ final class ConnectionGuard: ChannelDuplexHandler {
         state = .closing
         timer?.cancel()
         let body = error.body
-        var text = "HTTP/1.1 \(error.status) \(HTTPResponseStatus(statusCode: error.status).reasonPhrase)\r\ncontent-type: application/json\r\ncontent-length: \(body.utf8.count)\r\nconnection: close\r\n"
-        if let retry = error.retryAfter { text += "retry-after: \(retry)\r\n" }
-        text += "\r\n" + body
-        let buffer = context.channel.allocator.buffer(string: text)
+        var headers = [("content-type", "application/json"), ("content-length", String(body.utf8.count))]
+        if let retry = error.retryAfter { headers.append(("retry-after", String(retry))) }
+        var buffer = context.channel.allocator.buffer(capacity: 256 + body.utf8.count)
+        buffer.writeResponseHead(status: error.status, headers: headers, close: true)
+        buffer.writeString(body)
         context.writeAndFlush(wrapOutboundOut(buffer)).assumeIsolated().whenComplete { _ in
             context.close(promise: nil)
         }

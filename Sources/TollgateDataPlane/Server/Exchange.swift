@@ -451,13 +451,3 @@ private func describe(_ error: any Error) -> String {
     if let e = error as? IOError { return e.description }
     return "\(error)"
 }
-
-extension ByteBuffer {
-    /// `name: value` and CRLF.
-    mutating func writeHeader(_ name: String, _ value: String) {
-        writeString(name)
-        writeStaticString(": ")
-        writeString(value)
-        writeStaticString("\r\n")
-    }
-}

@@ -328,7 +328,7 @@ final class GatewayHandler: ChannelDuplexHandler {
             respond(.error(.bodyTooLarge(limit: limit)), head: head, requestID: requestID)
             return
         }
-        if expectsContinue { guardHandler.writeRaw("HTTP/1.1 100 Continue\r\n\r\n") }
+        if expectsContinue { _ = guardHandler.writeSerialized(ByteBuffer(staticString: "HTTP/1.1 100 Continue\r\n\r\n")) }
         let expected = head.headers.first(name: "content-length").flatMap(Int.init) ?? 0
         let body = context.channel.allocator.buffer(capacity: min(max(expected, 256), limit))
         let now = NIODeadline.now()
@@ -354,7 +354,7 @@ final class GatewayHandler: ChannelDuplexHandler {
             return .failure(.invalidAPIKey("You didn't provide an API key. You need to provide your API key in an Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY)."))
         }
         let utf8 = value.utf8
-        guard utf8.count > 7, HeaderNames.matches(String(Substring(utf8.prefix(7))), HeaderNames.bearerPrefix) else {
+        guard utf8.count > 7, HeaderNames.matches(String(value.prefix(7)), HeaderNames.bearerPrefix) else {
             return .failure(.invalidAPIKey("The Authorization header must be 'Bearer YOUR_KEY'."))
         }
         let key = utf8.dropFirst(7).drop { $0 == UInt8(ascii: " ") }
@@ -459,11 +459,11 @@ final class GatewayHandler: ChannelDuplexHandler {
             ? CacheDirectives(cacheControl: pending.head.headers[canonicalForm: "cache-control"].joined(separator: ","))
             : CacheDirectives(cacheControl: "")
         let decision = policy.decide(temperature: summary.temperature, hasSeed: summary.hasSeed, directives: directives)
-        guard decision.lookup || decision.store, let keys = cacheKeys(pending, policy: policy, department: departmentName, model: model) else {
+        guard decision.lookup || decision.store,
+              let keys = cacheKeys(pending, summary: summary, policy: policy, department: departmentName, model: model) else {
             return startExchange(pending, state: state, summary: summary, model: model, pool: pool, reservation: reservation, cache: nil)
         }
-        let (key, redisKey) = (keys.key, keys.redisKey)
-        let preview = promptPreview(body: pending.body, range: summary.promptRange)
+        let (key, redisKey, preview) = (keys.key, keys.redisKey, keys.preview)
         func plan(_ outcome: CacheOutcome, store: Bool, leader: Bool) -> CachePlan {
             CachePlan(key: key, redisKey: redisKey, policy: policy, store: store && redis.isAvailable, outcome: outcome, redis: redis, leader: leader, preview: preview)
         }
@@ -528,29 +528,32 @@ final class GatewayHandler: ChannelDuplexHandler {
         }
     }
 
-    /// A request's cache keys; `remember` is set when its body was not in the loop's memo (it
-    /// is put there once the request proves to be asked again, i.e. on a Redis hit).
+    /// A request's cache keys and prompt preview; `remember` is set when its body was not in the
+    /// loop's memo (it is put there once the request proves to be asked again, on a Redis hit).
     struct CacheKeys {
         let key: CacheKey
         let redisKey: String
+        let preview: String?
         let remember: (slot: Int, entry: (ByteBuffer) -> CacheKeyMemo.Entry)?
     }
 
-    /// The request's cache key and Redis key: from the loop's memo when this very body was
-    /// seen before, else canonicalized and hashed. Nil when the body cannot be canonicalized
-    /// (then it is not cached).
-    private func cacheKeys(_ pending: PendingRequest, policy: CachePolicy, department: String, model: String) -> CacheKeys? {
+    /// The request's cache key, Redis key and preview: from the loop's memo when this very body
+    /// was seen before, else canonicalized, hashed and read. Nil when the body cannot be
+    /// canonicalized (then it is not cached).
+    private func cacheKeys(_ pending: PendingRequest, summary: RequestSummary, policy: CachePolicy, department: String,
+                           model: String) -> CacheKeys? {
         let namespace = policy.namespace(department: department)
         let endpoint = pending.endpoint.name
         return pending.body.withUnsafeReadableBytes { body -> CacheKeys? in
             let (slot, known) = loop.keyMemo.lookup(body, namespace: namespace, endpoint: endpoint, model: model)
-            if let known { return CacheKeys(key: known.key, redisKey: known.redisKey, remember: nil) }
+            if let known { return CacheKeys(key: known.key, redisKey: known.redisKey, preview: known.preview, remember: nil) }
             guard let canonical = try? CanonicalJSON.canonicalize(Array(body)) else { return nil }
             let key = CacheKey.make(namespace: namespace, endpoint: endpoint, model: model, canonicalBody: canonical)
             let redisKey = cacheRedisKey(namespace: namespace, key: key)
-            return CacheKeys(key: key, redisKey: redisKey, remember: (slot, { body in
+            let preview = promptPreview(body: pending.body, range: summary.promptRange)
+            return CacheKeys(key: key, redisKey: redisKey, preview: preview, remember: (slot, { body in
                 CacheKeyMemo.Entry(body: Array(body.readableBytesView), namespace: namespace, endpoint: endpoint, model: model,
-                                   key: key, redisKey: redisKey)
+                                   key: key, redisKey: redisKey, preview: preview)
             }))
         }
     }
@@ -605,18 +608,16 @@ final class GatewayHandler: ChannelDuplexHandler {
             headers += state.quotas.headers(department: pending.caller.department, at: windows, nowMs: nowMs)
         }
         let closing = !keepAlive || loop.draining
-        if closing { headers.append(("connection", "close")) }
         let finish: () -> Void
         if summary.stream {
+            if closing { headers.append(("connection", "close")) }
             context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .ok, headers: HTTPHeaders(headers)))), promise: nil)
             for event in events { context.write(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(bytes: event)))), promise: nil) }
             finish = { self.writeEnd(context) }
         } else {
             // Head and body serialized into one buffer, past the HTTP encoder: one write, one iovec.
             var buffer = context.channel.allocator.buffer(capacity: 256 + answer.body.count)
-            buffer.writeStaticString("HTTP/1.1 200 OK\r\n")
-            for (name, value) in headers { buffer.writeHeader(name, value) }
-            buffer.writeStaticString("\r\n")
+            buffer.writeResponseHead(status: 200, headers: headers, close: closing)
             buffer.writeBytes(answer.body)
             finish = { self.endSerialized(buffer, closing: closing) }
         }
@@ -710,14 +711,7 @@ final class GatewayHandler: ChannelDuplexHandler {
     func writeSerializedHead(status: Int, headers: [(String, String)]) {
         var buffer = ByteBuffer()
         buffer.reserveCapacity(512)
-        buffer.writeStaticString("HTTP/1.1 ")
-        buffer.writeString(String(status))
-        buffer.writeStaticString(" ")
-        buffer.writeString(HTTPResponseStatus(statusCode: status).reasonPhrase)
-        buffer.writeStaticString("\r\n")
-        for (name, value) in headers { buffer.writeHeader(name, value) }
-        if !keepAlive { buffer.writeStaticString("connection: close\r\n") }
-        buffer.writeStaticString("\r\n")
+        buffer.writeResponseHead(status: status, headers: headers, close: !keepAlive)
         serializedAnswer = true
         guardHandler.writeSerializedNoFlush(buffer)
     }
