@@ -270,6 +270,40 @@ def rss_mb(pid):
     return None
 
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def start_gateway(procs, args, tmp, name, key_hash, instances, pool="", department="", top="", redis_port=None):
+    """Writes a gateway configuration under tmp/name — one pool of `instances` (name, url,
+    gpu label or None) serving MODEL, one department `bench` with the benchmark key, plus the
+    given YAML lines — and starts `tollgate serve` on it with its own ledger. Returns
+    (process, port)."""
+    port, admin = free_port(), free_port()
+    directory = os.path.join(tmp, name)
+    os.makedirs(directory)
+    listed = "\n".join(
+        f'      - {{name: {n}, url: "{url}"' + (f', labels: {{gpu: "{gpu}"}}' if gpu is not None else "") + "}"
+        for n, url, gpu in instances)
+    with open(os.path.join(directory, "gateway.yaml"), "w") as f:
+        f.write(f"""listen: {{host: 127.0.0.1, port: {port}}}
+admin: {{host: 127.0.0.1, port: {admin}}}
+event_loops: {args.loops}
+{top}pools:
+  - name: qwen
+    models: [{MODEL}]
+{pool}    instances:
+{listed}
+departments:
+  - name: bench
+    keys: [{{sha256: {key_hash}}}]
+{department}""")
+    command = [args.tollgate, "serve", "--config", directory, "--log-level", "warning",
+               "--database", os.path.join(directory, "ledger.sqlite"), "--migrations", os.path.join(ROOT, "migrations")]
+    if redis_port:
+        command += ["--redis", f"redis://127.0.0.1:{redis_port}"]
+    return procs.start(command), port
+
+
 def throughput_table(args, results, one_direct, one_nginx, one_gw, rss):
     """Prints the wrk table and the one-connection latencies; returns their JSON fields."""
     nginx_rps, direct_rps = results["nginx"]["rps"], results["direct"]["rps"]
@@ -375,34 +409,15 @@ def main():
         procs.start(["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
         # 4. The gateway: auth, weighted routing (four instances on two "GPUs", all the canned upstream),
         #    metering into its ledger, a token quota far above what the run uses, the cache.
-        gw_port, admin_port = free_port(), free_port()
         key_hash = subprocess.run([args.tollgate, "hash-key", KEY], capture_output=True, text=True, check=True).stdout.strip()
-        gw_dir = os.path.join(tmp, "gateway")
-        os.makedirs(gw_dir)
-        instances = "\n".join(
-            f'      - {{name: i{i}, url: "http://127.0.0.1:{up_port}", labels: {{gpu: "{i % 2}"}}}}' for i in range(4))
-        with open(os.path.join(gw_dir, "gateway.yaml"), "w") as f:
-            f.write(f"""listen: {{host: 127.0.0.1, port: {gw_port}}}
-admin: {{host: 127.0.0.1, port: {admin_port}}}
-event_loops: {args.loops}
-health: {{probe_interval: 5s}}
-pools:
-  - name: qwen
-    models: [{MODEL}]
-    instances:
-{instances}
-departments:
-  - name: bench
-    keys: [{{sha256: {key_hash}}}]
-    quota: {{tokens_per_month: 1000000000000}}
+        gateway, gw_port = start_gateway(
+            procs, args, tmp, "gateway", key_hash, [(f"i{i}", f"http://127.0.0.1:{up_port}", i % 2) for i in range(4)],
+            top="health: {probe_interval: 5s}\n",
+            department="""    quota: {tokens_per_month: 1000000000000}
     route:
-      - {{match: {{gpu: "0"}}, weight: 3}}
-      - {{match: {{}}, weight: 1}}
-""")
-        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        gateway = procs.start([args.tollgate, "serve", "--config", gw_dir, "--log-level", "warning",
-                               "--database", os.path.join(tmp, "ledger.sqlite"), "--migrations", os.path.join(root, "migrations"),
-                               "--redis", f"redis://127.0.0.1:{redis_port}"])
+      - {match: {gpu: "0"}, weight: 3}
+      - {match: {}, weight: 1}
+""", redis_port=redis_port)
         for port in (up_port, px_port, ref_port, redis_port, gw_port):
             wait_port(port)
 
@@ -441,23 +456,7 @@ departments:
             stream_tokens = max(10, int((args.stream_ramp + 0.2) * 50))
             sim = procs.start([args.tollgate, "sim", "--instances", "1", "--base-port", str(sim_port), "--ttft-ms", "100",
                                "--tokens-per-second", "50", "--capacity", "0", "--default-tokens", str(stream_tokens)])
-            st_port, st_admin = free_port(), free_port()
-            st_dir = os.path.join(tmp, "streams")
-            os.makedirs(st_dir)
-            with open(os.path.join(st_dir, "g.yaml"), "w") as f:
-                f.write(f"""listen: {{host: 127.0.0.1, port: {st_port}}}
-admin: {{host: 127.0.0.1, port: {st_admin}}}
-event_loops: {args.loops}
-pools:
-  - name: qwen
-    models: [{MODEL}]
-    instances: [{{name: s, url: "http://127.0.0.1:{sim_port}"}}]
-departments:
-  - name: bench
-    keys: [{{sha256: {key_hash}}}]
-""")
-            st_gw = procs.start([args.tollgate, "serve", "--config", st_dir, "--log-level", "warning",
-                                 "--database", os.path.join(st_dir, "ledger.sqlite"), "--migrations", os.path.join(root, "migrations")])
+            st_gw, st_port = start_gateway(procs, args, tmp, "streams", key_hash, [("s", f"http://127.0.0.1:{sim_port}", None)])
             # The same streams through nginx (proxy_buffering off, as SSE needs) and the bare
             # SwiftNIO forwarder: what any proxy adds on this machine under this load.
             sn_port, sr_port = free_port(), free_port()
@@ -500,26 +499,9 @@ departments:
                 base = free_port()
             fleet = procs.start([args.tollgate, "sim", "--instances", "8", "--base-port", str(base), "--gpus", "4",
                                  "--ttft-ms", "90", "--tokens-per-second", "50", "--capacity", "12", "--default-tokens", "8"])
-            ar_port, ar_admin = free_port(), free_port()
-            ar_dir = os.path.join(tmp, "article")
-            os.makedirs(ar_dir)
-            inst = "\n".join(f'      - {{name: qwen-{i}, url: "http://127.0.0.1:{base + i}", labels: {{gpu: "{i % 4}"}}}}' for i in range(8))
-            with open(os.path.join(ar_dir, "g.yaml"), "w") as f:
-                f.write(f"""listen: {{host: 127.0.0.1, port: {ar_port}}}
-admin: {{host: 127.0.0.1, port: {ar_admin}}}
-event_loops: {args.loops}
-pools:
-  - name: qwen
-    models: [{MODEL}]
-    policy: least_in_flight
-    instances:
-{inst}
-departments:
-  - name: bench
-    keys: [{{sha256: {key_hash}}}]
-""")
-            ar_gw = procs.start([args.tollgate, "serve", "--config", ar_dir, "--log-level", "warning",
-                                 "--database", os.path.join(ar_dir, "ledger.sqlite"), "--migrations", os.path.join(root, "migrations")])
+            ar_gw, ar_port = start_gateway(
+                procs, args, tmp, "article", key_hash, [(f"qwen-{i}", f"http://127.0.0.1:{base + i}", i % 4) for i in range(8)],
+                pool="    policy: least_in_flight\n")
             for i in range(8):
                 wait_port(base + i)
             wait_port(ar_port)
