@@ -33,6 +33,11 @@ final class CachedAnswerTests: XCTestCase {
         }
         XCTAssertThrowsError(try CachedAnswer.decode(Array("not an entry at all, just some text".utf8)))
         XCTAssertThrowsError(try CachedAnswer.decode(Array(answer.body)))
+        // A content type that would break a response head (it is written as a header).
+        for type in ["application/json\r\nx-evil: 1", "text/plain\u{0}", "téxt/plain"] {
+            let planted = CachedAnswer(contentType: type, body: Array("{}".utf8), createdMs: 0, model: "m")
+            XCTAssertThrowsError(try CachedAnswer.decode(planted.encoded()), type)
+        }
         // Random garbage never traps.
         var generator = SystemRandomNumberGenerator()
         for _ in 0..<500 {

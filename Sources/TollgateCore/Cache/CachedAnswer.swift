@@ -46,7 +46,8 @@ public struct CachedAnswer: Sendable, Equatable {
 
     /// Reads a stored entry. Throws `CacheFormatError` on anything but an intact entry of this
     /// version: wrong magic or version, truncation, trailing bytes, a checksum mismatch, a
-    /// status outside 100...599 or text that is not UTF-8. Never traps.
+    /// status outside 100...599, text that is not UTF-8 or a content type that is not printable
+    /// ASCII. Never traps.
     public static func decode(_ bytes: [UInt8]) throws(CacheFormatError) -> CachedAnswer {
         guard bytes.count >= magic.count + 1 + 2 + 8 + 3 * 4 + 4 else { throw CacheFormatError("cache entry truncated") }
         guard bytes[0..<magic.count].elementsEqual(magic) else { throw CacheFormatError("not a cache entry") }
@@ -73,6 +74,10 @@ public struct CachedAnswer: Sendable, Equatable {
         guard (100...599).contains(status) else { throw CacheFormatError("cache entry status \(status) invalid") }
         guard let contentType = utf8(fields[0]), let model = utf8(fields[1]) else {
             throw CacheFormatError("cache entry text is not UTF-8")
+        }
+        // It becomes a response header as is: an entry written by anyone else must not add one.
+        guard fields[0].allSatisfy({ $0 >= 0x20 && $0 < 0x7F }) else {
+            throw CacheFormatError("cache entry content type is not printable ASCII")
         }
         return CachedAnswer(status: status, contentType: contentType, body: fields[2], createdMs: created, model: model)
     }

@@ -581,9 +581,6 @@ final class GatewayHandler: ChannelDuplexHandler {
     private func answerFromCache(_ answer: CachedAnswer, pending: PendingRequest, state: GatewayState, summary: RequestSummary,
                                  model: String, reservation: QuotaBook.Reservation, preview: String?) -> Bool {
         guard let context, case .responding = self.state else { return false }
-        // The stored content type becomes a header as is: printable ASCII only (an entry put
-        // into Redis by anyone else cannot smuggle a header in).
-        guard answer.contentType.utf8.allSatisfy({ $0 >= 0x20 && $0 < 0x7F }) else { return false }
         var events: [[UInt8]] = []
         if summary.stream {
             guard let replay = try? StreamReplayer.events(from: answer.body, includeUsage: summary.includeUsage) else { return false }
