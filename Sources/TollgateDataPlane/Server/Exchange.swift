@@ -385,9 +385,6 @@ final class Exchange: UpstreamDelegate {
 
     // MARK: Heads
 
-    // The client head is built as an array and wrapped once: `HTTPHeaders.add` checks each
-    // name for ASCII and for `connection`, which these names (the parser's or our own) do not need.
-
     /// The request head sent to `instance`, serialized: the client's headers minus hop-by-hop
     /// ones and its key, then the gateway's own. Header names and values come from NIO's
     /// parser (no CR or LF) or from the gateway (the configuration's checked `api_key`).
@@ -409,9 +406,7 @@ final class Exchange: UpstreamDelegate {
             }
         }
         buffer.writeHeader("host", instance.hostHeader)
-        buffer.writeStaticString("content-length: ")
-        buffer.writeString(String(body.readableBytes))
-        buffer.writeStaticString("\r\n")
+        buffer.writeHeader("content-length", String(body.readableBytes))
         buffer.writeHeader("x-request-id", requestID)
         if let client = handler?.remoteAddress {
             buffer.writeHeader("x-real-ip", client)
@@ -423,6 +418,9 @@ final class Exchange: UpstreamDelegate {
         return buffer
     }
 
+    /// The headers of the answer to the client: the instance's minus hop-by-hop ones, then the
+    /// gateway's. A plain array (serialized as is, or wrapped in `HTTPHeaders` once): no
+    /// `HTTPHeaders.add`, whose per-name checks these names do not need.
     private func clientHeaders(from upstream: HTTPResponseHead) -> [(String, String)] {
         var headers: [(String, String)] = []
         headers.reserveCapacity(upstream.headers.count + 8)
