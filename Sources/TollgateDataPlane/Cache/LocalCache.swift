@@ -17,7 +17,7 @@ final class LocalCacheTier {
 
     let capacity: Int
     let byteBudget: Int
-    var lifetimeMs: Int64
+    let lifetimeMs: Int64
     private var entries: [String: (answer: CachedAnswer, expiresMs: Int64)] = [:]
     /// Keys in insertion order, for eviction; may hold keys removed since (skipped then).
     private var order = CircularBuffer<String>()
@@ -77,9 +77,10 @@ final class LocalCacheTier {
 }
 
 /// Raw request body → its cache key and prompt preview, per event loop: a body asked again (a
-/// repeated prompt, byte for byte, found in Redis) is not canonicalized, hashed or read again. Found by a `Hasher` of the body
-/// (SipHash, seeded per process) and confirmed by comparing the bytes, so a collision can never
-/// hand one body another's key; the namespace, endpoint and model are part of the match.
+/// repeated prompt, byte for byte, found in Redis) is not canonicalized, hashed or read again.
+/// Found by a `Hasher` of the body (SipHash, seeded per process) and confirmed by comparing the
+/// bytes, so a collision can never hand one body another's key; the namespace, endpoint and
+/// model are part of the match.
 final class CacheKeyMemo {
     struct Entry {
         let body: [UInt8]
