@@ -9,7 +9,7 @@ final class CachedAnswerTests: XCTestCase {
 
     func testRoundTrip() throws {
         XCTAssertEqual(try CachedAnswer.decode(answer.encoded()), answer)
-        let empty = CachedAnswer(body: [], createdMs: -1, model: "")
+        let empty = CachedAnswer(body: [], createdMs: 1, model: "")
         XCTAssertEqual(try CachedAnswer.decode(empty.encoded()), empty)
         let big = CachedAnswer(body: Array(repeating: 0x61, count: 300_000), createdMs: 0, model: "m")
         XCTAssertEqual(try CachedAnswer.decode(big.encoded()), big)

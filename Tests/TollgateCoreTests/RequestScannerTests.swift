@@ -15,7 +15,7 @@ final class RequestScannerTests: XCTestCase {
     }
 
     func testPicksModelAndStream() throws {
-        let body = #"{"messages":[{"role":"user","content":"hi \"there\" {"}],"model":"qwen2.5-0.5b-instruct","stream":true,"n":1.5e3}"#
+        let body = #"{"messages":[{"role":"user","content":"hi \"there\" {"}],"model":"qwen2.5-0.5b-instruct","stream":true,"top_k":1.5e3}"#
         func pick(_ s: RequestSummary) -> RequestSummary { RequestSummary(model: s.model, stream: s.stream) }
         XCTAssertEqual(pick(try scan(body)), RequestSummary(model: "qwen2.5-0.5b-instruct", stream: true))
         XCTAssertEqual(pick(try scan(#"  {"model" : "m" , "stream": false}  "#)), RequestSummary(model: "m", stream: false))

@@ -72,6 +72,8 @@ public struct CachedAnswer: Sendable, Equatable {
         }
         guard i == end else { throw CacheFormatError("cache entry has trailing bytes") }
         guard (100...599).contains(status) else { throw CacheFormatError("cache entry status \(status) invalid") }
+        // Redis is outside the gateway: a time from before 1970 or after 9999 is not one it wrote.
+        guard Self.validCreation.contains(created) else { throw CacheFormatError("cache entry time \(created) invalid") }
         guard let contentType = utf8(fields[0]), let model = utf8(fields[1]) else {
             throw CacheFormatError("cache entry text is not UTF-8")
         }
@@ -80,6 +82,17 @@ public struct CachedAnswer: Sendable, Equatable {
             throw CacheFormatError("cache entry content type is not printable ASCII")
         }
         return CachedAnswer(status: status, contentType: contentType, body: fields[2], createdMs: created, model: model)
+    }
+
+    /// Unix ms from 1970 to the end of year 9999.
+    static let validCreation: ClosedRange<Int64> = 0...253_402_300_799_999
+
+    /// The `Age` of an answer created at `createdMs`, in whole seconds, never negative and
+    /// never trapping whatever the two times are.
+    public static func ageSeconds(createdMs: Int64, nowMs: Int64) -> Int64 {
+        let (age, overflow) = nowMs.subtractingReportingOverflow(createdMs)
+        if overflow { return 0 }
+        return max(0, age / 1000)
     }
 
     private static func append(_ value: UInt64, bytes: Int, to out: inout [UInt8]) {

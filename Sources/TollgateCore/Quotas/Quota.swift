@@ -142,9 +142,31 @@ public struct QuotaCalendar: Sendable {
     }
 }
 
+/// The range every quota amount lives in: what a counter holds, a reservation, a settlement.
+/// Amounts saturate at `max` instead of overflowing: an overflow traps, and a trap ends every
+/// department's traffic. 2^40 tokens is ~1,000 years of one instance at full speed.
+public enum QuotaAmount {
+    public static let max = (1 << 40) - 1
+
+    /// `value` clamped into `0...max`.
+    @inline(__always)
+    public static func clamp(_ value: Int) -> Int { Swift.min(Swift.max(0, value), max) }
+
+    /// `a + b`, clamped into `0...max`, never trapping.
+    @inline(__always)
+    public static func add(_ a: Int, _ b: Int) -> Int {
+        let (sum, overflow) = a.addingReportingOverflow(b)
+        return overflow ? (b > 0 ? max : 0) : clamp(sum)
+    }
+}
+
 /// What admission costs before the answer is known: an estimate of the prompt's tokens (four
 /// bytes of JSON per token, a deliberately generous figure) plus the completion tokens the
-/// request may produce.
-public func reservationEstimate(promptBytes: Int, maxTokens: Int?, defaultMaxTokens: Int) -> Int {
-    max(1, promptBytes / 4) + max(0, maxTokens ?? defaultMaxTokens)
+/// request may produce (`max_tokens`, or the default, for each of its `n` choices). Saturates
+/// at `QuotaAmount.max`; the scanner has bounded the inputs already, this holds for any.
+public func reservationEstimate(promptBytes: Int, maxTokens: Int?, choices: Int? = nil, defaultMaxTokens: Int) -> Int {
+    let prompt = Swift.max(1, promptBytes / 4)
+    let perChoice = QuotaAmount.clamp(maxTokens ?? defaultMaxTokens)
+    let (completion, overflow) = perChoice.multipliedReportingOverflow(by: QuotaAmount.clamp(Swift.max(1, choices ?? 1)))
+    return QuotaAmount.add(QuotaAmount.clamp(prompt), overflow ? QuotaAmount.max : QuotaAmount.clamp(completion))
 }

@@ -6,8 +6,15 @@ public struct RequestSummary: Sendable, Equatable {
     public var stream: Bool
     /// `stream_options.include_usage` is `true`.
     public var includeUsage = false
-    /// `max_completion_tokens`, else `max_tokens`, when given as a whole number.
-    public var maxTokens: Int?
+    /// `max_completion_tokens` when given and not 0, else `max_tokens` (as vLLM resolves them),
+    /// within `RequestBounds.maxTokens`.
+    public var maxTokens: Int? { maxCompletionTokensMember.flatMap { $0 > 0 ? $0 : nil } ?? maxTokensMember }
+    /// The last `max_tokens` member (duplicates: the last one wins, as in the instances' parsers).
+    public var maxTokensMember: Int?
+    /// The last `max_completion_tokens` member.
+    public var maxCompletionTokensMember: Int?
+    /// `n`, the number of choices to generate, within `RequestBounds.choices`.
+    public var choices: Int?
     /// `temperature` when given as a number.
     public var temperature: Double?
     /// A non-null `seed` was given.
@@ -25,6 +32,15 @@ public struct RequestSummary: Sendable, Equatable {
 public struct RequestBodyError: Error, Sendable, Equatable {
     public let message: String
     public let param: String?
+}
+
+/// The ranges numbers of a request body must fall in; anything else is refused at the edge
+/// with a 400 naming the parameter, so no arithmetic after it can overflow.
+public enum RequestBounds {
+    /// `max_tokens`, `max_completion_tokens`: a 32-bit count, as the instances' servers take it.
+    public static let maxTokens: ClosedRange<Int> = 0...2_147_483_647
+    /// `n`: OpenAI's own upper bound.
+    public static let choices: ClosedRange<Int> = 1...128
 }
 
 /// A strict single-pass JSON validator (RFC 8259) that also picks the top-level `model` and
@@ -196,12 +212,12 @@ private struct Parser {
                     let start = i
                     try value()
                     summary.includeUsage = Self.flag("include_usage", in: UnsafeRawBufferPointer(rebasing: bytes[start..<i]))
-                } else if name == "max_tokens" || name == "max_completion_tokens" {
-                    let start = i
-                    try value()
-                    if let n = Int(String(decoding: UnsafeRawBufferPointer(rebasing: bytes[start..<i]), as: UTF8.self)) {
-                        if name == "max_completion_tokens" || summary.maxTokens == nil { summary.maxTokens = n }
-                    }
+                } else if name == "max_tokens" {
+                    summary.maxTokensMember = try boundedInteger(name, RequestBounds.maxTokens)
+                } else if name == "max_completion_tokens" {
+                    summary.maxCompletionTokensMember = try boundedInteger(name, RequestBounds.maxTokens)
+                } else if name == "n" {
+                    summary.choices = try boundedInteger(name, RequestBounds.choices)
                 } else if name == "temperature" {
                     let start = i
                     try value()
@@ -241,20 +257,45 @@ private struct Parser {
         guard bytes.first == UInt8(ascii: "{") else { return false }
         var p = Parser(bytes: bytes)
         p.i = 1
+        var found = false
         while true {
             p.skipSpace()
-            guard p.i < bytes.count, bytes[p.i] == UInt8(ascii: "\"") else { return false }
-            guard let key = try? p.string(capture: true) else { return false }
+            guard p.i < bytes.count, bytes[p.i] == UInt8(ascii: "\"") else { return found }
+            guard let key = try? p.string(capture: true) else { return found }
             p.skipSpace()
             p.i += 1  // ':'
             p.skipSpace()
             let start = p.i
             guard (try? p.value()) != nil else { return false }
-            if key == name { return UnsafeRawBufferPointer(rebasing: bytes[start..<p.i]).elementsEqual("true".utf8) }
+            // Every member is read: of duplicates, the last one wins.
+            if key == name { found = UnsafeRawBufferPointer(rebasing: bytes[start..<p.i]).elementsEqual("true".utf8) }
             p.skipSpace()
-            guard p.i < bytes.count, bytes[p.i] == UInt8(ascii: ",") else { return false }
+            guard p.i < bytes.count, bytes[p.i] == UInt8(ascii: ",") else { return found }
             p.i += 1
         }
+    }
+
+    /// A whole number in `range` (a JSON number with no fraction, in any notation), or nil for
+    /// `null`; anything else is refused naming the member.
+    mutating func boundedInteger(_ name: String, _ range: ClosedRange<Int>) throws(RequestBodyError) -> Int? {
+        let start = i
+        try value()
+        let raw = UnsafeRawBufferPointer(rebasing: bytes[start..<i])
+        if raw.elementsEqual("null".utf8) { return nil }
+        let outOfRange = RequestBodyError(
+            message: "Invalid '\(name)': expected an integer between \(range.lowerBound) and \(range.upperBound).", param: name)
+        guard let first = raw.first, first == UInt8(ascii: "-") || (first >= UInt8(ascii: "0") && first <= UInt8(ascii: "9")) else {
+            throw outOfRange
+        }
+        let text = String(decoding: raw, as: UTF8.self)
+        if let n = Int(text) {
+            guard range.contains(n) else { throw outOfRange }
+            return n
+        }
+        // 24.0 or 2.4e1: Python's parsers read a float, which pydantic takes when it is whole.
+        guard let d = Double(text), d.isFinite, d.rounded() == d,
+              d >= Double(range.lowerBound), d <= Double(range.upperBound) else { throw outOfRange }
+        return Int(d)
     }
 
     mutating func value() throws(RequestBodyError) {

@@ -45,7 +45,8 @@ final class LocalCacheTier {
     func put(_ redisKey: String, answer: CachedAnswer, ttlMs: Int64, nowMs: Int64) {
         let size = answer.body.count
         guard size <= byteBudget / 8 else { return }  // a few large answers must not flush the rest
-        let expires = min(answer.createdMs + ttlMs, nowMs + lifetimeMs)
+        let (ttlEnd, overflow) = answer.createdMs.addingReportingOverflow(ttlMs)  // an entry's time comes from Redis
+        let expires = min(overflow ? Int64.max : ttlEnd, nowMs + lifetimeMs)
         guard expires > nowMs else { return }
         if let old = entries.updateValue((answer, expires), forKey: redisKey) {
             bytes -= old.answer.body.count

@@ -13,9 +13,11 @@ public final class QuotaCounter: Sendable {
 
     @inline(__always)
     private static func tag(_ window: Int64) -> UInt64 { UInt64(truncatingIfNeeded: window) & 0xFF_FFFF }
+    /// Amounts saturate into `0...QuotaAmount.max` (= `amountMask`): a counter never wraps, so
+    /// a crafted reservation cannot reset it, nor make the Redis sync push a negative delta.
     @inline(__always)
     private static func pack(_ window: Int64, _ amount: Int) -> UInt64 {
-        tag(window) << amountBits | (UInt64(max(0, amount)) & amountMask)
+        tag(window) << amountBits | UInt64(QuotaAmount.clamp(amount))
     }
 
     /// Used in `window` (0 when the counter still holds an older window).
@@ -32,7 +34,7 @@ public final class QuotaCounter: Sendable {
             let used = current >> Self.amountBits == Self.tag(window) ? Int(current & Self.amountMask) : 0
             guard used < limit else { return (false, used) }
             let (exchanged, original) = word.compareExchange(
-                expected: current, desired: Self.pack(window, used + amount), ordering: .relaxed)
+                expected: current, desired: Self.pack(window, QuotaAmount.add(used, amount)), ordering: .relaxed)
             if exchanged { return (true, used) }
             current = original
         }
@@ -45,7 +47,7 @@ public final class QuotaCounter: Sendable {
         while current >> Self.amountBits == Self.tag(window) {
             let used = Int(current & Self.amountMask)
             let (exchanged, original) = word.compareExchange(
-                expected: current, desired: Self.pack(window, used + delta), ordering: .relaxed)
+                expected: current, desired: Self.pack(window, QuotaAmount.add(used, delta)), ordering: .relaxed)
             if exchanged { return }
             current = original
         }
@@ -119,7 +121,7 @@ public final class QuotaBook: Sendable {
     /// Replaces a reservation by what the request really used.
     public func settle(_ r: Reservation, actualTokens: Int) {
         let d = departments[r.department]
-        let delta = actualTokens - r.tokens
+        let delta = QuotaAmount.clamp(actualTokens) - QuotaAmount.clamp(r.tokens)
         guard delta != 0 else { return }
         if d.limits.tokensPerMinute != nil { d.counters[QuotaMeter.tokensPerMinute.rawValue].adjust(window: r.minute, by: delta) }
         if d.limits.tokensPerDay != nil { d.counters[QuotaMeter.tokensPerDay.rawValue].adjust(window: r.day, by: delta) }

@@ -104,10 +104,12 @@ final class QuotaSync {
                 let ttl = TimeAmount.seconds(max(1, (now.end(meter.window) - nowMs) / 1000 + 120))
                 let sent = current
                 synced[id] = entry
-                futures.append(redis.incrementBy(key, Int64(delta)).map { total in
+                futures.append(redis.incrementBy(key, Int64(delta)).map { reply in
+                    // Redis is outside the gateway: its total is clamped like any amount.
+                    let total = QuotaAmount.clamp(Int(truncatingIfNeeded: reply))
                     // Local = shared total + what was admitted here while the answer travelled.
-                    counter.adjust(window: window, by: Int(total) - sent)
-                    if self.synced[id]?.window == window { self.synced[id]?.base = Int(total) }
+                    counter.adjust(window: window, by: total - sent)
+                    if self.synced[id]?.window == window { self.synced[id]?.base = total }
                     _ = self.redis.expire(key, in: ttl)
                 })
             }
