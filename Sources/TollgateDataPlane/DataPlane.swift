@@ -29,6 +29,8 @@ public final class DataPlane: Sendable {
     private let quotaSync: NIOLoopBoundBox<QuotaSync?>
     /// Threads for the few data-plane requests that must block (`/v1/usage` reads SQLite).
     let threadPool = NIOThreadPool(numberOfThreads: 2)
+    /// Client connections open now, over all loops (`limits.max_connections`).
+    private let openConnections = ManagedAtomic<Int>(0)
 
     /// - Parameters:
     ///   - usageSink: where usage rows go; nil runs without a ledger.
@@ -131,7 +133,10 @@ public final class DataPlane: Sendable {
         limitsForDecoder.maxHeaderFieldSize = limits.maxHeaderBytes
         limitsForDecoder.maxHeaderFieldCount = limits.maxHeaderCount
         let decoderLimits = limitsForDecoder
+        let decoderBufferCap = max(64 * 1024, 2 * limits.maxHeaderBytes + 16 * 1024)
         let contexts = self.contexts
+        let openConnections = self.openConnections
+        let maxConnections = limits.maxConnections
         let idle = TimeAmount.nanoseconds(limits.idleTimeout.nanoseconds)
         let header = TimeAmount.nanoseconds(limits.headerTimeout.nanoseconds)
         let bootstrap = ServerBootstrap(group: group)
@@ -147,12 +152,23 @@ public final class DataPlane: Sendable {
                     if loop.draining { throw ChannelError.ioOnClosedChannel }
                     let guardHandler = ConnectionGuard(idleTimeout: idle, headerTimeout: header)
                     try channel.pipeline.syncOperations.addHandler(guardHandler)
-                    // Pipelining is handled by `GatewayHandler`; outbound header validation is
-                    // off because every header written comes from the HTTP parser (an instance's
-                    // answer) or from the gateway itself.
-                    try channel.pipeline.syncOperations.configureHTTPServerPipeline(
-                        withPipeliningAssistance: false, withServerUpgrade: nil, withErrorHandling: false, withOutboundHeaderValidation: false,
-                        withEncoderConfiguration: .init(), withDecoderLimitConfiguration: decoderLimits)
+                    // One shared count of open connections (one atomic per connection, not per
+                    // request): past the limit the connection is answered 503 and closed.
+                    let open = openConnections.wrappingIncrementThenLoad(ordering: .relaxed)
+                    channel.closeFuture.whenComplete { _ in openConnections.wrappingDecrement(ordering: .relaxed) }
+                    if open > maxConnections {
+                        loop.counters.connectionsRefused.wrappingIncrement(ordering: .relaxed)
+                        guardHandler.refuseOnActive(.overloaded("too many connections (limits.max_connections = \(maxConnections))"))
+                        return
+                    }
+                    // NIO's request decoder only: answers are framed by `GatewayHandler`'s
+                    // `ResponseWriter`, and pipelining is handled there too. The decoder's buffer
+                    // is capped: reads stop while a pipelined request waits, so only a head can
+                    // accumulate, and a head is bounded by the header limits.
+                    try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(
+                        HTTPRequestDecoder(leftOverBytesStrategy: .dropBytes, informationalResponseStrategy: .drop,
+                                           limitConfiguration: decoderLimits),
+                        maximumBufferSize: decoderBufferCap))
                     let remote = channel.remoteAddress?.ipAddress ?? "unknown"
                     try channel.pipeline.syncOperations.addHandler(GatewayHandler(loop: loop, guardHandler: guardHandler, remoteAddress: remote))
                 }

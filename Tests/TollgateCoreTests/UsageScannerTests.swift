@@ -25,3 +25,32 @@ final class UsageScannerTests: XCTestCase {
         XCTAssertEqual(usage(#"{"data":[],"usage":{"prompt_tokens":3,"total_tokens":3}}"#), TokenUsage(promptTokens: 3, completionTokens: 0))
     }
 }
+
+final class UsageWatcherTests: XCTestCase {
+    func feed(_ parts: [String]) -> TokenUsage? {
+        var w = UsageWatcher()
+        for p in parts { Array(p.utf8).withUnsafeBytes { w.feed($0) } }
+        return w.usage
+    }
+
+    func testUsageAnywhereInALongAnswer() {
+        // Usage first, then more than 8 KB of other members: the old tail-only scan missed it.
+        let filler = String(repeating: "x", count: 20_000)
+        let body = #"{"id":"a","usage":{"prompt_tokens":7,"completion_tokens":24,"total_tokens":31},"choices":[{"message":{"content":""# + filler + #""}}]}"#
+        XCTAssertEqual(feed([body]), TokenUsage(promptTokens: 7, completionTokens: 24))
+        // The same in parts of every size, split inside the member name and the object.
+        for size in [1, 3, 7, 100, 4096] {
+            var parts: [String] = []
+            var rest = Substring(body)
+            while !rest.isEmpty { parts.append(String(rest.prefix(size))); rest = rest.dropFirst(size) }
+            XCTAssertEqual(feed(parts), TokenUsage(promptTokens: 7, completionTokens: 24), "parts of \(size)")
+        }
+    }
+
+    func testTheLastUsageWinsAndQuotedOnesDoNotCount() {
+        XCTAssertEqual(feed([#"data: {"usage":{"prompt_tokens":1,"completion_tokens":1}}"#, "\n\n",
+                             #"data: {"choices":[],"usage":{"prompt_tokens":5,"completion_tokens":9}}"#, "\n\n"]),
+                       TokenUsage(promptTokens: 5, completionTokens: 9))
+        XCTAssertNil(feed([#"{"content":"say \"usage\":{\"prompt_tokens\":99} please"}"#]))
+    }
+}

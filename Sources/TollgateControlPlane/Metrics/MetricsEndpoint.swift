@@ -56,6 +56,7 @@ enum MetricsEndpoint {
         p.single("tollgate_quota_rejections_total", "counter", "Requests refused with 429 because a quota was reached.", m.quotaRejections)
         p.single("tollgate_quota_fallbacks_total", "counter", "Admissions counted locally because Redis could not answer.", m.quotaFallbacks)
         p.single("tollgate_active_connections", "gauge", "Open client connections.", m.activeConnections)
+        p.single("tollgate_connections_refused_total", "counter", "Client connections refused at limits.max_connections.", m.connectionsRefused)
         p.single("tollgate_active_requests", "gauge", "Requests being forwarded now.", m.activeRequests)
 
         let now = NIODeadline.now().uptimeNanoseconds

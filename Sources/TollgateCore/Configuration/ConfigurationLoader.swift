@@ -254,6 +254,7 @@ struct Reader {
             if let v = r.duration(&m, "header_timeout") { config.limits.headerTimeout = v }
             if let v = r.duration(&m, "body_timeout") { config.limits.bodyTimeout = v }
             if let v = r.duration(&m, "idle_timeout") { config.limits.idleTimeout = v }
+            if let v = r.int(&m, "max_connections", min: 1, max: 1_000_000) { config.limits.maxConnections = v }
         }
         section(&map, "timeouts") { r, m in
             if let v = r.duration(&m, "connect") { config.timeouts.connect = v }
@@ -437,10 +438,16 @@ struct Reader {
 public func parseDuration(_ text: String) -> Duration? {
     let t = text.trimmingCharacters(in: .whitespaces)
     let units: [(String, Double)] = [("ms", 0.001), ("s", 1), ("m", 60), ("h", 3600)]
+    var seconds: Double?
     for (suffix, scale) in units where t.hasSuffix(suffix) {
-        guard let v = Double(t.dropLast(suffix.count)), v >= 0, v.isFinite else { return nil }
-        return .nanoseconds(Int64(v * scale * 1e9))
+        seconds = Double(t.dropLast(suffix.count)).map { $0 * scale }
+        break
     }
-    guard let v = Double(t), v >= 0, v.isFinite else { return nil }
+    // Bounded where it enters: a longer duration is refused rather than overflowing the
+    // nanosecond arithmetic of every deadline computed from it.
+    guard let v = seconds ?? Double(t), v >= 0, v.isFinite, v <= maxDurationSeconds else { return nil }
     return .nanoseconds(Int64(v * 1e9))
 }
+
+/// The longest duration a setting may have: a year.
+public let maxDurationSeconds: Double = 366 * 86_400

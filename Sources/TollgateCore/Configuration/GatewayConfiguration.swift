@@ -98,6 +98,9 @@ public struct RequestLimits: Sendable, Equatable {
     public var headerTimeout: Duration = .seconds(10)
     public var bodyTimeout: Duration = .seconds(30)
     public var idleTimeout: Duration = .seconds(75)
+    /// Client connections open at once, over all event loops; past it a new connection gets
+    /// 503 and is closed (each connection holds buffers and a file descriptor).
+    public var maxConnections = 10_000
     public init() {}
 }
 

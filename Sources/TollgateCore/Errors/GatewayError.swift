@@ -18,6 +18,7 @@ public struct GatewayError: Error, Sendable, Equatable {
         case upstreamTimeout = "upstream_timeout"
         case shuttingDown = "shutting_down"
         case rateLimitExceeded = "rate_limit_exceeded"
+        case overloaded = "overloaded"
     }
 
     private let code: Code
@@ -43,14 +44,14 @@ public struct GatewayError: Error, Sendable, Equatable {
         GatewayError(.invalidAPIKey, status: 401, type: "invalid_request_error", message: message)
     }
     public static func notFound(method: String, path: String) -> GatewayError {
-        GatewayError(.notFound, status: 404, type: "invalid_request_error", message: "Invalid URL (\(method) \(path))")
+        GatewayError(.notFound, status: 404, type: "invalid_request_error", message: "Invalid URL (\(excerpt(method)) \(excerpt(path)))")
     }
     public static func methodNotAllowed(method: String, path: String) -> GatewayError {
-        GatewayError(.methodNotAllowed, status: 405, type: "invalid_request_error", message: "Method \(method) is not allowed on \(path)")
+        GatewayError(.methodNotAllowed, status: 405, type: "invalid_request_error", message: "Method \(excerpt(method)) is not allowed on \(excerpt(path))")
     }
     public static func modelNotFound(_ model: String) -> GatewayError {
         GatewayError(.modelNotFound, status: 404, type: "invalid_request_error",
-                     message: "The model `\(model)` does not exist or you do not have access to it.", param: "model")
+                     message: "The model `\(excerpt(model))` does not exist or you do not have access to it.", param: "model")
     }
     public static func invalidRequest(_ message: String, param: String? = nil) -> GatewayError {
         GatewayError(.invalidRequest, status: 400, type: "invalid_request_error", message: message, param: param)
@@ -85,6 +86,18 @@ public struct GatewayError: Error, Sendable, Equatable {
             .rateLimitExceeded, status: 429, type: meter == .requestsPerMinute ? "requests" : "tokens",
             message: "Rate limit reached for department \(department) on \(what): Limit \(limit), Used \(used), Requested \(requested). Please try again in \(retryAfter)s.",
             retryAfter: retryAfter)
+    }
+
+    /// A bound of the gateway's own is reached (connections, the ledger's backlog): new work is
+    /// refused rather than lose what was recorded, and a retry soon will likely pass.
+    public static func overloaded(_ what: String, retryAfter: Int = 1) -> GatewayError {
+        GatewayError(.overloaded, status: 503, type: "server_error", message: "The gateway is overloaded: \(what). Retry shortly.",
+                     retryAfter: retryAfter)
+    }
+
+    /// At most `limit` characters of a client's text, for messages that quote it back.
+    public static func excerpt(_ text: String, limit: Int = 200) -> String {
+        text.utf8.count <= limit ? text : String(text.prefix(limit)) + "…"
     }
 
     public static let shuttingDown = GatewayError(

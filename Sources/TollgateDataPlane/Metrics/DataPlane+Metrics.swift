@@ -29,6 +29,7 @@ public struct MetricsSnapshot: Sendable {
     public var quotaRejections = 0
     public var quotaFallbacks = 0
     public var activeConnections = 0
+    public var connectionsRefused = 0
     public var activeRequests = 0
     /// Redis, when the gateway has it (`attachRedis`).
     public var redisConfigured = false
@@ -69,6 +70,7 @@ extension DataPlane {
             snapshot.quotaRejections += c.quotaRejections.load(ordering: .relaxed)
             snapshot.quotaFallbacks += c.quotaFallbacks.load(ordering: .relaxed)
             snapshot.activeConnections += c.activeConnections.load(ordering: .relaxed)
+            snapshot.connectionsRefused += c.connectionsRefused.load(ordering: .relaxed)
             snapshot.activeRequests += c.activeRequests.load(ordering: .relaxed)
         }
         if let redis {

@@ -41,8 +41,23 @@ final class ConnectionGuard: ChannelDuplexHandler {
     }
 
     func channelActive(context: ChannelHandlerContext) {
+        if let refusal {
+            self.refusal = nil
+            rejectAndClose(refusal)
+            return
+        }
         timer?.set(.now() + idleTimeout)
         context.fireChannelActive()
+    }
+
+    /// A connection past a limit: answered with `error` as soon as it is active, then closed.
+    private var refusal: GatewayError?
+    func refuseOnActive(_ error: GatewayError) {
+        refusal = error
+        if let context, context.channel.isActive {
+            self.refusal = nil
+            rejectAndClose(error)
+        }
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
@@ -83,17 +98,9 @@ final class ConnectionGuard: ChannelDuplexHandler {
         timer?.set(.now() + idleTimeout)
     }
 
-    /// Writes an already serialized response, ahead of the HTTP encoder (`100 Continue`, a
-    /// cache hit's head and body in one buffer). Ordered with everything written before it on
-    /// this channel.
-    func writeSerialized(_ buffer: ByteBuffer) -> EventLoopFuture<Void>? {
-        guard let context else { return nil }
-        return context.writeAndFlush(wrapOutboundOut(buffer))
-    }
-
-    /// Like `writeSerialized`, left for the next flush.
-    func writeSerializedNoFlush(_ buffer: ByteBuffer) {
-        context?.write(wrapOutboundOut(buffer), promise: nil)
+    /// Writes an interim `100 Continue`, ordered with everything written before it.
+    func writeContinue() {
+        context?.writeAndFlush(wrapOutboundOut(ByteBuffer(staticString: "HTTP/1.1 100 Continue\r\n\r\n")), promise: nil)
     }
 
     /// Writes a complete raw response (bypassing the HTTP encoder) and closes.
@@ -103,11 +110,14 @@ final class ConnectionGuard: ChannelDuplexHandler {
         state = .closing
         timer?.cancel()
         let body = error.body
-        var headers = [("content-type", "application/json"), ("content-length", String(body.utf8.count))]
+        var headers = [("content-type", "application/json")]
         if let retry = error.retryAfter { headers.append(("retry-after", String(retry))) }
         var buffer = context.channel.allocator.buffer(capacity: 256 + body.utf8.count)
-        buffer.writeResponseHead(status: error.status, headers: headers, close: true)
-        buffer.writeString(body)
+        // No request was understood, so no answer is in progress on this connection: a writer
+        // of its own frames this last one.
+        var writer = ResponseWriter()
+        writer.head(into: &buffer, status: error.status, headers: headers, contentLength: body.utf8.count, method: .GET, close: true)
+        writer.body(ByteBuffer(string: body), into: &buffer)
         context.writeAndFlush(wrapOutboundOut(buffer)).assumeIsolated().whenComplete { _ in
             context.close(promise: nil)
         }

@@ -36,7 +36,8 @@ final class Exchange: UpstreamDelegate {
     /// The gateway asked the instance for stream usage that the client did not ask for.
     private let injectedUsage: Bool
     private var usageFilter = InjectedUsageFilter()
-    private var tail = ResponseTail()
+    /// The instance's `usage`, wherever it is in the answer.
+    private var usageWatcher = UsageWatcher()
     private let reservation: QuotaBook.Reservation
     /// The cache's plan for this request (nil: not cacheable, or no cache).
     private let cache: CachePlan?
@@ -176,6 +177,16 @@ final class Exchange: UpstreamDelegate {
             guard case .head(let upstreamHead) = part else { return }
             handler?.tryTimer?.set(nil)
             let code = Int(upstreamHead.status.code)
+            if code == 101 || code < 200 {
+                // 1xx are dropped by the decoder; a 101 would switch the connection to another
+                // protocol (and NIO's decoder stops there). An instance has no reason to: this try
+                // failed, and the connection is not reused.
+                connection.handler.delegate = nil
+                connection.handler.close()
+                let name = state.table.instances[instance].name
+                attemptFailed(instance: instance, reason: "status \(code)", error: .upstreamUnavailable("\(name) answered \(code)"))
+                return
+            }
             if code == 502 || code == 503 || code == 504 {
                 let name = state.table.instances[instance].name
                 if attempts < config.retry.attempts {
@@ -190,13 +201,11 @@ final class Exchange: UpstreamDelegate {
             status = code
             firstByte = .now()
             phase = .streaming(instance: instance, connection: connection, keepAlive: upstreamHead.isKeepAlive)
-            if !injectedUsage && upstreamHead.headers.contains(name: "content-length") && !upstreamHead.headers.contains(name: "transfer-encoding") {
-                // Framed by its length, passed through unchanged: the head goes out serialized.
-                handler?.writeSerializedHead(status: code, headers: clientHeaders(from: upstreamHead))
-            } else {
-                handler?.writeResponseHead(HTTPResponseHead(version: .http1_1, status: upstreamHead.status,
-                                                            headers: HTTPHeaders(clientHeaders(from: upstreamHead))))
-            }
+            // Framed by the instance's length when the body passes unchanged; a body the gateway
+            // edits (the usage event taken out) or one of unknown length is sent chunked.
+            let length = injectedUsage || upstreamHead.headers.contains(name: "transfer-encoding")
+                ? nil : upstreamHead.headers.first(name: "content-length").flatMap { Int($0) }
+            handler?.beginAnswer(status: code, headers: clientHeaders(from: upstreamHead), contentLength: length)
             if handler?.clientWritable == false { connection.handler.pauseReading() }
         case .streaming(_, let connection, let keepAlive):
             switch part {
@@ -208,7 +217,7 @@ final class Exchange: UpstreamDelegate {
                 if injectedUsage && status == 200 {
                     if let forward = usageFilter.filter(buffer) { handler?.writeResponseBody(forward) }
                 } else {
-                    if metered { tail.append(buffer) }
+                    if metered { buffer.withUnsafeReadableBytes { usageWatcher.feed($0) } }
                     handler?.writeResponseBody(buffer)
                 }
             case .end:
@@ -356,7 +365,7 @@ final class Exchange: UpstreamDelegate {
         // Settle the quota: the instance's count when it gave one; the reservation when an
         // answer was sent without one (a stream cut before its usage); nothing when no
         // instance answered.
-        let usage = injectedUsage ? usageFilter.usage : tail.usage()
+        let usage = injectedUsage ? usageFilter.usage : usageWatcher.usage
         let spent = usage?.totalTokens ?? (firstByte != nil && status < 500 ? reservation.tokens : 0)
         state.quotas.settle(reservation, actualTokens: spent)
         if loop.usageSink != nil {
@@ -397,8 +406,11 @@ final class Exchange: UpstreamDelegate {
         buffer.writeString(head.uri)
         buffer.writeStaticString(" HTTP/1.1\r\n")
         var forwardedFor: String?
+        // Hop-by-hop: the fixed list, and whatever the client's `Connection` names.
+        let listed = HeaderNames.listedInConnection(head.headers)
         for (name, value) in head.headers {
             if HeaderNames.matches(name, anyOf: HeaderNames.droppedFromRequest) { continue }
+            if let listed, HeaderNames.matches(name, anyOf: listed) { continue }
             if HeaderNames.matches(name, HeaderNames.forwardedFor) {
                 forwardedFor = forwardedFor.map { "\($0), \(value)" } ?? value
             } else {
@@ -424,7 +436,10 @@ final class Exchange: UpstreamDelegate {
     private func clientHeaders(from upstream: HTTPResponseHead) -> [(String, String)] {
         var headers: [(String, String)] = []
         headers.reserveCapacity(upstream.headers.count + 8)
+        // Hop-by-hop: the fixed list, and whatever the instance's `Connection` names.
+        let listed = HeaderNames.listedInConnection(upstream.headers)
         for (name, value) in upstream.headers where !HeaderNames.matches(name, anyOf: HeaderNames.droppedFromResponse) {
+            if let listed, HeaderNames.matches(name, anyOf: listed) { continue }
             headers.append((name, value))
         }
         headers.append(("x-request-id", requestID))

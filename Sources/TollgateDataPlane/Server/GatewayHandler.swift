@@ -13,8 +13,8 @@ import TollgateRedis
 /// until the response is complete.
 final class GatewayHandler: ChannelDuplexHandler {
     typealias InboundIn = HTTPServerRequestPart
-    typealias OutboundIn = HTTPServerResponsePart
-    typealias OutboundOut = HTTPServerResponsePart
+    typealias OutboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
 
     /// Where the connection is in its current request.
     private enum State {
@@ -88,6 +88,10 @@ final class GatewayHandler: ChannelDuplexHandler {
     private var pipelined = CircularBuffer<HTTPServerRequestPart>()
     private var readHeld = false
     private var drainingPipelined = false
+    /// Frames every answer on this connection (see `ResponseWriter`).
+    private var writer = ResponseWriter()
+    /// The method of the request being answered: a `HEAD` gets no body, whichever path answers.
+    private var answeringMethod = HTTPMethod.GET
     /// Per-connection timers, re-armed by each request without rescheduling (see `DeadlineTimer`).
     private var bodyTimer: DeadlineTimer?
     private(set) var requestTimer: DeadlineTimer?
@@ -143,8 +147,9 @@ final class GatewayHandler: ChannelDuplexHandler {
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let part = unwrapInboundIn(data)
         // A pipelined request — its head arrives while the previous answer is still going out —
-        // waits its turn, and so does everything after it.
-        if !pipelined.isEmpty || (!isIdle && isHead(part)) {
+        // waits its turn, and so does everything after it. So does a request that arrives while
+        // the client is not reading its answers: answering it would only grow the outbound buffer.
+        if !pipelined.isEmpty || (isHead(part) && (!isIdle || !context.channel.isWritable)) {
             pipelined.append(part)
             return
         }
@@ -152,9 +157,11 @@ final class GatewayHandler: ChannelDuplexHandler {
     }
 
     /// Reads go on while an answer is written (so a client that leaves is noticed at once); they
-    /// are held only while a pipelined request waits, which bounds what is queued to one read.
+    /// are held while a pipelined request waits, which bounds what is queued to one read, and
+    /// while the client is not reading (the channel is not writable), which bounds what is
+    /// written to it to one read's answers past the high-water mark.
     func read(context: ChannelHandlerContext) {
-        if pipelined.isEmpty {
+        if pipelined.isEmpty && context.channel.isWritable {
             context.read()
         } else {
             readHeld = true
@@ -171,11 +178,11 @@ final class GatewayHandler: ChannelDuplexHandler {
         drainingPipelined = true
         defer { drainingPipelined = false }
         while let part = pipelined.first {
-            if !isIdle && isHead(part) { return }
+            if isHead(part) && (!isIdle || !context.channel.isWritable) { return }
             pipelined.removeFirst()
             handle(part, context: context)
         }
-        if readHeld {
+        if readHeld && context.channel.isWritable {
             readHeld = false
             context.read()
         }
@@ -190,7 +197,6 @@ final class GatewayHandler: ChannelDuplexHandler {
             case .receiving(var pending):
                 let limit = pending.state.table.configuration.limits.maxBodyBytes
                 if pending.body.readableBytes + chunk.readableBytes > limit {
-                    bodyTimer?.set(nil)
                     state = .responding
                     keepAlive = false
                     recordLocal(pending, status: 413, model: nil)
@@ -204,9 +210,9 @@ final class GatewayHandler: ChannelDuplexHandler {
                 break  // discarding, or a body after an early answer
             }
         case .end:
+            bodyTimer?.set(nil)
             switch state {
             case .receiving(let pending):
-                bodyTimer?.set(nil)
                 state = .responding
                 dispatch(pending)
             case .discarding(let answer, let close, let head, let requestID):
@@ -232,6 +238,14 @@ final class GatewayHandler: ChannelDuplexHandler {
     func channelWritabilityChanged(context: ChannelHandlerContext) {
         if case .forwarding(let exchange) = state {
             exchange.clientWritabilityChanged(context.channel.isWritable)
+        }
+        if context.channel.isWritable {
+            if !pipelined.isEmpty {
+                if isIdle { drainPipelined(context) }
+            } else if readHeld {
+                readHeld = false
+                context.read()
+            }
         }
         context.fireChannelWritabilityChanged()
     }
@@ -263,18 +277,32 @@ final class GatewayHandler: ChannelDuplexHandler {
     private func receivedHead(_ head: HTTPRequestHead, context: ChannelHandlerContext) {
         guardHandler.requestHeadReceived()
         loop.counters.requests.wrappingIncrement(ordering: .relaxed)
-        keepAlive = head.isKeepAlive && !loop.draining
+        answeringMethod = head.method
+        // NIO's parser stops for good after a CONNECT or an Upgrade request (it expects the
+        // connection to change protocols): answer it, then close.
+        let switchesProtocol = head.method == .CONNECT || head.headers.contains(name: "upgrade")
+        keepAlive = head.isKeepAlive && !loop.draining && !switchesProtocol
         let requestID = Self.acceptedRequestID(head.headers) ?? loop.nextRequestID()
         let state = loop.monitor.store.load()
         let table = state.table
         let path = head.uri.firstIndex(of: "?").map { head.uri[..<$0] } ?? head.uri[...]  // no copy
+        // Whatever the request turns out to be, its body (if any) must arrive in time: the
+        // timer runs until `.end`, in every state that reads or drops a body.
+        bodyTimer?.set(.now() + .nanoseconds(table.configuration.limits.bodyTimeout.nanoseconds))
+        if head.method == .CONNECT {
+            loop.counters.clientErrors.wrappingIncrement(ordering: .relaxed)
+            self.state = .responding
+            return respond(.error(.methodNotAllowed(method: "CONNECT", path: String(path))), head: head, requestID: requestID)
+        }
 
         let expectsContinue = head.headers.first(name: "expect")?.lowercased() == "100-continue"
         func early(_ answer: LocalAnswer, close: Bool = false) {
             loop.counters.clientErrors.wrappingIncrement(ordering: .relaxed)
-            if expectsContinue {
-                // The client waits for our word before sending its body: answer now and close
-                // rather than wait for a body that will not come.
+            let declared = head.headers.first(name: "content-length").map { Int($0) ?? Int.max } ?? 0
+            if expectsContinue || declared > table.configuration.limits.maxBodyBytes {
+                // The client waits for our word before sending its body, or announced more than
+                // the gateway would ever read: answer now and close rather than wait for a body
+                // that will not come, or read one nobody wants.
                 keepAlive = false
                 self.state = .responding
                 respond(answer, head: head, requestID: requestID)
@@ -328,23 +356,32 @@ final class GatewayHandler: ChannelDuplexHandler {
             respond(.error(.bodyTooLarge(limit: limit)), head: head, requestID: requestID)
             return
         }
-        if expectsContinue { _ = guardHandler.writeSerialized(ByteBuffer(staticString: "HTTP/1.1 100 Continue\r\n\r\n")) }
+        if expectsContinue { guardHandler.writeContinue() }
         let expected = head.headers.first(name: "content-length").flatMap(Int.init) ?? 0
         let body = context.channel.allocator.buffer(capacity: min(max(expected, 256), limit))
         let now = NIODeadline.now()
-        bodyTimer?.set(now + .nanoseconds(table.configuration.limits.bodyTimeout.nanoseconds))
         self.state = .receiving(PendingRequest(
             state: state, head: head, requestID: requestID, caller: caller, endpoint: endpoint, body: body,
             started: now))
     }
 
     private func bodyTimedOut() {
-        guard case .receiving(let pending) = state else { return }
-        state = .responding
-        keepAlive = false
-        loop.counters.clientErrors.wrappingIncrement(ordering: .relaxed)
-        recordLocal(pending, status: 408, model: nil)
-        respond(.error(.requestTimeout), head: pending.head, requestID: pending.requestID)
+        switch state {
+        case .receiving(let pending):
+            state = .responding
+            keepAlive = false
+            loop.counters.clientErrors.wrappingIncrement(ordering: .relaxed)
+            recordLocal(pending, status: 408, model: nil)
+            respond(.error(.requestTimeout), head: pending.head, requestID: pending.requestID)
+        case .discarding(_, _, let head, let requestID), .usageReport(let head, let requestID, _):
+            // A body nobody will use, still not finished: answer 408 and close.
+            state = .responding
+            keepAlive = false
+            loop.counters.clientErrors.wrappingIncrement(ordering: .relaxed)
+            respond(.error(.requestTimeout), head: head, requestID: requestID)
+        default:
+            break
+        }
     }
 
     private func authenticate(_ head: HTTPRequestHead, state: GatewayState) -> Result<Caller, GatewayError> {
@@ -421,7 +458,8 @@ final class GatewayHandler: ChannelDuplexHandler {
         let nowMs = wallClockMs()
         let windows = loop.quotaWindows(table.configuration.quotas, nowMs: nowMs)
         let cost = reservationEstimate(promptBytes: summary.promptRange?.count ?? pending.body.readableBytes,
-                                       maxTokens: summary.maxTokens, defaultMaxTokens: table.configuration.quotas.defaultMaxTokens)
+                                       maxTokens: summary.maxTokens, choices: summary.choices,
+                                       defaultMaxTokens: table.configuration.quotas.defaultMaxTokens)
         admitLocally(pending, state: state, summary: summary, model: model, pool: pool, cost: cost, windows: windows, nowMs: nowMs)
     }
 
@@ -592,38 +630,29 @@ final class GatewayHandler: ChannelDuplexHandler {
         var headers: [(String, String)] = []
         headers.reserveCapacity(12)
         headers.append(("content-type", summary.stream ? "text/event-stream" : answer.contentType))
-        if summary.stream {
-            headers.append(("cache-control", "no-cache"))
-        } else {
-            headers.append(("content-length", String(answer.body.count)))
-        }
+        if summary.stream { headers.append(("cache-control", "no-cache")) }
         headers.append(("x-cache", "HIT"))
-        headers.append(("age", String(max(0, (nowMs - answer.createdMs) / 1000))))
+        headers.append(("age", String(CachedAnswer.ageSeconds(createdMs: answer.createdMs, nowMs: nowMs))))
         headers.append(("x-request-id", pending.requestID))
         if !state.quotas.departments[pending.caller.department].limits.isUnlimited {
             let windows = loop.quotaWindows(state.quotas.settings, nowMs: nowMs)
             headers += state.quotas.headers(department: pending.caller.department, at: windows, nowMs: nowMs)
         }
-        let closing = !keepAlive || loop.draining
-        let finish: () -> Void
+        // The whole answer serialized into one buffer: one write, one iovec.
+        var buffer = context.channel.allocator.buffer(capacity: 256 + answer.body.count + events.count * 8)
+        writer.head(into: &buffer, status: 200, headers: headers, contentLength: summary.stream ? nil : answer.body.count,
+                    method: answeringMethod, close: !keepAlive || loop.draining)
         if summary.stream {
-            if closing { headers.append(("connection", "close")) }
-            context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .ok, headers: HTTPHeaders(headers)))), promise: nil)
-            for event in events { context.write(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(bytes: event)))), promise: nil) }
-            finish = { self.writeEnd(context) }
+            for event in events { writer.body(ByteBuffer(bytes: event), into: &buffer) }
         } else {
-            // Head and body serialized into one buffer, past the HTTP encoder: one write, one iovec.
-            var buffer = context.channel.allocator.buffer(capacity: 256 + answer.body.count)
-            buffer.writeResponseHead(status: 200, headers: headers, close: closing)
-            buffer.writeBytes(answer.body)
-            finish = { self.endSerialized(buffer, closing: closing) }
+            writer.body(ByteBuffer(bytes: answer.body), into: &buffer)
         }
         let latency = Double((NIODeadline.now() - pending.started).nanoseconds) / 1e6
         loop.record(UsageRecord(
             timeMs: nowMs - Int64(latency), requestID: pending.requestID, department: state.table.departments[pending.caller.department].name,
             keyPrefix: pending.caller.keyPrefix, model: model, endpoint: pending.endpoint.name, instance: nil, status: 200,
             latencyMs: latency, ttftMs: summary.stream ? latency : nil, cache: .hit, stream: summary.stream, promptPreview: preview))
-        finish()
+        writeEnd(context, with: buffer)
         return true
     }
 
@@ -653,6 +682,7 @@ final class GatewayHandler: ChannelDuplexHandler {
             respond(.error(error), head: exchange.head, requestID: exchange.requestID, log: false)
         case .abort:
             state = .closed
+            writer.abandon()
             context?.flush()
             context?.close(promise: nil)
         case .complete:
@@ -661,70 +691,43 @@ final class GatewayHandler: ChannelDuplexHandler {
         }
     }
 
-    /// Ends a response; a pipelined request waiting behind it goes next. A connection that
-    /// does not stay open is closed once the end is out.
-    private func writeEnd(_ context: ChannelHandlerContext) {
-        let serialized = serializedAnswer
-        serializedAnswer = false
-        if keepAlive && !loop.draining {
+    /// Ends the answer being written: `pending` (its last bytes, if any) and the framing's end go
+    /// out in one flush. A pipelined request waiting behind it goes next. A connection that does
+    /// not stay open — or whose answer broke its own framing — is closed once the end is out.
+    private func writeEnd(_ context: ChannelHandlerContext, with pending: ByteBuffer? = nil) {
+        var buffer = pending ?? context.channel.allocator.buffer(capacity: 8)
+        let wellFramed = writer.end(into: &buffer)
+        if keepAlive && !loop.draining && wellFramed {
             state = .idle
             guardHandler.responseCompleted()
-            if serialized {
-                context.flush()  // the body's length is in its head: nothing more to write
-            } else {
-                context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
-            }
+            context.writeAndFlush(wrapOutboundOut(buffer), promise: nil)
             if !pipelined.isEmpty || readHeld { drainPipelined(context) }
         } else {
             state = .closed
-            let written = serialized
-                ? guardHandler.writeSerialized(context.channel.allocator.buffer(capacity: 0))
-                : context.writeAndFlush(wrapOutboundOut(.end(nil)))
-            written?.assumeIsolated().whenComplete { _ in context.close(promise: nil) }
+            context.writeAndFlush(wrapOutboundOut(buffer)).assumeIsolated().whenComplete { _ in context.close(promise: nil) }
         }
     }
 
-    /// Like `writeEnd`, for a response serialized whole (`answerFromCache`): written past the
-    /// HTTP encoder, which never sees it.
-    private func endSerialized(_ buffer: ByteBuffer, closing: Bool) {
+    /// Starts a forwarded answer: its head, framed by `contentLength` when the instance gave
+    /// one and the body passes unchanged, else chunked. Written at the next flush.
+    func beginAnswer(status: Int, headers: [(String, String)], contentLength: Int?) {
         guard let context else { return }
-        if !closing {
-            state = .idle
-            guardHandler.responseCompleted()
-            _ = guardHandler.writeSerialized(buffer)
-            if !pipelined.isEmpty || readHeld { drainPipelined(context) }
-        } else {
-            state = .closed
-            guardHandler.writeSerialized(buffer)?.assumeIsolated().whenComplete { _ in context.close(promise: nil) }
+        var buffer = context.channel.allocator.buffer(capacity: 512)
+        writer.head(into: &buffer, status: status, headers: headers, contentLength: contentLength, method: answeringMethod,
+                    close: !keepAlive || loop.draining)
+        context.write(wrapOutboundOut(buffer), promise: nil)
+    }
+
+    /// A part of a forwarded answer's body, framed by the writer; a length-framed part goes out
+    /// as it came, without a copy.
+    func writeResponseBody(_ part: ByteBuffer) {
+        guard let context else { return }
+        if let same = writer.passThrough(part) {
+            context.write(wrapOutboundOut(same), promise: nil)
+            return
         }
-    }
-
-    /// The forwarded answer's head went out serialized: its body goes out as is, past the encoder.
-    private var serializedAnswer = false
-
-    /// Writes a forwarded answer's head serialized, past the HTTP encoder, for an answer framed
-    /// by `content-length` (its body then passes as is). Saves building an `HTTPResponseHead`
-    /// and the encoder's work; streams and other framings use `writeResponseHead`.
-    func writeSerializedHead(status: Int, headers: [(String, String)]) {
-        var buffer = ByteBuffer()
-        buffer.reserveCapacity(512)
-        buffer.writeResponseHead(status: status, headers: headers, close: !keepAlive)
-        serializedAnswer = true
-        guardHandler.writeSerializedNoFlush(buffer)
-    }
-
-    func writeResponseHead(_ head: HTTPResponseHead) {
-        var head = head
-        if !keepAlive { head.headers.replaceOrAdd(name: "connection", value: "close") }
-        context?.write(wrapOutboundOut(.head(head)), promise: nil)
-    }
-
-    func writeResponseBody(_ buffer: ByteBuffer) {
-        if serializedAnswer {
-            guardHandler.writeSerializedNoFlush(buffer)
-        } else {
-            context?.write(wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
-        }
+        var buffer = context.channel.allocator.buffer(capacity: part.readableBytes + 16)
+        if writer.body(part, into: &buffer) { context.write(wrapOutboundOut(buffer), promise: nil) }
     }
 
     func flush() { context?.flush() }
@@ -733,23 +736,22 @@ final class GatewayHandler: ChannelDuplexHandler {
 
     func closeNow() {
         state = .closed
+        writer.abandon()
         context?.close(promise: nil)
     }
 
     private func respond(_ answer: LocalAnswer, head: HTTPRequestHead?, requestID: String?, log: Bool = true) {
         guard let context else { return }
-        var headers = HTTPHeaders()
+        var headers: [(String, String)] = [("content-type", "application/json")]
         headers.reserveCapacity(6)
-        headers.add(name: "content-type", value: "application/json")
-        headers.add(name: "content-length", value: String(answer.body.utf8.count))
-        if let requestID { headers.add(name: "x-request-id", value: requestID) }
-        for (name, value) in answer.headers { headers.add(name: name, value: value) }
-        if !keepAlive { headers.add(name: "connection", value: "close") }
-        context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: answer.status, headers: headers))), promise: nil)
-        if head?.method != .HEAD {
-            context.write(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(string: answer.body)))), promise: nil)
-        }
-        writeEnd(context)
+        if let requestID { headers.append(("x-request-id", requestID)) }
+        headers += answer.headers
+        let length = answer.body.utf8.count
+        var buffer = context.channel.allocator.buffer(capacity: 256 + length)
+        writer.head(into: &buffer, status: Int(answer.status.code), headers: headers, contentLength: length,
+                    method: head?.method ?? answeringMethod, close: !keepAlive || loop.draining)
+        writer.body(ByteBuffer(string: answer.body), into: &buffer)
+        writeEnd(context, with: buffer)
         if log, let head, let error = answer.error {
             loop.logger.info("request refused", metadata: [
                 "request_id": "\(requestID ?? "-")", "method": "\(head.method.rawValue)", "path": "\(head.uri)",

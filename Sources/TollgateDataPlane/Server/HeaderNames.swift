@@ -1,3 +1,5 @@
+import NIOHTTP1
+
 /// Header names the gateway drops or rewrites when it forwards a request or an answer,
 /// matched without building a lower-cased copy of each name (`String.lowercased()` allocated a
 /// new string per header, twice per request, on the hot path).
@@ -11,11 +13,27 @@ enum HeaderNames {
         "x-real-ip", "x-forwarded-proto",
     ].map { Array($0.utf8) }
 
-    /// Not passed from an instance to the client: hop-by-hop headers and the request id the
-    /// gateway sets itself.
+    /// Not passed from an instance to the client: hop-by-hop headers, the request id the
+    /// gateway sets itself, and
+    /// gateway sets itself; `content-length`, which the response writer sets from the framing it
+    /// chooses.
     static let droppedFromResponse: [[UInt8]] = [
         "connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer", "upgrade", "x-request-id",
+        "content-length",
     ].map { Array($0.utf8) }
+
+    /// The header names a `Connection` header lists (RFC 9110 7.6.1: hop-by-hop, not forwarded),
+    /// lower-cased; nil when there is no `Connection` header or it names only `close`/`keep-alive`.
+    static func listedInConnection(_ headers: HTTPHeaders) -> [[UInt8]]? {
+        guard headers.contains(name: "connection") else { return nil }
+        var names: [[UInt8]] = []
+        for value in headers[canonicalForm: "connection"] {
+            let name = value.lowercased()
+            if name == "close" || name == "keep-alive" || name.isEmpty { continue }
+            names.append(Array(name.utf8))
+        }
+        return names.isEmpty ? nil : names
+    }
 
     static let forwardedFor = Array("x-forwarded-for".utf8)
     /// The scheme of an `Authorization` value, with its space.

@@ -23,6 +23,8 @@ public final class LoopCounters: Sendable {
     public let cacheMisses = ManagedAtomic<Int>(0)
     public let cacheBypasses = ManagedAtomic<Int>(0)
     public let activeConnections = ManagedAtomic<Int>(0)
+    /// Connections refused at `limits.max_connections`.
+    public let connectionsRefused = ManagedAtomic<Int>(0)
     public let activeRequests = ManagedAtomic<Int>(0)
     /// Labelled counters and histograms for `/metrics` (see `Metrics/LoopMetrics`).
     public let metrics = LoopMetrics()
@@ -173,11 +175,16 @@ final class LoopContext {
         guard usageSink != nil else { return }
         var r = record
         r.replica = usageSink?.replica
+        // A client's text is stored bounded: a 2 MB `model` is a row of 256 bytes, not 2 MB.
+        if let model = r.model, model.utf8.count > Self.maxStoredText { r.model = GatewayError.excerpt(model, limit: Self.maxStoredText) }
         counters.metrics.count(r)
         pendingUsage.append(r)
         if let prefix = r.keyPrefix { pendingLastUsed[prefix] = r.timeMs }
         if pendingUsage.count >= Self.usageBatch { flushUsage() }
     }
+
+    /// The longest client-given text (a model name) kept in a ledger row.
+    static let maxStoredText = 256
 
     func flushUsage() {
         guard let sink = usageSink, !pendingUsage.isEmpty else { return }

@@ -1,26 +1,6 @@
 import NIOCore
 import TollgateCore
 
-/// The last bytes of an answer, where OpenAI-compatible servers put `usage`. Bounded, so a
-/// long answer costs no more than a short one.
-struct ResponseTail {
-    static let capacity = 8192
-    private(set) var bytes: [UInt8] = []
-
-    mutating func append(_ buffer: ByteBuffer) {
-        let n = buffer.readableBytes
-        if n >= Self.capacity {
-            bytes = buffer.getBytes(at: buffer.readerIndex + n - Self.capacity, length: Self.capacity) ?? []
-            return
-        }
-        let overflow = bytes.count + n - Self.capacity
-        if overflow > 0 { bytes.removeFirst(overflow) }
-        buffer.withUnsafeReadableBytes { bytes.append(contentsOf: $0) }
-    }
-
-    func usage() -> TokenUsage? { UsageScanner.lastUsage(in: bytes) }
-}
-
 /// For a stream whose usage the gateway asked for on the client's behalf: passes every SSE
 /// event through except the usage-only one (`"choices":[]` with `usage`), whose counters it
 /// keeps. Events split across reads are held back until complete.

@@ -1,0 +1,89 @@
+/// Finds an answer's `usage` wherever it is, as the answer passes in parts: at the end of a
+/// JSON answer (as OpenAI-compatible servers put it), in a stream's last event, or anywhere
+/// before several megabytes of other members. Memory is bounded: what is kept between parts is
+/// the start of a `usage` object not yet complete (at most `maxObjectBytes`) or a few bytes
+/// that may hold the start of the member name.
+public struct UsageWatcher: Sendable {
+    /// A `usage` object longer than this is not waited for.
+    public static let maxObjectBytes = 4096
+    private static let key = Array("\"usage\"".utf8)
+    /// Enough to see a member name split across parts and the backslashes before it.
+    private static let keep = 64
+
+    private var window: [UInt8] = []
+    /// The last complete `usage` seen so far.
+    public private(set) var usage: TokenUsage?
+
+    public init() {}
+
+    public mutating func feed(_ part: UnsafeRawBufferPointer) {
+        guard part.count > 0 else { return }
+        window.append(contentsOf: part)
+        window.withUnsafeBytes { bytes in
+            if let found = UsageScanner.lastUsage(in: bytes) { usage = found }
+        }
+        // Keep the last `"usage"` whose object may still be arriving, else a short tail.
+        let cut = window.withUnsafeBytes { bytes -> Int in
+            if let start = UsageScanner.lastIncompleteUsage(in: bytes), bytes.count - start <= Self.maxObjectBytes {
+                return max(0, start - Self.keep)
+            }
+            return max(0, bytes.count - Self.keep)
+        }
+        if cut > 0 { window.removeFirst(cut) }
+    }
+}
+
+extension UsageScanner {
+    /// The offset of the last `"usage"` member name (outside a string) whose object does not end
+    /// within `bytes`; nil when there is none.
+    static func lastIncompleteUsage(in bytes: UnsafeRawBufferPointer) -> Int? {
+        let key = Array("\"usage\"".utf8)
+        guard bytes.count >= key.count else { return nil }
+        var i = bytes.count - key.count
+        while i >= 0 {
+            if bytes[i] == UInt8(ascii: "\""), bytes[i + 1] == UInt8(ascii: "u") {
+                var same = true
+                for k in 0..<key.count where bytes[i + k] != key[k] { same = false; break }
+                if same {
+                    var slashes = 0
+                    var j = i - 1
+                    while j >= 0, bytes[j] == UInt8(ascii: "\\") { slashes += 1; j -= 1 }
+                    if slashes % 2 == 0 {
+                        return objectEnds(bytes, after: i + key.count) ? nil : i
+                    }
+                }
+            }
+            i -= 1
+        }
+        return nil
+    }
+
+    /// Whether the `: { ... }` after a member name ends within `bytes` (or is not an object at all).
+    private static func objectEnds(_ b: UnsafeRawBufferPointer, after start: Int) -> Bool {
+        var i = start
+        while i < b.count, b[i] == 0x20 || b[i] == 0x0A || b[i] == 0x0D || b[i] == 0x09 { i += 1 }
+        guard i < b.count else { return false }
+        guard b[i] == UInt8(ascii: ":") else { return true }
+        i += 1
+        while i < b.count, b[i] == 0x20 || b[i] == 0x0A || b[i] == 0x0D || b[i] == 0x09 { i += 1 }
+        guard i < b.count else { return false }
+        guard b[i] == UInt8(ascii: "{") else { return true }
+        var depth = 0
+        var inString = false
+        while i < b.count {
+            let c = b[i]
+            if inString {
+                if c == UInt8(ascii: "\\") { i += 1 } else if c == UInt8(ascii: "\"") { inString = false }
+            } else if c == UInt8(ascii: "\"") {
+                inString = true
+            } else if c == UInt8(ascii: "{") {
+                depth += 1
+            } else if c == UInt8(ascii: "}") {
+                depth -= 1
+                if depth == 0 { return true }
+            }
+            i += 1
+        }
+        return false
+    }
+}
