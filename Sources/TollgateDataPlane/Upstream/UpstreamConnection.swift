@@ -31,7 +31,14 @@ final class UpstreamHandler: ChannelDuplexHandler {
     func handlerRemoved(context: ChannelHandlerContext) { self.context = nil }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        delegate?.upstreamRead(unwrapInboundIn(data))
+        guard let delegate else {
+            // Nothing was asked on this connection: bytes past an answer's end (more than its
+            // `content-length`, or a second answer) would become the next request's answer.
+            // The connection is not to be trusted again.
+            context.close(promise: nil)
+            return
+        }
+        delegate.upstreamRead(unwrapInboundIn(data))
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
