@@ -147,10 +147,13 @@ final class HostilePeerTests: XCTestCase {
         socket.setReceiveBuffer(4096)
         let request = Array("GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n".utf8)
         let batch = Array([[UInt8]](repeating: request, count: 200).joined())
+        var offset = 0  // where in `batch` the stream is: a partial send must be continued, not restarted
         func flood(for duration: Duration) async throws {
             let end = ContinuousClock.now + duration
             while ContinuousClock.now < end {
-                if socket.trySend(batch) == 0 { try await Task.sleep(for: .milliseconds(10)) }
+                let n = socket.trySend(Array(batch[offset...]))
+                offset = (offset + n) % batch.count
+                if n == 0 { try await Task.sleep(for: .milliseconds(10)) }
             }
         }
         func answered() -> Int { gw.dataPlane.counters.reduce(0) { $0 + $1.requests.load(ordering: .relaxed) } }
