@@ -137,6 +137,36 @@ final class HostilePeerTests: XCTestCase {
         await gw.stop()
     }
 
+    /// A request waiting on an identical one (single flight) whose client leaves gives its
+    /// reservation back: the quota ends up charged with the leader's usage only.
+    func testASingleFlightFollowerThatLeavesReleasesItsReservation() async throws {
+        let redis = try RedisServer()
+        defer { redis.stop() }
+        var simulator = SimulatorConfiguration()
+        simulator.timeToFirstToken = .milliseconds(400)
+        let gw = try await GatewayFixture.start(instances: 1, simulator: simulator, redis: try RedisConfiguration(url: redis.url())) { config in
+            config.departments[1].quota = QuotaLimits(tokensPerMinute: 1_000_000)
+        }
+        let body = #"{"model":"qwen2.5-0.5b-instruct","temperature":0,"max_tokens":500,"messages":[{"role":"user","content":"same question"}]}"#
+        let leader = try RawSocket(port: gw.port)
+        try leader.send(post("/v1/chat/completions", body))
+        try await Task.sleep(for: .milliseconds(100))
+        var follower: RawSocket? = try RawSocket(port: gw.port)
+        try follower!.send(post("/v1/chat/completions", body))
+        try await Task.sleep(for: .milliseconds(100))
+        follower = nil  // closes: the follower leaves while the leader is still at the instance
+        XCTAssertEqual(try leader.readResponse(method: "POST", timeout: .seconds(5)).status, 200)
+        try await Task.sleep(for: .milliseconds(100))
+        let quotas = gw.dataPlane.state.quotas
+        var calendar = QuotaCalendar(timeZone: quotas.settings.timeZone)
+        let used = quotas.usage(department: 1, at: calendar.current(atMs: Int64(Date().timeIntervalSince1970 * 1000)))[.tokensPerMinute] ?? 0
+        let stats = gw.instances[0].stats
+        XCTAssertEqual(stats.generations, 1, "one generation for both")
+        XCTAssertEqual(used, stats.promptTokens + stats.completionTokens, "the follower's 500-token reservation was given back")
+        _ = follower
+        await gw.stop()
+    }
+
     // MARK: Clients that never read, never finish, or switch protocols
 
     /// Pipelined GETs from a client that never reads: the gateway stops reading once it cannot

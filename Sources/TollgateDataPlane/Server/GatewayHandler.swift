@@ -230,6 +230,10 @@ final class GatewayHandler: ChannelDuplexHandler {
 
     func channelInactive(context: ChannelHandlerContext) {
         if case .forwarding(let exchange) = state { exchange.clientClosed() }
+        if let f = follower {
+            follower = nil
+            f.abandon()
+        }
         state = .closed
         connectionGone()
         context.fireChannelInactive()
@@ -519,7 +523,9 @@ final class GatewayHandler: ChannelDuplexHandler {
         redis.get(redisKey).assumeIsolated().whenComplete { [weak self] result in
             guard let self else { return }
             guard case .responding = self.state, self.context != nil else {
+                // The client left while Redis answered: its reservation back, and its row.
                 self.release(reservation, state: state)
+                self.recordLocal(pending, status: 499, model: model, stream: summary.stream)
                 return
             }
             switch result {
@@ -547,7 +553,11 @@ final class GatewayHandler: ChannelDuplexHandler {
                     self.startExchange(pending, state: state, summary: summary, model: model, pool: pool, reservation: reservation,
                                        cache: plan(.miss, store: decision.store, leader: true))
                 } else {
-                    self.follower = Follower(requestID: requestID) { [weak self] answer in
+                    self.follower = Follower(requestID: requestID, abandon: { [weak self] in
+                        // The client left while it waited: nothing was used, and the request has its row.
+                        self?.release(reservation, state: state)
+                        self?.recordLocal(pending, status: 499, model: model, stream: summary.stream)
+                    }) { [weak self] answer in
                         guard let self else { return }
                         if let answer, self.answerFromCache(answer, pending: pending, state: state, summary: summary, model: model,
                                                             reservation: reservation, preview: preview) {
@@ -599,6 +609,8 @@ final class GatewayHandler: ChannelDuplexHandler {
     /// A request waiting for an identical one to come back from an instance.
     struct Follower {
         let requestID: String
+        /// The client closed before the flight ended.
+        let abandon: () -> Void
         let resume: (CachedAnswer?) -> Void
     }
     private var follower: Follower?
