@@ -155,6 +155,15 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .testTarget(
+            name: "TollgateDataPlaneTests",
+            dependencies: [
+                "TollgateDataPlane",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
             name: "TollgateRedisTests",
             dependencies: [
                 "TollgateRedis",
