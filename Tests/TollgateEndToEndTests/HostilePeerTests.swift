@@ -289,6 +289,35 @@ final class HostilePeerTests: XCTestCase {
         await gw.stop()
     }
 
+    /// Usage reports block on SQLite off the loops: a burst of them is refused with 503 beyond a
+    /// few per loop instead of queueing without bound behind a slow one.
+    func testUsageReportsAreBoundedNotQueuedWithoutEnd() async throws {
+        let release = DispatchSemaphore(value: 0)
+        let gw = try await GatewayFixture.start(instances: 1, usageReporter: { _, _ in
+            release.wait()
+            return (200, "{}")
+        })
+        var sockets: [RawSocket] = []
+        for _ in 0..<40 {
+            let socket = try RawSocket(port: gw.port)
+            try socket.send("GET /v1/usage HTTP/1.1\r\nhost: x\r\nauthorization: Bearer \(TestKeys.engineering)\r\n\r\n")
+            sockets.append(socket)
+        }
+        try await Task.sleep(for: .milliseconds(300))
+        for _ in 0..<40 { release.signal() }
+        var statuses: [Int: Int] = [:]
+        for socket in sockets {
+            let answer = try socket.readResponse(timeout: .seconds(5))
+            statuses[answer.status, default: 0] += 1
+            if answer.status == 503 { XCTAssertNotNil(answer.header("retry-after")) }
+        }
+        XCTAssertGreaterThan(statuses[503] ?? 0, 0, "\(statuses)")
+        XCTAssertLessThanOrEqual(statuses[200] ?? 0, 8, "at most 4 per loop ran: \(statuses)")
+        XCTAssertEqual((statuses[200] ?? 0) + (statuses[503] ?? 0), 40)
+        try await assertServed(gw)
+        await gw.stop()
+    }
+
     // MARK: Instances that misbehave
 
     /// One instance misbehaving in each way an instance can: each costs the one request (retried

@@ -779,10 +779,19 @@ final class GatewayHandler: ChannelDuplexHandler {
             respond(.error(.notFound(method: "GET", path: "/v1/usage")), head: head, requestID: requestID)
             return
         }
+        // Reports read SQLite on a small thread pool: each loop lets a few wait there, and
+        // refuses more rather than queue without bound behind a slow one.
+        guard loop.usageReportsRunning < LoopContext.maxUsageReports else {
+            respond(.error(.overloaded("too many usage reports at once")), head: head, requestID: requestID)
+            return
+        }
+        loop.usageReportsRunning += 1
         let query = head.uri.split(separator: "?", maxSplits: 1).dropFirst().first.map(String.init) ?? ""
+        let loop = self.loop
         loop.threadPool.runIfActive(eventLoop: context.eventLoop) {
             try reporter(department, query)
         }.assumeIsolated().whenComplete { [weak self] result in
+            loop.usageReportsRunning -= 1
             guard let self else { return }
             switch result {
             case .success(let answer):

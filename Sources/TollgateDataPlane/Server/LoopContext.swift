@@ -183,6 +183,10 @@ final class LoopContext {
         if pendingUsage.count >= Self.usageBatch { flushUsage() }
     }
 
+    /// `GET /v1/usage` reports of this loop on the thread pool now, and how many may be.
+    var usageReportsRunning = 0
+    static let maxUsageReports = 4
+
     /// The longest client-given text (a model name) kept in a ledger row.
     static let maxStoredText = 256
 

@@ -28,7 +28,7 @@ final class GatewayFixture: Sendable {
     static func start(
         instances count: Int = 4, gpus: Int = 2, simulator: SimulatorConfiguration = SimulatorConfiguration(),
         redis: RedisConfiguration? = nil,
-        configure: (inout GatewayConfiguration) -> Void = { _ in }
+        configure: (inout GatewayConfiguration) -> Void = { _ in }, usageReporter: UsageReporter? = nil
     ) async throws -> GatewayFixture {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
         var sims: [SimulatedInstance] = []
@@ -60,7 +60,7 @@ final class GatewayFixture: Sendable {
         XCTAssertEqual(problems, [], "test configuration is valid")
         var logger = Logger(label: "tollgate-test")
         logger.logLevel = ProcessInfo.processInfo.environment["TOLLGATE_TEST_LOG"].flatMap(Logger.Level.init(rawValue:)) ?? .critical
-        let dataPlane = DataPlane(table: RoutingTable(configuration: config), logger: logger)
+        let dataPlane = DataPlane(table: RoutingTable(configuration: config), logger: logger, usageReporter: usageReporter)
         if let redis {
             dataPlane.attachRedis(RedisClientGroup(configuration: redis, group: dataPlane.group, logger: logger))
             for _ in 0..<250 where (dataPlane.redis?.availableConnections ?? 0) < config.eventLoops {
