@@ -74,4 +74,13 @@ final class ResponseWriterTests: XCTestCase {
         XCTAssertTrue(writer.body(ByteBuffer(string: "de"), into: &out))
         XCTAssertTrue(writer.end(into: &out))
     }
+
+    func testHTTP10GetsNoChunksButAClose() {
+        var writer = ResponseWriter()
+        var out = ByteBuffer()
+        writer.head(into: &out, status: 200, headers: [], contentLength: nil, method: .POST, close: false, http10: true)
+        writer.body(ByteBuffer(string: "data: 1\n\n"), into: &out)
+        XCTAssertFalse(writer.end(into: &out), "the close ends the body")
+        XCTAssertEqual(String(buffer: out), "HTTP/1.1 200 OK\r\nconnection: close\r\n\r\ndata: 1\n\n")
+    }
 }

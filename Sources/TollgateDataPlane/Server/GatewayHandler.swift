@@ -92,6 +92,8 @@ final class GatewayHandler: ChannelDuplexHandler {
     private var writer = ResponseWriter()
     /// The method of the request being answered: a `HEAD` gets no body, whichever path answers.
     private var answeringMethod = HTTPMethod.GET
+    /// The request being answered is HTTP/1.0 (no chunked framing for it).
+    private var answeringHTTP10 = false
     /// Per-connection timers, re-armed by each request without rescheduling (see `DeadlineTimer`).
     private var bodyTimer: DeadlineTimer?
     private(set) var requestTimer: DeadlineTimer?
@@ -282,6 +284,7 @@ final class GatewayHandler: ChannelDuplexHandler {
         guardHandler.requestHeadReceived()
         loop.counters.requests.wrappingIncrement(ordering: .relaxed)
         answeringMethod = head.method
+        answeringHTTP10 = head.version.major == 1 && head.version.minor == 0
         // NIO's parser stops for good after a CONNECT or an Upgrade request (it expects the
         // connection to change protocols): answer it, then close.
         let switchesProtocol = head.method == .CONNECT || head.headers.contains(name: "upgrade")
@@ -653,7 +656,7 @@ final class GatewayHandler: ChannelDuplexHandler {
         // The whole answer serialized into one buffer: one write, one iovec.
         var buffer = context.channel.allocator.buffer(capacity: 256 + answer.body.count + events.count * 8)
         writer.head(into: &buffer, status: 200, headers: headers, contentLength: summary.stream ? nil : answer.body.count,
-                    method: answeringMethod, close: !keepAlive || loop.draining)
+                    method: answeringMethod, close: !keepAlive || loop.draining, http10: answeringHTTP10)
         if summary.stream {
             for event in events { writer.body(ByteBuffer(bytes: event), into: &buffer) }
         } else {
@@ -726,7 +729,7 @@ final class GatewayHandler: ChannelDuplexHandler {
         guard let context else { return }
         var buffer = context.channel.allocator.buffer(capacity: 512)
         writer.head(into: &buffer, status: status, headers: headers, contentLength: contentLength, method: answeringMethod,
-                    close: !keepAlive || loop.draining)
+                    close: !keepAlive || loop.draining, http10: answeringHTTP10)
         context.write(wrapOutboundOut(buffer), promise: nil)
     }
 

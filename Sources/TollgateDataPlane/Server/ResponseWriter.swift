@@ -20,6 +20,8 @@ struct ResponseWriter {
         case length(remaining: Int)
         /// `transfer-encoding: chunked`.
         case chunked
+        /// Ended by closing the connection: an HTTP/1.0 client cannot read chunks.
+        case untilClose
     }
 
     /// The answer being written, if one is.
@@ -41,8 +43,9 @@ struct ResponseWriter {
     ///     `connection`, which this writer sets.
     ///   - contentLength: the body's length when known; nil frames the body as chunked.
     ///   - close: the connection closes after this answer (`connection: close`).
+    ///   - http10: the request was HTTP/1.0: a body of unknown length is ended by a close.
     mutating func head(into buffer: inout ByteBuffer, status: Int, headers: [(String, String)], contentLength: Int?,
-                       method: HTTPMethod, close: Bool) {
+                       method: HTTPMethod, close: Bool, http10: Bool = false) {
         precondition(framing == nil, "an answer's head written while another answer is in progress")
         overrun = false
         buffer.writeStaticString("HTTP/1.1 ")
@@ -56,18 +59,19 @@ struct ResponseWriter {
             // A HEAD answer carries the framing headers the GET would have had (RFC 9110 9.3.2).
             if let contentLength {
                 buffer.writeHeader("content-length", String(contentLength))
-            } else {
+            } else if !http10 {
                 buffer.writeStaticString("transfer-encoding: chunked\r\n")
             }
         }
-        if close { buffer.writeStaticString("connection: close\r\n") }
+        let closeDelimited = http10 && contentLength == nil && Self.hasBody(status: status, method: method)
+        if close || closeDelimited { buffer.writeStaticString("connection: close\r\n") }
         buffer.writeStaticString("\r\n")
         if !Self.hasBody(status: status, method: method) {
             framing = Framing.none
         } else if let contentLength {
             framing = .length(remaining: max(0, contentLength))
         } else {
-            framing = .chunked
+            framing = http10 ? .untilClose : .chunked
         }
     }
 
@@ -94,6 +98,10 @@ struct ResponseWriter {
             buffer.writeStaticString("\r\n")
             buffer.writeBuffer(&part)
             buffer.writeStaticString("\r\n")
+            return true
+        case .untilClose:
+            var part = part
+            buffer.writeBuffer(&part)
             return true
         }
     }
@@ -122,6 +130,8 @@ struct ResponseWriter {
         case .chunked?:
             buffer.writeStaticString("0\r\n\r\n")
             return true
+        case .untilClose?:
+            return false  // the close ends the body
         case nil:
             return true
         }
