@@ -76,6 +76,95 @@ final class LedgerTests: XCTestCase {
         return Rig(gateway: gateway, sims: sims, group: group, port: port, dir: dir)
     }
 
+    /// Every way a request can end — forwarded, streamed, answered from the cache, refused by its
+    /// quota or as malformed, left by its client while an instance worked — ends in one place:
+    /// one ledger row each, and the department's counter holds exactly the tokens the instances
+    /// reported (every reservation settled or given back).
+    func testEveryPathEndsWithOneRowAndABalancedReservation() async throws {
+        let redisServer = try RedisServer()
+        defer { redisServer.stop() }
+        var simulator = SimulatorConfiguration()
+        simulator.tokensPerSecond = 200
+        let rig = try await start(instances: 1, simulator: simulator, redis: try RedisConfiguration(url: redisServer.url())) { config in
+            // Small enough that the sixth request finds it used up.
+            config.departments[0].quota = QuotaLimits(tokensPerMinute: 20)
+        }
+        for _ in 0..<250 where (rig.gateway.dataPlane.redis?.availableConnections ?? 0) < 2 { try await Task.sleep(for: .milliseconds(20)) }
+        let client = try await HTTPTestClient.connect(port: rig.port, group: rig.group)
+        func ask(_ content: String, _ extra: String, stream: Bool = false) async throws -> Answer {
+            try await client.chat(key: TestKeys.engineering, content: content, extra: extra, stream: stream)
+        }
+        var statuses: [Int] = []
+        statuses.append(try await ask("forwarded", #","max_tokens":4"#).status)
+        statuses.append(try await ask("cached", #","temperature":0,"max_tokens":4"#).status)
+        try await Task.sleep(for: .milliseconds(150))
+        let hit = try await ask("cached", #","temperature":0,"max_tokens":4"#)
+        statuses.append(hit.status)
+        XCTAssertEqual(hit.headers.first(name: "x-cache"), "HIT")
+        // A client that leaves while the instance is still generating (200 tokens at 200/s).
+        let leaving = try RawSocket(port: rig.port)
+        let body = #"{"model":"qwen2.5-0.5b-instruct","max_tokens":200,"messages":[{"role":"user","content":"leaving"}]}"#
+        try leaving.send("POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer \(TestKeys.engineering)\r\ncontent-length: \(body.utf8.count)\r\n\r\n\(body)")
+        try await Task.sleep(for: .milliseconds(200))
+        _ = consume leaving
+        try await Task.sleep(for: .milliseconds(200))
+        statuses.append(try await ask("streamed", #","max_tokens":4"#, stream: true).status)
+        statuses.append(try await ask("over quota", #","max_tokens":4"#).status)
+        statuses.append(try await ask("malformed", #","max_tokens":-3"#).status)
+        XCTAssertEqual(statuses, [200, 200, 200, 200, 429, 400])
+        await client.close()
+
+        await rig.gateway.dataPlane.flushUsage()
+        await rig.ledger.writer.flush()
+        let rows = try rig.rows("SELECT status, cache, prompt_tokens, completion_tokens FROM usage")
+        XCTAssertEqual(rows.map { $0["status"] as Int }.sorted(), [200, 200, 200, 200, 400, 429, 499], "one row per request: \(rows)")
+        XCTAssertEqual(rows.filter { ($0["cache"] as String) == "hit" }.count, 1)
+        let reported = rows.reduce(0) { $0 + (($1["prompt_tokens"] as Int?) ?? 0) + (($1["completion_tokens"] as Int?) ?? 0) }
+        let generated = rig.sims[0].stats.promptTokens + rig.sims[0].stats.completionTokens
+        let quotas = rig.gateway.dataPlane.state.quotas
+        var calendar = QuotaCalendar(timeZone: quotas.settings.timeZone)
+        let used = quotas.usage(department: 0, at: calendar.current(atMs: Int64(Date().timeIntervalSince1970 * 1000)))[.tokensPerMinute] ?? 0
+        XCTAssertEqual(used, reported, "the counter holds what the instances reported: nothing reserved is left behind")
+        XCTAssertEqual(reported, generated)
+        // Counted in the metrics too.
+        let metrics = await rig.gateway.dataPlane.metricsSnapshot()
+        XCTAssertEqual(metrics.requests.filter { $0.key.department == "engineering" }.reduce(0) { $0 + $1.value }, 7)
+        await rig.stop()
+    }
+
+    /// An instance's error answer without usage costs nothing: it generated nothing. (It was
+    /// charged the whole reservation: a 2,000,000-token request refused by the instance's
+    /// context limit used up the department's day.)
+    func testAnInstanceErrorWithoutUsageCostsNothing() async throws {
+        let rig = try await start(instances: 1) { config in
+            config.departments[0].quota = QuotaLimits(tokensPerMinute: 1_000_000)
+        }
+        let client = try await HTTPTestClient.connect(port: rig.port, group: rig.group)
+        let refused = try await client.chat(key: TestKeys.engineering, extra: #","max_tokens":2000000"#)
+        XCTAssertEqual(refused.status, 400, "the instance's context limit")
+        await client.close()
+        try await Task.sleep(for: .milliseconds(50))
+        let quotas = rig.gateway.dataPlane.state.quotas
+        var calendar = QuotaCalendar(timeZone: quotas.settings.timeZone)
+        let used = quotas.usage(department: 0, at: calendar.current(atMs: Int64(Date().timeIntervalSince1970 * 1000)))[.tokensPerMinute] ?? 0
+        XCTAssertEqual(used, 0)
+        await rig.stop()
+    }
+
+    /// Metrics count every request that ended, also without a ledger (they were skipped then).
+    func testMetricsCountRequestsWithoutALedger() async throws {
+        let gw = try await GatewayFixture.start(instances: 1)
+        let client = try await gw.client()
+        let a6 = try await client.chat(key: TestKeys.engineering)
+        XCTAssertEqual(a6.status, 200, a6.body)
+        let a7 = try await client.chat(key: TestKeys.engineering, extra: #","max_tokens":-1"#)
+        XCTAssertEqual(a7.status, 400, a7.body)
+        await client.close()
+        let metrics = await gw.dataPlane.metricsSnapshot()
+        XCTAssertEqual(metrics.requests.filter { $0.key.department == "engineering" }.reduce(0) { $0 + $1.value }, 2)
+        await gw.stop()
+    }
+
     /// 2,000 concurrent requests, streamed and not: exactly 2,000 rows, whose token sums are
     /// what the instances reported.
     func testEveryRequestHasExactlyOneRowWithTheInstancesTokens() async throws {

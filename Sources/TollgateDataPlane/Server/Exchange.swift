@@ -362,22 +362,21 @@ final class Exchange: UpstreamDelegate {
         handler?.exchangeFinished(self, ending: ending)
         let now = NIODeadline.now()
         loop.counters.metrics.forwarded(received: received, sent: sent, firstByte: firstByte, end: now)
-        // Settle the quota: the instance's count when it gave one; the reservation when an
-        // answer was sent without one (a stream cut before its usage); nothing when no
+        // Settle the quota: the instance's count when it gave one; the reservation when a
+        // successful answer was sent without one (a stream cut before its usage); nothing when no
         // instance answered.
         let usage = injectedUsage ? usageFilter.usage : usageWatcher.usage
-        let spent = usage?.totalTokens ?? (firstByte != nil && status < 500 ? reservation.tokens : 0)
-        state.quotas.settle(reservation, actualTokens: spent)
-        if loop.usageSink != nil {
-            let latency = Double((now - received).nanoseconds) / 1e6
-            loop.record(UsageRecord(
-                timeMs: wallClockMs() - Int64(latency), requestID: requestID, department: state.table.departments[department].name,
-                keyPrefix: caller.keyPrefix, model: model, endpoint: endpoint.name, instance: instance, status: status,
-                promptTokens: usage?.promptTokens, completionTokens: usage?.completionTokens, latencyMs: latency,
-                ttftMs: stream ? firstChunk.map { Double(($0 - received).nanoseconds) / 1e6 } : nil,
-                cache: cache?.outcome ?? .off, stream: stream, cacheKey: cache?.key.hex, promptPreview: cache?.preview,
-                reservedTokens: reservation.tokens))
-        }
+        // An error answer without usage generated nothing: it costs nothing (a 2,000,000-token
+        // request refused by the instance's context limit was charged its whole reservation).
+        let spent = usage?.totalTokens ?? (firstByte != nil && (200..<300).contains(status) ? reservation.tokens : 0)
+        let latency = Double((now - received).nanoseconds) / 1e6
+        loop.end(UsageRecord(
+            timeMs: wallClockMs() - Int64(latency), requestID: requestID, department: state.table.departments[department].name,
+            keyPrefix: caller.keyPrefix, model: model, endpoint: endpoint.name, instance: instance, status: status,
+            promptTokens: usage?.promptTokens, completionTokens: usage?.completionTokens, latencyMs: latency,
+            ttftMs: stream ? firstChunk.map { Double(($0 - received).nanoseconds) / 1e6 } : nil,
+            cache: cache?.outcome ?? .off, stream: stream, cacheKey: cache?.key.hex, promptPreview: cache?.preview,
+            reservedTokens: reservation.tokens), settling: reservation, spent: spent, in: state.quotas)
         loop.logger.info("request", metadata: [
             "request_id": "\(requestID)",
             "department": "\(state.table.departments[department].name)",

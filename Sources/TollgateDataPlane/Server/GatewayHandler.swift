@@ -414,15 +414,17 @@ final class GatewayHandler: ChannelDuplexHandler {
         return .failure(.invalidAPIKey("Incorrect API key provided."))
     }
 
-    /// The ledger row of a request that passed authentication but was answered here.
-    private func recordLocal(_ pending: PendingRequest, status: Int, model: String?, stream: Bool = false) {
+    /// Ends a request that passed authentication but was answered here (or left by its client
+    /// before an instance was asked): its row, and its reservation given back if it had one.
+    private func recordLocal(_ pending: PendingRequest, status: Int, model: String?, stream: Bool = false,
+                             releasing reservation: QuotaBook.Reservation? = nil) {
         let now = NIODeadline.now()
         let latency = Double((now - pending.started).nanoseconds) / 1e6
-        loop.record(UsageRecord(
+        loop.end(UsageRecord(
             timeMs: wallClockMs() - Int64(latency), requestID: pending.requestID,
             department: pending.state.table.departments[pending.caller.department].name,
             keyPrefix: pending.caller.keyPrefix, model: model, endpoint: pending.endpoint.name, instance: nil, status: status,
-            latencyMs: latency, cache: .off, stream: stream))
+            latencyMs: latency, cache: .off, stream: stream), settling: reservation, spent: 0, in: pending.state.quotas)
     }
 
     /// A client's `X-Request-Id` is kept when it is short and printable.
@@ -527,8 +529,7 @@ final class GatewayHandler: ChannelDuplexHandler {
             guard let self else { return }
             guard case .responding = self.state, self.context != nil else {
                 // The client left while Redis answered: its reservation back, and its row.
-                self.release(reservation, state: state)
-                self.recordLocal(pending, status: 499, model: model, stream: summary.stream)
+                self.recordLocal(pending, status: 499, model: model, stream: summary.stream, releasing: reservation)
                 return
             }
             switch result {
@@ -558,8 +559,7 @@ final class GatewayHandler: ChannelDuplexHandler {
                 } else {
                     self.follower = Follower(requestID: requestID, abandon: { [weak self] in
                         // The client left while it waited: nothing was used, and the request has its row.
-                        self?.release(reservation, state: state)
-                        self?.recordLocal(pending, status: 499, model: model, stream: summary.stream)
+                        self?.recordLocal(pending, status: 499, model: model, stream: summary.stream, releasing: reservation)
                     }) { [weak self] answer in
                         guard let self else { return }
                         if let answer, self.answerFromCache(answer, pending: pending, state: state, summary: summary, model: model,
@@ -624,11 +624,6 @@ final class GatewayHandler: ChannelDuplexHandler {
         f.resume(answer)
     }
 
-    /// Gives back a reservation that will not be used (the client left, or a cache hit).
-    private func release(_ reservation: QuotaBook.Reservation, state: GatewayState) {
-        state.quotas.settle(reservation, actualTokens: 0)
-    }
-
     /// Answers from a stored answer: as JSON, or replayed as an SSE stream. `false` when it
     /// cannot be replayed in the form asked for (then the request goes upstream).
     private func answerFromCache(_ answer: CachedAnswer, pending: PendingRequest, state: GatewayState, summary: RequestSummary,
@@ -640,7 +635,6 @@ final class GatewayHandler: ChannelDuplexHandler {
             events = replay
         }
         loop.counters.cacheHits.wrappingIncrement(ordering: .relaxed)
-        release(reservation, state: state)
         let nowMs = wallClockMs()
         var headers: [(String, String)] = []
         headers.reserveCapacity(12)
@@ -663,10 +657,12 @@ final class GatewayHandler: ChannelDuplexHandler {
             writer.body(ByteBuffer(bytes: answer.body), into: &buffer)
         }
         let latency = Double((NIODeadline.now() - pending.started).nanoseconds) / 1e6
-        loop.record(UsageRecord(
+        // A hit uses no instance: the whole reservation goes back.
+        loop.end(UsageRecord(
             timeMs: nowMs - Int64(latency), requestID: pending.requestID, department: state.table.departments[pending.caller.department].name,
             keyPrefix: pending.caller.keyPrefix, model: model, endpoint: pending.endpoint.name, instance: nil, status: 200,
-            latencyMs: latency, ttftMs: summary.stream ? latency : nil, cache: .hit, stream: summary.stream, promptPreview: preview))
+            latencyMs: latency, ttftMs: summary.stream ? latency : nil, cache: .hit, stream: summary.stream, promptPreview: preview),
+            settling: reservation, spent: 0, in: state.quotas)
         writeEnd(context, with: buffer)
         return true
     }

@@ -170,14 +170,18 @@ final class LoopContext {
         return pool
     }
 
-    /// Keeps a usage record for the ledger (handed over every 100 ms or every 256 records).
-    func record(_ record: UsageRecord) {
+    /// The one place a request that passed authentication ends, whichever path answered it
+    /// (forwarded, cached, refused, or left by its client): its reservation is settled to what it
+    /// used (`spent`, 0 to give it all back), it is counted in the metrics — with or without a
+    /// ledger — and its ledger row is kept (handed over every 100 ms or every 256 rows).
+    func end(_ record: UsageRecord, settling reservation: QuotaBook.Reservation? = nil, spent: Int = 0, in quotas: QuotaBook? = nil) {
+        if let reservation, let quotas { quotas.settle(reservation, actualTokens: spent) }
+        counters.metrics.count(record)
         guard usageSink != nil else { return }
         var r = record
         r.replica = usageSink?.replica
         // A client's text is stored bounded: a 2 MB `model` is a row of 256 bytes, not 2 MB.
         if let model = r.model, model.utf8.count > Self.maxStoredText { r.model = GatewayError.excerpt(model, limit: Self.maxStoredText) }
-        counters.metrics.count(r)
         pendingUsage.append(r)
         if let prefix = r.keyPrefix { pendingLastUsed[prefix] = r.timeMs }
         if pendingUsage.count >= Self.usageBatch { flushUsage() }
