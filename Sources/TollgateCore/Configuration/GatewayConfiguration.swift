@@ -76,6 +76,9 @@ public struct GatewayConfiguration: Sendable, Equatable {
     public var redis = RedisTimeouts()
     public var pools: [PoolConfiguration] = []
     public var departments: [DepartmentConfiguration] = []
+    /// What the ledger keeps of each prompt (`prompt_preview`: `off` or a number of
+    /// characters, default 120); departments may override it.
+    public var promptPreview: PromptPreviewPolicy = .standard
 
     public init() {}
 }
@@ -237,12 +240,16 @@ public struct DepartmentConfiguration: Sendable, Equatable {
     public var quota: QuotaLimits
     /// This department's cache policy; nil: the top-level `cache` policy.
     public var cache: CachePolicy?
-    public init(name: String, keys: [KeyEntry] = [], route: [RouteGroup] = [], quota: QuotaLimits = QuotaLimits(), cache: CachePolicy? = nil) {
+    /// What the ledger keeps of this department's prompts; nil: the top-level `prompt_preview`.
+    public var promptPreview: PromptPreviewPolicy?
+    public init(name: String, keys: [KeyEntry] = [], route: [RouteGroup] = [], quota: QuotaLimits = QuotaLimits(), cache: CachePolicy? = nil,
+                promptPreview: PromptPreviewPolicy? = nil) {
         self.name = name
         self.keys = keys
         self.route = route
         self.quota = quota
         self.cache = cache
+        self.promptPreview = promptPreview
     }
 }
 
