@@ -78,6 +78,9 @@ struct Serve: AsyncParsableCommand {
         do {
             gateway = try Gateway(configuration: config, configPath: path, overrides: overrides, ledger: settings,
                                   redis: redisConfiguration, logger: logger)
+        } catch let error as AdminKeyFileError {
+            FileHandle.standardError.write(Data("tollgate: \(error)\n".utf8))
+            throw ExitCode(2)
         } catch {
             FileHandle.standardError.write(Data("tollgate: cannot open the ledger \(settings.databasePath)\n\(error)\n".utf8))
             throw ExitCode(2)

@@ -96,6 +96,8 @@ final class CommandLineDefaultsTests: XCTestCase {
         let migrated = try ok(["migrate"])
         XCTAssertTrue(migrated.contains("\(database.path): 2 migration(s) applied") || migrated.contains("2 migration(s) applied"), migrated, file: file, line: line)
         XCTAssertTrue(FileManager.default.fileExists(atPath: database.path), "migrate created \(database.path)", file: file, line: line)
+        let mode = (try FileManager.default.attributesOfItem(atPath: database.path)[.posixPermissions] as? NSNumber)?.intValue
+        XCTAssertEqual(mode, 0o600, "the ledger holds prompt previews: owner only", file: file, line: line)
 
         let created = try ok(["keys", "create", "--department", "eng", "--name", "ci", "--expires", "90d"])
         let key = try XCTUnwrap(created.split(separator: "\n").last.map(String.init), file: file, line: line)
