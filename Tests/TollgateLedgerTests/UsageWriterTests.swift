@@ -53,7 +53,9 @@ final class UsageWriterTests: LedgerTestCase {
         // The background thread runs in the idle scheduling class (policy 5 in /proc's stat).
         let deadline = Date().addingTimeInterval(5)
         var policies: [String: String] = [:]
-        while policies["tg-ledger"] == nil && Date() < deadline {
+        // Both threads name themselves once they run: wait for both (on a loaded machine the
+        // second may start well after the first).
+        while (policies["tg-ledger"] == nil || policies["tg-ledger-catch"] == nil) && Date() < deadline {
             policies = threadPolicies()
             try await Task.sleep(for: .milliseconds(10))
         }
@@ -68,6 +70,9 @@ final class UsageWriterTests: LedgerTestCase {
         XCTAssertEqual(try count(ledger), 20_000)
         XCTAssertEqual(writer.committedRows, 20_000)
         XCTAssertGreaterThanOrEqual(writer.catchUps, 1, "20,000 records at once are over the threshold")
+        // flush() returns when the last row is committed; the hand-back follows that commit.
+        let handBack = Date().addingTimeInterval(2)
+        while writer.activeRole != .background && Date() < handBack { try await Task.sleep(for: .milliseconds(5)) }
         XCTAssertEqual(writer.activeRole, .background, "handed back once the backlog is gone")
         writer.submit((0..<10).map { record(Int64(30_000 + $0), "sales") })
         await writer.close()
