@@ -6,9 +6,9 @@ import TollgateCore
 /// The file must be readable by its owner only: a key file others can read is as good as
 /// leaked, so it is refused (at start the gateway does not start; on reload the reload is
 /// refused and the running key stays) with the command that fixes it.
-enum AdminKeyFile {
+public enum AdminKeyFile {
     /// The key, or nil when none is configured (or the value is empty).
-    static func read(configuration: GatewayConfiguration,
+    public static func read(configuration: GatewayConfiguration,
                      environment: [String: String] = ProcessInfo.processInfo.environment) throws -> String? {
         if let key = environment["TOLLGATE_ADMIN_KEY"] {
             return key.isEmpty ? nil : key

@@ -112,7 +112,22 @@ struct Check: ParsableCommand {
         }
         let databaseOK = checkDatabase()
         let redisOK = checkRedis()
-        if !databaseOK || !redisOK { throw ExitCode(1) }
+        let adminKeyOK = checkAdminKey()
+        if !databaseOK || !redisOK || !adminKeyOK { throw ExitCode(1) }
+    }
+
+    /// The admin key file as `serve` would read it: present, readable, owner-only (0600).
+    private func checkAdminKey() -> Bool {
+        guard let config = try? ConfigurationLoader.load(path: options.path) else { return true }
+        do {
+            let key = try AdminKeyFile.read(configuration: config)
+            let source = ProcessInfo.processInfo.environment["TOLLGATE_ADMIN_KEY"] != nil ? "TOLLGATE_ADMIN_KEY" : config.auth.adminKeyFile ?? "-"
+            print(key == nil ? "admin key: none (the admin API is off)" : "admin key: OK (\(source))")
+            return true
+        } catch {
+            FileHandle.standardError.write(Data("admin key: \(error)\n".utf8))
+            return false
+        }
     }
 
     /// Opens the ledger read-only and verifies its migrations, as `serve` would before applying them.

@@ -85,6 +85,31 @@ final class CommandLineDefaultsTests: XCTestCase {
                        "TOLLGATE_DATABASE wins over the default")
     }
 
+    /// `check` says what `serve` would refuse: an admin key file others can read.
+    func testCheckRefusesAnAdminKeyFileOthersCanRead() throws {
+        let dir = try makeDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let keyFile = dir.appendingPathComponent("admin.key")
+        try "tg-admin-secret".write(to: keyFile, atomically: true, encoding: .utf8)
+        try FileManager.default.setAttributes([.posixPermissions: 0o644], ofItemAtPath: keyFile.path)
+        try (config + "auth: {admin_key_file: \(keyFile.path)}\n").write(to: dir.appendingPathComponent("g.yaml"), atomically: true, encoding: .utf8)
+        let environment = ["TOLLGATE_CONFIG": dir.appendingPathComponent("g.yaml").path,
+                           "TOLLGATE_DATABASE": dir.appendingPathComponent("l.sqlite").path,
+                           "TOLLGATE_MIGRATIONS": repository.appendingPathComponent("migrations").path]
+        var r = try run(["check"], in: dir, environment: environment)
+        XCTAssertEqual(r.status, 1, r.out)
+        XCTAssertTrue(r.err.contains("chmod 600 \(keyFile.path)"), r.err)
+        XCTAssertFalse(r.err.contains("tg-admin-secret") || r.out.contains("tg-admin-secret"))
+        // serve refuses to start on it, saying the same.
+        r = try run(["serve", "--port", "0", "--admin-port", "0"], in: dir, environment: environment)
+        XCTAssertEqual(r.status, 2, r.out)
+        XCTAssertTrue(r.err.contains("chmod 600"), r.err)
+        try FileManager.default.setAttributes([.posixPermissions: 0o600], ofItemAtPath: keyFile.path)
+        r = try run(["check"], in: dir, environment: environment)
+        XCTAssertEqual(r.status, 0, r.err)
+        XCTAssertTrue(r.out.contains("admin key: OK (\(keyFile.path))"), r.out)
+    }
+
     private func exerciseEveryCommand(in dir: URL, environment: [String: String], database: URL,
                                       file: StaticString = #filePath, line: UInt = #line) throws {
         func ok(_ arguments: [String], stdin: String? = nil) throws -> String {
@@ -126,6 +151,7 @@ final class CommandLineDefaultsTests: XCTestCase {
 
         let checked = try ok(["check"])
         XCTAssertTrue(checked.contains("OK, 2 migration(s) applied"), checked, file: file, line: line)
+        XCTAssertTrue(checked.contains("admin key: none"), checked, file: file, line: line)
 
         XCTAssertEqual(try ok(["hash-key"], stdin: "tg-secret\n").trimmingCharacters(in: .whitespacesAndNewlines),
                        KeyDigest.hex(of: "tg-secret"), file: file, line: line)
