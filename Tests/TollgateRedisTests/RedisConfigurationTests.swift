@@ -102,6 +102,13 @@ final class RedisConfigurationTests: XCTestCase {
         }
     }
 
+    func testDescriptionHidesThePassword() throws {
+        let configuration = try RedisConfiguration(url: "redis://gateway:s3cr3t@cache:6380/2")
+        XCTAssertEqual("\(configuration)", "redis://***@cache:6380/2")
+        XCTAssertFalse(String(reflecting: configuration).contains("s3cr3t"))
+        XCTAssertEqual("\(RedisConfiguration(host: "::1"))", "redis://[::1]:6379/0")
+    }
+
     func testRedactedURLHidesUserInformation() {
         XCTAssertEqual(RedisConfiguration.redacted("redis://:s3cr3t@cache:6379/0"), "redis://***@cache:6379/0")
         XCTAssertEqual(RedisConfiguration.redacted("redis://gateway:p@ss@cache"), "redis://***@cache")

@@ -181,6 +181,17 @@ public struct RedisConfiguration: Sendable, Equatable {
     }
 }
 
+extension RedisConfiguration: CustomStringConvertible, CustomDebugStringConvertible {
+    /// The target without the password (`redis://***@host:port/db`): safe to interpolate into
+    /// a log line or an error, which the synthesized description (every field) was not.
+    public var description: String {
+        let host = self.host.contains(":") ? "[\(self.host)]" : self.host
+        return "redis://\(password == nil ? "" : "***@")\(host):\(port)/\(database)"
+    }
+
+    public var debugDescription: String { description }
+}
+
 extension Character {
     fileprivate var isASCIIDigit: Bool { isASCII && isNumber }
 }
