@@ -24,6 +24,9 @@ final class AdminHardeningTests: XCTestCase {
             XCTAssertEqual(a.errorCode, "invalid_duration", a.body)
             XCTAssertEqual(a.errorType, "invalid_request_error", a.body)
         }
+        let longName = try await admin.send(.POST, "/admin/api/keys", body: #"{"department":"support","name":"\#(String(repeating: "n", count: 5000))"}"#, headers: asAdmin)
+        XCTAssertEqual(longName.status, 400, longName.body)
+        XCTAssertEqual(longName.errorCode, "invalid_label", longName.body)
         let ok = try await admin.send(.POST, "/admin/api/keys", body: #"{"department":"support","expires":"3660d"}"#, headers: asAdmin)
         XCTAssertEqual(ok.status, 201, ok.body)
         let health = try await admin.send(.GET, "/healthz")

@@ -27,6 +27,13 @@ final class LedgerBoundsTests: LedgerTestCase {
         XCTAssertEqual(created.info.expiresMs, now.unixMsForTest + Int64(KeyStore.maxLifetimeDays) * 86_400_000)
     }
 
+    func testAKeyLabelIsBounded() throws {
+        let store = KeyStore(database: try openLedger())
+        XCTAssertEqual(ledgerError(try store.create(department: "d", label: String(repeating: "x", count: 201), expiresIn: nil))?.codeString,
+                       "invalid_label")
+        XCTAssertNoThrow(try store.create(department: "d", label: String(repeating: "x", count: 200), expiresIn: nil))
+    }
+
     func testRecordsAreClampedOnTheWayIn() async throws {
         let ledger = try openLedger()
         var huge = record(now.unixMsForTest, "d", latency: .infinity, prompt: Int.max, completion: Int.max, reserved: Int.max)

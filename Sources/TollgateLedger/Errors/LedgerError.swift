@@ -20,6 +20,7 @@ public struct LedgerError: Error, Sendable, CustomStringConvertible {
         case keyAlreadyRevoked = "key_already_revoked"
         case invalidDepartment = "invalid_department"
         case invalidDuration = "invalid_duration"
+        case invalidLabel = "invalid_label"
         case invalidPeriod = "invalid_period"
         case periodTooLong = "period_too_long"
         case corruptRow = "corrupt_row"
@@ -96,6 +97,9 @@ public struct LedgerError: Error, Sendable, CustomStringConvertible {
     static func invalidDuration(_ text: String) -> LedgerError {
         LedgerError(.invalidDuration,
                     "Invalid duration \"\(text)\": write a positive whole number and a unit, e.g. 90d, 12h, 30m, 45s or 2w.")
+    }
+    static func labelTooLong(maxCharacters: Int) -> LedgerError {
+        LedgerError(.invalidLabel, "The key's label is too long: at most \(maxCharacters) characters.")
     }
     static func durationTooLong(_ text: String, maxDays: Int) -> LedgerError {
         LedgerError(.invalidDuration,

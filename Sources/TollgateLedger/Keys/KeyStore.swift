@@ -22,6 +22,7 @@ public final class KeyStore: Sendable {
         if let expiresIn, expiresIn <= .zero { throw LedgerError.invalidDuration("\(expiresIn)") }
         if let expiresIn, expiresIn > Self.maxLifetime { throw LedgerError.durationTooLong("\(expiresIn)", maxDays: Self.maxLifetimeDays) }
         let label = label.flatMap { $0.isEmpty ? nil : $0 }
+        if let label, label.count > Self.maxLabelLength { throw LedgerError.labelTooLong(maxCharacters: Self.maxLabelLength) }
         let createdMs = now.unixMs
         // Bounded above, so the sum cannot overflow for any real clock; checked all the same.
         let expiresMs = try expiresIn.map { lifetime -> Int64 in
@@ -111,6 +112,9 @@ public final class KeyStore: Sendable {
             }
         }
     }
+
+    /// The longest label a key may carry (it comes from the admin API and is shown in lists).
+    public static let maxLabelLength = 200
 
     /// The longest lifetime a key may be given, in days (ten years). The value comes from the
     /// command line or the admin API; bounding it keeps `created + lifetime` far from
