@@ -1,4 +1,5 @@
 import Foundation
+import GRDB
 import Logging
 import NIOCore
 import TollgateDataPlane
@@ -32,6 +33,43 @@ final class AdminHardeningTests: XCTestCase {
         let health = try await admin.send(.GET, "/healthz")
         XCTAssertEqual(health.status, 200, "the control plane is still up")
         await admin.close()
+    }
+
+    /// A ledger holding reservations near 2^63 (written before rows were clamped): SQLite's
+    /// sum() failed with "integer overflow" while seeding the quota counters, and `serve`
+    /// without Redis exited at start.
+    func testAGatewayStartsOnALedgerWithHugeReservations() async throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("tollgate-huge-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let repository = AdminHarness.repository
+        let path = dir.appendingPathComponent("ledger.sqlite").path
+        let migrations = repository.appendingPathComponent("migrations").path
+        try LedgerDatabase.open(path: path, migrations: MigrationLoader.load(directory: migrations)).close()
+        let now = Int64(Date().timeIntervalSince1970 * 1000)
+        let queue = try DatabaseQueue(path: path)
+        try await queue.write { db in
+            for i in 0..<2 {
+                try db.execute(sql: """
+                    INSERT INTO usage (time_ms, request_id, department, endpoint, status, latency_ms, cache, stream, reserved_tokens)
+                    VALUES (?, ?, 'support', 'chat', 200, 1.0, 'miss', 0, ?)
+                    """, arguments: [now - Int64(i), "r\(i)", Int64.max - 1])
+            }
+        }
+        try queue.close()
+        let config = try ConfigurationLoader.parse("""
+            listen: {host: 127.0.0.1, port: 0}
+            admin: {host: 127.0.0.1, port: 0}
+            pools: [{name: p, models: [m], instances: [{name: s, url: "http://127.0.0.1:1"}]}]
+            departments: [{name: support, quota: {tokens_per_month: 1000}}]
+            """)
+        var logger = Logger(label: "test")
+        logger.logLevel = .critical
+        let gateway = try Gateway(configuration: config, configPath: nil,
+                                  ledger: LedgerSettings(databasePath: path, migrationsDirectory: migrations), logger: logger)
+        XCTAssertEqual(try Reports.tokenSumsByDepartment(database: gateway.ledger!.database, since: 0)["support"]?.tokens, Reports.maxSum)
+        await gateway.ledger!.close()
+        await gateway.dataPlane.shutdown(grace: .zero)
     }
 
     private func login(_ h: AdminHarness, _ client: HTTPTestClient, key: String? = nil) async throws -> String {
