@@ -185,6 +185,7 @@ public final class DataPlane: Sendable {
             config.eventLoops = current.eventLoops
             config.redis = current.redis
             config.quotas.syncInterval = current.quotas.syncInterval
+            config.ledger = current.ledger
         }
         let table = RoutingTable(configuration: config, generation: next)
         monitor.install(table)

@@ -59,9 +59,12 @@ struct Serve: AsyncParsableCommand {
             throw ExitCode(2)
         }
         let overrides = Gateway.Overrides(host: host, port: port, adminHost: adminHost, adminPort: adminPort)
-        let settings = LedgerSettings(
+        var settings = LedgerSettings(
             databasePath: ledger.databasePath, migrationsDirectory: try ledger.migrationsDirectory(),
             replica: replica ?? ProcessInfo.processInfo.hostName)
+        settings.maxBacklog = config.ledger.maxBacklog
+        settings.closeTimeout = config.ledger.closeTimeout
+        settings.maxConcurrentReports = config.ledger.maxConcurrentReports
         var redisConfiguration: RedisConfiguration?
         if let url = redis ?? ProcessInfo.processInfo.environment["TOLLGATE_REDIS_URL"], !url.isEmpty {
             do {

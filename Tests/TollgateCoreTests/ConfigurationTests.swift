@@ -157,6 +157,16 @@ final class ConfigurationTests: XCTestCase {
         XCTAssertTrue(e.first { $0.key == "departments[0].quota.tokens_per_month" }!.message.contains("between 1 and"), "\(e)")
     }
 
+    func testLedgerLimits() throws {
+        XCTAssertEqual(try ConfigurationLoader.parse(Self.minimal).ledger, LedgerLimits())
+        let c = try ConfigurationLoader.parse(Self.minimal + "\nledger: {max_backlog: 5000, close_timeout: 5s, max_concurrent_reports: 2}\n")
+        XCTAssertEqual(c.ledger.maxBacklog, 5000)
+        XCTAssertEqual(c.ledger.closeTimeout, .seconds(5))
+        XCTAssertEqual(c.ledger.maxConcurrentReports, 2)
+        let e = errors(Self.minimal + "\nledger: {max_backlog: 10, close_timeout: 1e30s, max_concurrent_reports: 0, other: 1}\n")
+        XCTAssertEqual(Set(e.map(\.key)), ["ledger.max_backlog", "ledger.close_timeout", "ledger.max_concurrent_reports", "ledger.other"])
+    }
+
     func testDurationParsingIsBounded() {
         XCTAssertNil(parseDuration("1e300s"))
         XCTAssertNil(parseDuration("nan"))
@@ -178,11 +188,13 @@ final class ConfigurationTests: XCTestCase {
             event_loops: 3
             redis: {connect_timeout: 1s, command_timeout: 1s}
             quotas: {sync_interval: 1s}
+            ledger: {max_backlog: 5000}
             retry: {attempts: 2}
             limits: {max_body_bytes: 100}
             """)
         XCTAssertEqual(running.restartRequired(toApply: loaded),
-                       ["listen", "admin", "event_loops", "redis.connect_timeout", "redis.command_timeout", "quotas.sync_interval"])
+                       ["listen", "admin", "event_loops", "redis.connect_timeout", "redis.command_timeout", "quotas.sync_interval",
+                        "ledger.max_backlog"])
     }
 
     func testPromptPreviewIsASettingGlobalAndPerDepartment() throws {

@@ -291,6 +291,11 @@ struct Reader {
             if let d = r.duration(&m, "connect_timeout") { config.redis.connect = d }
             if let d = r.duration(&m, "command_timeout") { config.redis.command = d }
         }
+        section(&map, "ledger") { r, m in
+            if let n = r.int(&m, "max_backlog", min: 1_000, max: 10_000_000) { config.ledger.maxBacklog = n }
+            if let d = r.duration(&m, "close_timeout", allowZero: true) { config.ledger.closeTimeout = d }
+            if let n = r.int(&m, "max_concurrent_reports", min: 1, max: 64) { config.ledger.maxConcurrentReports = n }
+        }
         section(&map, "quotas") { r, m in
             if let zone = r.string(&m, "time_zone") {
                 if let tz = TimeZone(identifier: zone) { config.quotas.timeZone = tz } else {
