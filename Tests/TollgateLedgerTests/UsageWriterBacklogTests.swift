@@ -62,50 +62,6 @@ final class UsageWriterBacklogTests: LedgerTestCase {
         await writer.close()
     }
 
-    #if os(Linux)
-    /// The background writer thread runs at `SCHED_IDLE`; a thread created from it inherits
-    /// that. Resuming a `flush()` waiter there could make libdispatch start a worker of the
-    /// global executor from it: a worker at idle priority, starving whatever task it runs.
-    /// After many flushes resumed while the background thread commits (and a burst of tasks
-    /// that makes the pool grow), no thread but `tg-ledger` may be idle-class.
-    ///
-    /// Only threads started during this test count: other tests of this process may have left
-    /// idle workers behind (a source not found yet, see the report of #13).
-    func testNoOtherThreadInheritsTheIdlePriority() async throws {
-        let before = Set(Self.threads().map(\.tid))
-        let ledger = try openLedger()
-        let writer = UsageWriter(database: ledger, interval: .milliseconds(2))
-        // Waiters of every priority: each maps to a queue of its own, whose first worker
-        // thread is started by whoever resumes the first waiter on it.
-        let priorities: [TaskPriority] = [.background, .utility, .low, .medium, .high, .userInitiated]
-        for i in 0..<50 {
-            writer.submit([record(Int64(i), "d")])
-            await withTaskGroup(of: Void.self) { tasks in
-                for priority in priorities {
-                    tasks.addTask(priority: priority) { await writer.flush() }
-                }
-            }
-        }
-        XCTAssertEqual(writer.activeRole, .background, "the flushes were resumed while the background thread commits")
-        await writer.close()
-        let idle = Self.threads().filter { $0.policy == "5" && $0.name != "tg-ledger" && !before.contains($0.tid) }
-        XCTAssertEqual(idle.map(\.name), [], "threads at SCHED_IDLE besides the background writer")
-    }
-
-    /// (thread id, name, scheduling policy) of every thread of this process.
-    static func threads() -> [(tid: String, name: String, policy: String)] {
-        let tasks = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/task")) ?? []
-        return tasks.compactMap { task in
-            guard let comm = try? String(contentsOfFile: "/proc/self/task/\(task)/comm", encoding: .utf8),
-                  let stat = try? String(contentsOfFile: "/proc/self/task/\(task)/stat", encoding: .utf8),
-                  let close = stat.lastIndex(of: ")") else { return nil }
-            let fields = stat[stat.index(after: close)...].split(separator: " ")
-            guard fields.count > 38 else { return nil }
-            return (task, comm.trimmingCharacters(in: .whitespacesAndNewlines), String(fields[38]))
-        }
-    }
-    #endif
-
     /// SIGTERM with a ledger that cannot be written used to wait forever; now the close
     /// gives up at its deadline and says how many rows were not written.
     func testCloseGivesUpAtItsDeadline() async throws {

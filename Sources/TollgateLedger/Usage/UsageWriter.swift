@@ -275,8 +275,6 @@ final class WriterState: @unchecked Sendable {
     var running = 2
     var flushWaiters: [(target: Int, continuation: CheckedContinuation<Void, Never>)] = []
     var closeWaiters: [CheckedContinuation<Void, Never>] = []
-    /// Waiters the background thread found ready; the catch-up thread resumes them.
-    var toResume: [CheckedContinuation<Void, Never>] = []
 
     func withLock<T>(_ body: (WriterState) -> T) -> T {
         condition.lock()
@@ -315,16 +313,7 @@ private struct WriterLoop: Sendable {
             // Only the active thread commits; the other sleeps until it is handed the work.
             while state.active != role {
                 if state.closing && role == .background { break work }  // the catch-up thread finishes
-                if role == .catchUp && !state.toResume.isEmpty {
-                    resumeHandedOver()
-                    continue
-                }
                 state.condition.wait()
-            }
-            if role == .catchUp && !state.toResume.isEmpty {
-                resumeHandedOver()
-                state.condition.unlock()
-                continue work
             }
             if state.closing && role == .background {
                 // Closing: the rest is committed at normal priority, by the catch-up thread.
@@ -374,11 +363,7 @@ private struct WriterLoop: Sendable {
             }
             handOverIfNeeded()
         }
-        // Here with the lock held. The catch-up thread finishes last, so that the waiters are
-        // resumed at normal priority (see `resumeHandedOver`).
-        if role == .catchUp {
-            while state.running > 1 { state.condition.wait() }
-        }
+        // Here with the lock held.
         state.running -= 1
         guard state.running == 0 else {
             state.condition.broadcast()
@@ -386,8 +371,7 @@ private struct WriterLoop: Sendable {
             return
         }
         state.finished = true
-        let waiters = state.toResume + state.closeWaiters + state.flushWaiters.map(\.continuation)
-        state.toResume = []
+        let waiters = state.closeWaiters + state.flushWaiters.map(\.continuation)
         state.closeWaiters = []
         state.flushWaiters = []
         state.condition.unlock()
@@ -498,23 +482,6 @@ private struct WriterLoop: Sendable {
         }
     }
 
-    /// Resumes, on the catch-up thread, the waiters the background thread handed over. Called
-    /// and returns with the lock held.
-    ///
-    /// Why not resume them on the background thread: resuming a continuation enqueues its
-    /// task on the global executor, and when that executor's pool grows, libdispatch creates
-    /// the new worker thread from the enqueuing thread — which then inherits `SCHED_IDLE`.
-    /// A worker at idle priority starves every task it picks up (the control plane's
-    /// handlers, the admin page) whenever the machine is busy; seen in the tests as a
-    /// dispatch worker with policy 5.
-    private func resumeHandedOver() {
-        let waiters = state.toResume
-        state.toResume = []
-        state.condition.unlock()
-        for waiter in waiters { waiter.resume() }
-        state.condition.lock()
-    }
-
     private func didProcess(committed: Int, skipped: Int, latencyMs: Double?) {
         state.condition.lock()
         state.committed += committed
@@ -526,12 +493,6 @@ private struct WriterLoop: Sendable {
             guard waiter.target <= processed else { return false }
             ready.append(waiter.continuation)
             return true
-        }
-        if role == .background && !ready.isEmpty {
-            // Resumed by the catch-up thread (see `resumeHandedOver`).
-            state.toResume += ready
-            ready = []
-            state.condition.broadcast()
         }
         state.condition.unlock()
         for continuation in ready { continuation.resume() }
