@@ -8,24 +8,26 @@ import TollgateLedger
 
 /// What the admin API acts on; the server module supplies it.
 public struct AdminServices: Sendable {
-    /// SHA-256 of the admin key; nil disables `/admin/api/*` (answered 503).
-    public var adminKey: KeyDigest?
+    /// The admin key in force (replaced on reload); without one `/admin/api/*` answers 503.
+    public var adminKey: AdminKey
     public var keys: KeyStore?
     /// Publishes the ledger's keys to the data plane and returns once they are in force.
     public var refreshKeys: @Sendable () throws -> Void
-    /// Re-reads `routes/`; the error describes a refused file.
-    public var reload: @Sendable () -> Result<RoutingTable, any Error>
+    /// Re-reads `routes/` and the admin key; the error describes a refused file.
+    public var reload: @Sendable () -> Result<ReloadOutcome, any Error>
     /// Every department's report for a period (query string as in `/v1/usage`).
     public var quotaReport: @Sendable (_ query: String) throws -> (status: Int, body: String)
     /// The usage ledger the admin page and `/admin/api/overview` read; nil without one.
     public var ledger: LedgerDatabase?
     /// The ledger's writer, for its queue depth and write latency (`/metrics`).
     public var writer: UsageWriter?
+    /// Admission of reports (shared with `/v1/usage`); nil admits every report.
+    public var reportGate: ReportGate?
 
-    public init(adminKey: KeyDigest?, keys: KeyStore?, refreshKeys: @escaping @Sendable () throws -> Void,
-                reload: @escaping @Sendable () -> Result<RoutingTable, any Error>,
+    public init(adminKey: AdminKey, keys: KeyStore?, refreshKeys: @escaping @Sendable () throws -> Void,
+                reload: @escaping @Sendable () -> Result<ReloadOutcome, any Error>,
                 quotaReport: @escaping @Sendable (_ query: String) throws -> (status: Int, body: String),
-                ledger: LedgerDatabase? = nil, writer: UsageWriter? = nil) {
+                ledger: LedgerDatabase? = nil, writer: UsageWriter? = nil, reportGate: ReportGate? = nil) {
         self.adminKey = adminKey
         self.keys = keys
         self.refreshKeys = refreshKeys
@@ -33,23 +35,43 @@ public struct AdminServices: Sendable {
         self.quotaReport = quotaReport
         self.ledger = ledger
         self.writer = writer
+        self.reportGate = reportGate
+    }
+}
+
+/// What a reload did: the routing table in force, the changed settings that only a restart
+/// applies, and whether the admin key changed (which ended every admin session).
+public struct ReloadOutcome: Sendable {
+    public var table: RoutingTable
+    /// Configuration keys (`listen`, `event_loops`, …) whose new values wait for a restart.
+    public var restartRequired: [String]
+    public var adminKeyChanged: Bool
+
+    public init(table: RoutingTable, restartRequired: [String] = [], adminKeyChanged: Bool = false) {
+        self.table = table
+        self.restartRequired = restartRequired
+        self.adminKeyChanged = adminKeyChanged
     }
 }
 
 /// Only the admin key passes (or the session cookie of the admin page, which only the admin
 /// key can open). A department's key gets 403, anything else 401, both in the OpenAI error format.
+/// A state-changing request that only the cookie authenticates must come from the admin
+/// page itself (`AdminOriginCheck`), else 403 `cross_site_request`.
 struct AdminAuthMiddleware<Context: RequestContext>: RouterMiddleware {
     let services: AdminServices
     let dataPlane: DataPlane
     var sessions: AdminSessions?
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
-        guard let admin = services.adminKey else {
+        guard let admin = services.adminKey.digest else {
             return errorResponse(.serviceUnavailable, type: "server_error", code: "admin_disabled",
                                  message: "No admin key is configured (TOLLGATE_ADMIN_KEY or auth.admin_key_file).")
         }
         if let sessions, request.headers[.authorization] == nil,
            sessions.isValid(request.cookies[AdminSessions.cookieName]?.value) {
+            let check = AdminOriginCheck(request)
+            guard check.isAllowed else { return crossSiteRefusal(check) }
             return try await next(request, context)
         }
         guard let header = request.headers[.authorization], header.lowercased().hasPrefix("bearer ") else {
@@ -63,6 +85,25 @@ struct AdminAuthMiddleware<Context: RequestContext>: RouterMiddleware {
         }
         return errorResponse(.unauthorized, type: "invalid_request_error", code: "invalid_api_key", message: "Incorrect admin key.")
     }
+}
+
+extension AdminOriginCheck {
+    /// The check for a Hummingbird request.
+    init(_ request: Request) {
+        let headers = request.headers
+        // A body is what a page could send: browsers send forms and fetch bodies with a
+        // Content-Length (a chunked request body from fetch needs a CORS preflight).
+        let length = headers[.contentLength].flatMap { Int($0) } ?? 0
+        self.init(method: request.method.rawValue, host: request.head.authority, origin: headers[.origin],
+                  fetchSite: headers[HTTPFields.Element.Name("Sec-Fetch-Site")!], contentType: headers[.contentType],
+                  hasBody: length > 0)
+    }
+}
+
+/// 403 for a cookie-authenticated request from another origin.
+func crossSiteRefusal(_ check: AdminOriginCheck) -> Response {
+    errorResponse(.forbidden, type: "invalid_request_error", code: "cross_site_request",
+                  message: "Refused: \(check.refusal ?? "cross-site request"). State-changing admin requests authenticated by the session cookie must come from the admin page (same Origin, JSON body); scripts use Authorization: Bearer.")
 }
 
 func errorResponse(_ status: HTTPResponse.Status, type: String, code: String, message: String, param: String? = nil) -> Response {
@@ -146,6 +187,14 @@ extension ControlPlane {
 
         api.get("reports/quota") { request, _ -> Response in
             let query = request.uri.query ?? ""
+            // Admitted before it is queued: the pool's queue cannot grow past the gate.
+            if let gate = services.reportGate, !gate.tryEnter() {
+                let busy = GatewayError.reportsBusy
+                var response = errorResponse(.serviceUnavailable, type: busy.type, code: busy.codeString, message: busy.message)
+                response.headers[.retryAfter] = "\(busy.retryAfter ?? 1)"
+                return response
+            }
+            defer { services.reportGate?.leave() }
             let answer = try await offload { try services.quotaReport(query) }
             return jsonResponse(HTTPResponse.Status(code: answer.status), answer.body)
         }
@@ -167,8 +216,16 @@ extension ControlPlane {
 
         api.post("reload") { _, _ -> Response in
             switch try await offload({ services.reload() }) {
-            case .success(let table):
-                return jsonResponse(.ok, "{\"reloaded\":true,\"generation\":\(table.generation),\"instances\":\(table.instances.count)}\n")
+            case .success(let outcome):
+                struct Answer: Encodable {
+                    let reloaded = true
+                    let generation: Int
+                    let instances: Int
+                    let restartRequired: [String]
+                    let adminKeyChanged: Bool
+                }
+                return try jsonResponse(encoding: Answer(generation: outcome.table.generation, instances: outcome.table.instances.count,
+                                                         restartRequired: outcome.restartRequired, adminKeyChanged: outcome.adminKeyChanged))
             case .failure(let error):
                 return errorResponse(.unprocessableContent, type: "invalid_request_error", code: "configuration_refused", message: "\(error)")
             }

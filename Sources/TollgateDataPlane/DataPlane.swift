@@ -182,7 +182,9 @@ public final class DataPlane: Sendable {
     }
 
     /// Swaps in a validated configuration. In-flight requests keep the snapshot they started
-    /// with; listen address and event-loop count need a restart and are kept.
+    /// with. What is read only at start (`GatewayConfiguration.restartRequired(toApply:)`:
+    /// addresses, event loops, Redis timeouts, the quota sync interval) keeps its running
+    /// value, so that the table always describes what runs, and the change is logged.
     public func reload(_ configuration: GatewayConfiguration) -> RoutingTable {
         let next = generation.withLockedValue { g -> Int in
             g += 1
@@ -190,13 +192,22 @@ public final class DataPlane: Sendable {
         }
         var config = configuration
         let current = state.table.configuration
-        if config.listen != current.listen || config.eventLoops != current.eventLoops {
-            logger.warning("listen address and event_loops change only on restart; keeping the running ones")
+        let pending = current.restartRequired(toApply: config)
+        if !pending.isEmpty {
+            logger.warning("these settings change only on restart; keeping the running ones",
+                           metadata: ["restart_required": "\(pending.joined(separator: ","))"])
             config.listen = current.listen
+            config.admin = current.admin
             config.eventLoops = current.eventLoops
+            config.redis = current.redis
+            config.quotas.syncInterval = current.quotas.syncInterval
+            config.ledger = current.ledger
         }
         let table = RoutingTable(configuration: config, generation: next)
         monitor.install(table)
+        // Installed on the monitor's loop, in submission order. Wait for it (a no-op queued
+        // behind it), so that the table is in force when a reload answers; never on a loop.
+        if !monitor.eventLoop.inEventLoop { try? monitor.eventLoop.submit {}.wait() }
         return table
     }
 

@@ -2,6 +2,7 @@ import Dispatch
 import Foundation
 import Hummingbird
 import Logging
+import NIOConcurrencyHelpers
 import NIOCore
 import ServiceLifecycle
 import UnixSignals
@@ -19,6 +20,11 @@ public final class Gateway: Sendable {
     public let configPath: String?
     let logger: Logger
     let overrides: Overrides
+    /// The admin key in force; re-read on every reload.
+    public let adminKey: AdminKey
+    /// Reloads run one at a time (SIGHUP and the admin API may overlap): each reads the files
+    /// and installs what it read under this lock, so an older read is never installed last.
+    private let reloading = NIOLock()
 
     /// Command-line and environment settings that win over the file.
     public struct Overrides: Sendable {
@@ -47,6 +53,16 @@ public final class Gateway: Sendable {
                 ledger: LedgerSettings? = nil, redis: RedisConfiguration? = nil, logger: Logger) throws {
         var config = configuration
         overrides.apply(to: &config)
+        // First, before anything starts: a key file others can read refuses the start.
+        do {
+            self.adminKey = AdminKey(try AdminKeyFile.read(configuration: config).map { KeyDigest(hashing: Array($0.utf8)) })
+        } catch let error as AdminKeyFileError where !error.isInsecure {
+            logger.error("the admin API is off", metadata: ["error": "\(error)"])
+            self.adminKey = AdminKey(nil)
+        }
+        if adminKey.digest == nil {
+            logger.notice("no admin key (TOLLGATE_ADMIN_KEY or auth.admin_key_file): /admin/api is off")
+        }
         let ledger = try ledger.map { try Ledger(settings: $0, logger: logger) }
         self.ledger = ledger
         self.dataPlane = DataPlane(table: RoutingTable(configuration: config), logger: logger, usageSink: ledger?.sink,
@@ -61,29 +77,51 @@ public final class Gateway: Sendable {
         }
         if let ledger {
             // With Redis the shared counters carry the history (see QuotaSync); else the ledger does.
-            if redis == nil { try ledger.seedQuotas(dataPlane) }
+            // Seeding is a courtesy (a restart does not hand out fresh windows); a ledger it
+            // cannot read must not keep the gateway from starting.
+            if redis == nil {
+                do {
+                    try ledger.seedQuotas(dataPlane)
+                } catch {
+                    logger.error("seeding the quota counters from the ledger failed; they start at zero", metadata: ["error": "\(error)"])
+                }
+            }
             try ledger.startKeyRefresh(into: dataPlane)
         }
     }
 
-    /// Re-reads the configuration file, validates it and swaps the routing table. A bad file is
-    /// refused and logged; the running configuration stays.
+    /// Re-reads the configuration file and the admin key, validates them and swaps the routing
+    /// table. A bad file (or an admin key file others can read) is refused and logged; the
+    /// running configuration and key stay. A changed admin key ends every admin session.
+    /// Settings that only a restart applies are kept at their running values and named in
+    /// the outcome and the log. Reloads are serialised.
     @discardableResult
-    public func reload() -> Result<RoutingTable, any Error> {
+    public func reload() -> Result<ReloadOutcome, any Error> {
         guard let configPath else {
             return .failure(ConfigurationErrors(errors: [ConfigurationError(file: "<memory>", key: "", message: "this gateway was not started from a file")]))
         }
-        do {
-            var config = try ConfigurationLoader.load(path: configPath)
-            overrides.apply(to: &config)
-            let table = dataPlane.reload(config)
-            logger.notice("configuration reloaded", metadata: [
-                "generation": "\(table.generation)", "instances": "\(table.instances.count)", "departments": "\(table.departments.count)",
-            ])
-            return .success(table)
-        } catch {
-            logger.error("configuration reload refused; keeping the running configuration", metadata: ["error": "\(error)"])
-            return .failure(error)
+        return reloading.withLock {
+            do {
+                var config = try ConfigurationLoader.load(path: configPath)
+                overrides.apply(to: &config)
+                let key = try AdminKeyFile.read(configuration: config).map { KeyDigest(hashing: Array($0.utf8)) }
+                let restart = dataPlane.state.table.configuration.restartRequired(toApply: config)
+                let table = dataPlane.reload(config)
+                let keyChanged = adminKey.install(key)
+                if keyChanged {
+                    logger.notice(key == nil ? "admin key removed; the admin API is off and every admin session ended"
+                                             : "admin key changed; every admin session ended")
+                }
+                var metadata: Logger.Metadata = [
+                    "generation": "\(table.generation)", "instances": "\(table.instances.count)", "departments": "\(table.departments.count)",
+                ]
+                if !restart.isEmpty { metadata["restart_required"] = "\(restart.joined(separator: ","))" }
+                logger.notice("configuration reloaded", metadata: metadata)
+                return .success(ReloadOutcome(table: table, restartRequired: restart, adminKeyChanged: keyChanged))
+            } catch {
+                logger.error("configuration reload refused; keeping the running configuration", metadata: ["error": "\(error)"])
+                return .failure(error)
+            }
         }
     }
 
@@ -105,40 +143,33 @@ public final class Gateway: Sendable {
             logger: logger))
         try await group.run()
         if let ledger {
-            await ledger.close()
-            logger.notice("ledger flushed", metadata: ["rows_written": "\(ledger.writer.committedRows)"])
+            let unwritten = await ledger.close()
+            if unwritten > 0 {
+                logger.error("ledger closed with rows not written", metadata: [
+                    "rows_written": "\(ledger.writer.committedRows)", "rows_not_written": "\(unwritten)"])
+            } else {
+                logger.notice("ledger flushed", metadata: ["rows_written": "\(ledger.writer.committedRows)"])
+            }
         }
         logger.notice("stopped")
     }
 
     /// The admin API's view of this gateway. The admin key comes from `TOLLGATE_ADMIN_KEY`, or
-    /// from the file `auth.admin_key_file` names; without either the admin API is off.
+    /// from the file `auth.admin_key_file` names (re-read on reload); without either the admin
+    /// API is off.
     public func adminServices() -> AdminServices {
-        let config = dataPlane.state.table.configuration
-        var key = ProcessInfo.processInfo.environment["TOLLGATE_ADMIN_KEY"]
-        if key == nil, let file = config.auth.adminKeyFile {
-            if let text = try? String(contentsOfFile: file, encoding: .utf8) {
-                key = text.trimmingCharacters(in: .whitespacesAndNewlines)
-            } else {
-                logger.error("cannot read the admin key file; the admin API is off", metadata: ["file": "\(file)"])
-            }
-        }
-        if key?.isEmpty ?? true {
-            key = nil
-            logger.notice("no admin key (TOLLGATE_ADMIN_KEY or auth.admin_key_file): /admin/api is off")
-        }
         let dataPlane = self.dataPlane
         let ledger = self.ledger
         let notFound: @Sendable (String) throws -> (status: Int, body: String) = { _ in
             (404, GatewayError.notFound(method: "GET", path: "/admin/api/reports/quota").body)
         }
         return AdminServices(
-            adminKey: key.map { KeyDigest(hashing: Array($0.utf8)) },
+            adminKey: adminKey,
             keys: ledger?.keys,
             refreshKeys: { try ledger?.refreshKeys(into: dataPlane)?.wait() },
             reload: { [self] in reload() },
             quotaReport: ledger?.quotaReporter(dataPlane: dataPlane) ?? notFound,
-            ledger: ledger?.database, writer: ledger?.writer)
+            ledger: ledger?.database, writer: ledger?.writer, reportGate: ledger?.reportGate)
     }
 
     private func installReloadSignal() -> any DispatchSourceSignal {

@@ -17,6 +17,15 @@ public struct LedgerSettings: Sendable {
     /// How often the key table is re-read from the database (keys created or revoked by
     /// another process, e.g. `tollgate keys revoke`).
     public var keyRefreshInterval: Duration = .milliseconds(500)
+    /// Usage reports (`/v1/usage` and the admin quota report together) admitted at a time;
+    /// more get 503 with `Retry-After` (see `ReportGate`).
+    public var maxConcurrentReports = 4
+    /// Usage rows waiting for the writer at which the ledger is saturated and the data plane
+    /// refuses new requests (`UsageWriter.isSaturated`).
+    public var maxBacklog = 100_000
+    /// At shutdown, how long the writer may take to commit what is pending (a full disk would
+    /// otherwise keep SIGTERM waiting forever); what is left is logged as lost.
+    public var closeTimeout: Duration = .seconds(30)
 
     public init(databasePath: String, migrationsDirectory: String, replica: String? = nil) {
         self.databasePath = databasePath
@@ -32,6 +41,9 @@ public final class Ledger: Sendable {
     public let writer: UsageWriter
     public let keys: KeyStore
     public let sink: UsageSink
+    /// Admission of usage reports; the data plane should enter it before queueing a
+    /// `/v1/usage` report on its thread pool.
+    public let reportGate: ReportGate
     let settings: LedgerSettings
     private let logger: Logger
     private let stopping = NIOLockedValueBox(false)
@@ -42,9 +54,10 @@ public final class Ledger: Sendable {
     public init(settings: LedgerSettings, logger: Logger) throws {
         let migrations = try MigrationLoader.load(directory: settings.migrationsDirectory)
         self.database = try LedgerDatabase.open(path: settings.databasePath, migrations: migrations)
-        self.writer = UsageWriter(database: database, logger: logger)
+        self.writer = UsageWriter(database: database, maxBacklog: settings.maxBacklog, logger: logger)
         self.keys = KeyStore(database: database)
         self.sink = UsageSink(writer: writer, replica: settings.replica)
+        self.reportGate = ReportGate(limit: settings.maxConcurrentReports)
         self.settings = settings
         self.logger = logger
     }
@@ -82,10 +95,12 @@ public final class Ledger: Sendable {
         return dataPlane.monitor.installKeys(active).map { _ in () }
     }
 
-    /// Stops the refresher, commits every pending row and stops the writer.
-    public func close() async {
+    /// Stops the refresher, commits the pending rows (within `closeTimeout`) and stops the
+    /// writer. Returns how many rows could not be written.
+    @discardableResult
+    public func close() async -> Int {
         stopping.withLockedValue { $0 = true }
-        await writer.close()
+        return await writer.close(timeout: settings.closeTimeout)
     }
 }
 
@@ -109,6 +124,8 @@ extension Ledger {
                 f.timeZone = timeZone
                 period = try ReportPeriod.month(params["period"] ?? f.string(from: Date()), timeZone: timeZone)
             }
+            // Over HTTP a report covers at most a year: the range bounds its work.
+            try period.checkLength()
         } catch {
             return .failure(.invalidRequest("\(error)", param: "period"))
         }
@@ -128,7 +145,8 @@ extension Ledger {
         return .success((period, reports.sorted { $0.department < $1.department }))
     }
 
-    /// `GET /admin/api/reports/quota`: every department.
+    /// `GET /admin/api/reports/quota`: every department. The admin API enters `reportGate`
+    /// before it queues this on its thread pool.
     func quotaReporter(dataPlane: DataPlane) -> @Sendable (String) throws -> (status: Int, body: String) {
         let database = self.database
         return { @Sendable query in
@@ -149,7 +167,12 @@ extension Ledger {
     /// (default: the current month, in the gateway's time zone).
     func usageReporter(timeZone: TimeZone = .current) -> UsageReporter {
         let database = self.database
+        let gate = reportGate
         return { department, query in
+            // Entered here, on the pool's thread, this bounds the reports running; to bound the
+            // ones waiting too the data plane should enter `reportGate` before queueing.
+            guard gate.tryEnter() else { return (GatewayError.reportsBusy.status, GatewayError.reportsBusy.body) }
+            defer { gate.leave() }
             switch try Ledger.reports(database: database, dataPlane: nil, department: department, query: query, timeZone: timeZone) {
             case .failure(let e):
                 return (e.status, e.body)

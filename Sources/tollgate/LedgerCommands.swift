@@ -4,25 +4,46 @@ import TollgateCore
 import TollgateLedger
 
 /// Options of the commands that open the ledger.
+///
+/// A `ParsableArguments` value must come from parsing: reading an `@Option` of one built by
+/// hand (`LedgerOptions()`) traps in ArgumentParser. Commands with flags of their own (`report`
+/// takes `--database` several times) therefore use the static functions, which take the flag's
+/// value and apply the same environment variables and defaults.
 struct LedgerOptions: ParsableArguments {
     @Option(help: "The usage ledger, a SQLite file (env TOLLGATE_DATABASE; default: tollgate.sqlite).")
     var database: String?
     @Option(help: "Directory of the numbered SQL migrations (env TOLLGATE_MIGRATIONS; default: ./migrations, or the one beside the executable).")
     var migrations: String?
 
-    var databasePath: String { database ?? ProcessInfo.processInfo.environment["TOLLGATE_DATABASE"] ?? "tollgate.sqlite" }
+    var databasePath: String { Self.databasePath(database) }
 
-    func migrationsDirectory() throws -> String {
-        if let migrations { return migrations }
+    func migrationsDirectory() throws -> String { try Self.migrationsDirectory(migrations) }
+
+    func open(readOnly: Bool = false) throws -> LedgerDatabase {
+        try Self.open(path: databasePath, migrations: migrations, readOnly: readOnly)
+    }
+
+    /// `--database`, else `TOLLGATE_DATABASE`, else `tollgate.sqlite`.
+    static func databasePath(_ flag: String?) -> String {
+        if let flag { return flag }
+        if let env = ProcessInfo.processInfo.environment["TOLLGATE_DATABASE"], !env.isEmpty { return env }
+        return "tollgate.sqlite"
+    }
+
+    /// `--migrations`, else `TOLLGATE_MIGRATIONS`, `./migrations` or the one beside the executable.
+    static func migrationsDirectory(_ flag: String?) throws -> String {
+        if let flag { return flag }
         guard let found = MigrationLoader.locateDirectory() else {
             throw ValidationError("no migrations directory found: pass --migrations PATH or set TOLLGATE_MIGRATIONS")
         }
         return found
     }
 
-    func open(readOnly: Bool = false) throws -> LedgerDatabase {
+    /// Opens (and, unless `readOnly`, migrates) the ledger at `path`; a `LedgerError` is
+    /// printed and becomes exit status 2.
+    static func open(path: String, migrations: String?, readOnly: Bool) throws -> LedgerDatabase {
         do {
-            return try LedgerDatabase.open(path: databasePath, migrations: MigrationLoader.load(directory: migrationsDirectory()), readOnly: readOnly)
+            return try LedgerDatabase.open(path: path, migrations: MigrationLoader.load(directory: migrationsDirectory(migrations)), readOnly: readOnly)
         } catch let error as LedgerError {
             FileHandle.standardError.write(Data("tollgate: \(error)\n".utf8))
             throw ExitCode(2)
@@ -123,7 +144,7 @@ struct Report: ParsableCommand {
     @Option(help: "table, csv or json.") var format = "table"
     @Option(name: .customLong("database"), help: "Ledger file; repeat to merge several replicas' ledgers (default: TOLLGATE_DATABASE or tollgate.sqlite).")
     var databases: [String] = []
-    @Option(help: "Directory of the SQL migrations.") var migrations: String?
+    @Option(help: "Directory of the SQL migrations (env TOLLGATE_MIGRATIONS; default: ./migrations, or the one beside the executable).") var migrations: String?
     @Option(help: "Time zone of calendar periods (default: quotas.time_zone of the configuration, else the system's).") var timeZone: String?
     @OptionGroup var options: ConfigOptions
 
@@ -149,13 +170,8 @@ struct Report: ParsableCommand {
             }()
             range = try ReportPeriod.month(month, timeZone: zone)
         }
-        let paths = databases.isEmpty ? [LedgerOptions().databasePath] : databases
-        let opened = try paths.map { path -> LedgerDatabase in
-            var options = LedgerOptions()
-            options.database = path
-            options.migrations = migrations
-            return try options.open(readOnly: true)
-        }
+        let paths = databases.isEmpty ? [LedgerOptions.databasePath(nil)] : databases
+        let opened = try paths.map { try LedgerOptions.open(path: $0, migrations: migrations, readOnly: true) }
         var reports = try Reports.departments(databases: opened, period: range, department: department)
         for i in reports.indices {
             if let limit = config?.departments.first(where: { $0.name == reports[i].department })?.quota.tokensPerMonth {

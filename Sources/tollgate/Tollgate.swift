@@ -59,9 +59,12 @@ struct Serve: AsyncParsableCommand {
             throw ExitCode(2)
         }
         let overrides = Gateway.Overrides(host: host, port: port, adminHost: adminHost, adminPort: adminPort)
-        let settings = LedgerSettings(
+        var settings = LedgerSettings(
             databasePath: ledger.databasePath, migrationsDirectory: try ledger.migrationsDirectory(),
             replica: replica ?? ProcessInfo.processInfo.hostName)
+        settings.maxBacklog = config.ledger.maxBacklog
+        settings.closeTimeout = config.ledger.closeTimeout
+        settings.maxConcurrentReports = config.ledger.maxConcurrentReports
         var redisConfiguration: RedisConfiguration?
         if let url = redis ?? ProcessInfo.processInfo.environment["TOLLGATE_REDIS_URL"], !url.isEmpty {
             do {
@@ -78,6 +81,9 @@ struct Serve: AsyncParsableCommand {
         do {
             gateway = try Gateway(configuration: config, configPath: path, overrides: overrides, ledger: settings,
                                   redis: redisConfiguration, logger: logger)
+        } catch let error as AdminKeyFileError {
+            FileHandle.standardError.write(Data("tollgate: \(error)\n".utf8))
+            throw ExitCode(2)
         } catch {
             FileHandle.standardError.write(Data("tollgate: cannot open the ledger \(settings.databasePath)\n\(error)\n".utf8))
             throw ExitCode(2)
@@ -109,7 +115,22 @@ struct Check: ParsableCommand {
         }
         let databaseOK = checkDatabase()
         let redisOK = checkRedis()
-        if !databaseOK || !redisOK { throw ExitCode(1) }
+        let adminKeyOK = checkAdminKey()
+        if !databaseOK || !redisOK || !adminKeyOK { throw ExitCode(1) }
+    }
+
+    /// The admin key file as `serve` would read it: present, readable, owner-only (0600).
+    private func checkAdminKey() -> Bool {
+        guard let config = try? ConfigurationLoader.load(path: options.path) else { return true }
+        do {
+            let key = try AdminKeyFile.read(configuration: config)
+            let source = ProcessInfo.processInfo.environment["TOLLGATE_ADMIN_KEY"] != nil ? "TOLLGATE_ADMIN_KEY" : config.auth.adminKeyFile ?? "-"
+            print(key == nil ? "admin key: none (the admin API is off)" : "admin key: OK (\(source))")
+            return true
+        } catch {
+            FileHandle.standardError.write(Data("admin key: \(error)\n".utf8))
+            return false
+        }
     }
 
     /// Opens the ledger read-only and verifies its migrations, as `serve` would before applying them.

@@ -124,6 +124,123 @@ final class ConfigurationTests: XCTestCase {
         XCTAssertTrue(e.first { $0.key == "pools[0].policy" }!.message.contains("round_robin, least_in_flight"))
     }
 
+    /// Every number in the file is parsed into a bounded range: a huge duration or count is
+    /// a refused entry naming its key, never a trap (a trap on SIGHUP would stop every
+    /// department's traffic).
+    func testHugeNumbersAreRefusedNotTrapped() {
+        let e = errors("""
+            shutdown_grace: 1e300s
+            limits: {max_body_bytes: 9223372036854775807, max_header_count: 9223372036854775807, header_timeout: 99999999999999h}
+            timeouts: {connect: 9000h, per_try: 1e19ms, request: 1e300}
+            health: {max_fails: 9223372036854775807, unhealthy_threshold: 9223372036854775807}
+            cache: {ttl: 9e18s, max_entry_bytes: 9223372036854775807}
+            quotas: {default_max_tokens: 9223372036854775807, sync_interval: 1e30s}
+            pools:
+              - name: qwen
+                models: [m]
+                instances:
+                  - {name: a, url: "http://127.0.0.1:9001", max_in_flight: 9223372036854775807}
+            departments:
+              - name: d
+                quota: {requests_per_minute: 9223372036854775807, tokens_per_minute: 9223372036854775807,
+                        tokens_per_day: 9223372036854775807, tokens_per_month: 9223372036854775807}
+            """)
+        XCTAssertEqual(Set(e.map(\.key)), [
+            "shutdown_grace", "limits.max_body_bytes", "limits.max_header_count", "limits.header_timeout",
+            "timeouts.connect", "timeouts.per_try", "timeouts.request", "health.max_fails", "health.unhealthy_threshold",
+            "cache.ttl", "cache.max_entry_bytes", "quotas.default_max_tokens", "quotas.sync_interval",
+            "pools[0].instances[0].max_in_flight", "departments[0].quota.requests_per_minute",
+            "departments[0].quota.tokens_per_minute", "departments[0].quota.tokens_per_day",
+            "departments[0].quota.tokens_per_month",
+        ])
+        XCTAssertTrue(e.first { $0.key == "timeouts.connect" }!.message.contains("at most 8760h"), "\(e)")
+        XCTAssertTrue(e.first { $0.key == "departments[0].quota.tokens_per_month" }!.message.contains("between 1 and"), "\(e)")
+    }
+
+    func testLedgerLimits() throws {
+        XCTAssertEqual(try ConfigurationLoader.parse(Self.minimal).ledger, LedgerLimits())
+        let c = try ConfigurationLoader.parse(Self.minimal + "\nledger: {max_backlog: 5000, close_timeout: 5s, max_concurrent_reports: 2}\n")
+        XCTAssertEqual(c.ledger.maxBacklog, 5000)
+        XCTAssertEqual(c.ledger.closeTimeout, .seconds(5))
+        XCTAssertEqual(c.ledger.maxConcurrentReports, 2)
+        let e = errors(Self.minimal + "\nledger: {max_backlog: 10, close_timeout: 1e30s, max_concurrent_reports: 0, other: 1}\n")
+        XCTAssertEqual(Set(e.map(\.key)), ["ledger.max_backlog", "ledger.close_timeout", "ledger.max_concurrent_reports", "ledger.other"])
+    }
+
+    func testDurationParsingIsBounded() {
+        XCTAssertNil(parseDuration("1e300s"))
+        XCTAssertNil(parseDuration("nan"))
+        XCTAssertNil(parseDuration("inf"))
+        XCTAssertNil(parseDuration("-1s"))
+        XCTAssertEqual(parseDuration("366d"), nil, "no day unit in configuration durations")
+        XCTAssertEqual(parseDuration("8760h"), .seconds(8760 * 3600))
+        XCTAssertNil(parseDuration("1e10"), "beyond 10^9 seconds a duration would not fit Duration's nanoseconds")
+        XCTAssertEqual(parseDuration("9000h"), .seconds(9000 * 3600), "parsed; the reader refuses it as longer than a year")
+    }
+
+    func testRestartRequiredNamesWhatAReloadCannotApply() throws {
+        let running = try ConfigurationLoader.parse(Self.minimal)
+        XCTAssertEqual(running.restartRequired(toApply: running), [])
+        let loaded = try ConfigurationLoader.parse(Self.minimal + """
+
+            listen: {port: 9090}
+            admin: {host: 0.0.0.0}
+            event_loops: 3
+            redis: {connect_timeout: 1s, command_timeout: 1s}
+            quotas: {sync_interval: 1s}
+            ledger: {max_backlog: 5000}
+            retry: {attempts: 2}
+            limits: {max_body_bytes: 100}
+            """)
+        XCTAssertEqual(running.restartRequired(toApply: loaded),
+                       ["listen", "admin", "event_loops", "redis.connect_timeout", "redis.command_timeout", "quotas.sync_interval",
+                        "ledger.max_backlog"])
+    }
+
+    func testPromptPreviewIsASettingGlobalAndPerDepartment() throws {
+        XCTAssertEqual(try ConfigurationLoader.parse(Self.minimal).promptPreview, .characters(120), "on by default, as before")
+        let c = try ConfigurationLoader.parse(Self.minimal + """
+
+            prompt_preview: 40
+            departments:
+              - {name: legal, prompt_preview: off}
+              - {name: support, prompt_preview: 200}
+              - {name: engineering}
+            """)
+        XCTAssertEqual(c.promptPreview, .characters(40))
+        XCTAssertEqual(c.promptPreview(forDepartment: "legal"), .off)
+        XCTAssertEqual(c.promptPreview(forDepartment: "support"), .characters(200))
+        XCTAssertEqual(c.promptPreview(forDepartment: "engineering"), .characters(40))
+        XCTAssertEqual(c.promptPreview(forDepartment: "unknown"), .characters(40))
+        XCTAssertEqual(try ConfigurationLoader.parse(Self.minimal + "\nprompt_preview: off\n").promptPreview, .off)
+        XCTAssertEqual(try ConfigurationLoader.parse(Self.minimal + "\nprompt_preview: false\n").promptPreview, .off)
+
+        let e = errors(Self.minimal + """
+
+            prompt_preview: 0
+            departments:
+              - {name: a, prompt_preview: 1001}
+              - {name: b, prompt_preview: lots}
+              - {name: c, prompt_preview: -5}
+            """)
+        XCTAssertEqual(Set(e.map(\.key)), ["prompt_preview", "departments[0].prompt_preview", "departments[1].prompt_preview", "departments[2].prompt_preview"])
+        XCTAssertTrue(e[0].message.contains("off or a number of characters between 1 and 1000"), e[0].message)
+    }
+
+    func testPromptPrivacyPreview() {
+        let text = String(repeating: "é", count: 300)
+        XCTAssertEqual(PromptPrivacy.preview(text, policy: .standard)?.count, 120)
+        XCTAssertEqual(PromptPrivacy.preview(text, policy: .characters(7)), String(repeating: "é", count: 7))
+        XCTAssertNil(PromptPrivacy.preview(text, policy: .off))
+        XCTAssertNil(PromptPrivacy.preview("", policy: .standard))
+        XCTAssertEqual(PromptPrivacy.preview("short", policy: .characters(500)), "short")
+        XCTAssertEqual(PromptPrivacy.preview(String(repeating: "x", count: 5000), policy: .characters(Int.max))?.count, PromptPrivacy.maxLength)
+        XCTAssertNil(PromptPrivacy.preview("x", policy: .characters(0)))
+        XCTAssertNil(PromptPrivacy.preview("x", policy: .characters(-1)))
+        // Grapheme clusters are never cut in half.
+        XCTAssertEqual(PromptPrivacy.preview("👩‍👩‍👧‍👦abc", policy: .characters(1)), "👩‍👩‍👧‍👦")
+    }
+
     func testCrossChecks() {
         let e = errors("""
             pools:

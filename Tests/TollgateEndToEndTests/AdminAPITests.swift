@@ -24,6 +24,7 @@ final class AdminAPITests: XCTestCase {
         defer { try? FileManager.default.removeItem(at: dir) }
         let adminKey = "tg-admin-\(UUID().uuidString)"
         try adminKey.write(to: dir.appendingPathComponent("admin.key"), atomically: true, encoding: .utf8)
+        try FileManager.default.setAttributes([.posixPermissions: 0o600], ofItemAtPath: dir.appendingPathComponent("admin.key").path)
         let configFile = dir.appendingPathComponent("gateway.yaml")
         let yaml = """
             listen: {host: 127.0.0.1, port: 0}

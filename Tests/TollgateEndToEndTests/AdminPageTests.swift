@@ -78,7 +78,9 @@ final class AdminPageTests: XCTestCase {
             XCTAssertEqual(a.errorCode, "invalid_window")
 
             // Logout ends the session on the server, not only in the browser.
-            a = try await admin.send(.POST, "/admin/logout", headers: [("cookie", cookie)])
+            // Logging out is a change: the page's form sends its Origin, as a browser does.
+            a = try await admin.send(.POST, "/admin/logout", headers: [
+                ("cookie", cookie), ("host", "127.0.0.1:\(h.adminPort)"), ("origin", "http://127.0.0.1:\(h.adminPort)")])
             XCTAssertEqual(a.status, 303)
             XCTAssertTrue(a.headers.first(name: "set-cookie")?.contains("Max-Age=0") ?? false)
             a = try await admin.send(.GET, "/admin", headers: [("cookie", cookie)])

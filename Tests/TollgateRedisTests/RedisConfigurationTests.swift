@@ -75,6 +75,48 @@ final class RedisConfigurationTests: XCTestCase {
         }
     }
 
+    /// A malformed URL ends up in an error message, and from there in a log or on a
+    /// terminal: no part of its password may be in it, wherever the mistake is.
+    func testMalformedURLErrorsNeverEchoThePassword() {
+        let secret = "s3cr3tPW"
+        let malformed = [
+            "redis:/:\(secret)@host",             // no "//": the whole text used to be echoed
+            "redis//:\(secret)@host",
+            "redis://:\(secret)@",                // no host: "missing host in Redis URL '<url>'"
+            "redis://user:\(secret)/0",           // "@" forgotten: the password parsed as the port
+            "redis://user:\(secret)",
+            "redis://:pa/\(secret)@host",          // "/" in the password: the rest parsed as the database
+            "redis://:\(secret)@host:port",
+            "redis://:\(secret)@[::1",
+            "redis://:\(secret)@[::1]x",
+            "redis://:\(secret)@host?x",
+            "redis://:\(secret)%zz@host",
+            "http://:\(secret)@host",
+            "redis://\(secret)@host",
+        ]
+        for url in malformed {
+            XCTAssertThrowsError(try RedisConfiguration(url: url), url) { error in
+                XCTAssertFalse("\(error)".contains(secret), "\(url) → \(error)")
+                XCTAssertFalse("\(error)".contains("3cr3t"), "\(url) → \(error)")
+            }
+        }
+    }
+
+    func testDescriptionHidesThePassword() throws {
+        let configuration = try RedisConfiguration(url: "redis://gateway:s3cr3t@cache:6380/2")
+        XCTAssertEqual("\(configuration)", "redis://***@cache:6380/2")
+        XCTAssertFalse(String(reflecting: configuration).contains("s3cr3t"))
+        XCTAssertEqual("\(RedisConfiguration(host: "::1"))", "redis://[::1]:6379/0")
+    }
+
+    func testRedactedURLHidesUserInformation() {
+        XCTAssertEqual(RedisConfiguration.redacted("redis://:s3cr3t@cache:6379/0"), "redis://***@cache:6379/0")
+        XCTAssertEqual(RedisConfiguration.redacted("redis://gateway:p@ss@cache"), "redis://***@cache")
+        XCTAssertEqual(RedisConfiguration.redacted("redis://cache:6379"), "redis://cache:6379")
+        XCTAssertEqual(RedisConfiguration.redacted("redis:/:s3cr3t@cache"), "***")
+        XCTAssertEqual(RedisConfiguration.redacted("redis://user:s3cr3t/0"), "redis://***")
+    }
+
     func testErrorsCompareByKindAndMessage() {
         XCTAssertEqual(RedisError.server("ERR x"), .server("ERR x"))
         XCTAssertNotEqual(RedisError.server("ERR x"), .server("ERR y"))

@@ -157,6 +157,9 @@ struct AdminOverview: Encodable, Sendable {
     /// As `tollgate report` computes them, for [fromMs, toMs); every configured department.
     var departments: [DepartmentReport]
     var topPrompts: [PromptHits]
+    /// What the ledger keeps of prompts: `off`, or the number of characters, globally and for
+    /// each department that differs (`prompt_preview`).
+    var promptPreview: PromptPreviewSettings
     var quotas: [Quota]
     var instances: [Instance]
     var recentErrors: [ErrorRow]
@@ -269,7 +272,7 @@ struct AdminOverview: Encodable, Sendable {
             window: window.rawValue, windowLabel: window.label, fromMs: fromMs, toMs: toMs, generatedMs: nowMs,
             timeZone: settings.timeZone.identifier, ledger: services.ledger != nil, cache: cache,
             series: figures.series, seriesByDepartment: figures.byDepartment, departments: departments,
-            topPrompts: figures.prompts, quotas: quotas, instances: instances,
+            topPrompts: figures.prompts, promptPreview: PromptPreviewSettings(table.configuration), quotas: quotas, instances: instances,
             recentErrors: figures.errors.map {
                 ErrorRow(timeMs: $0.timeMs, requestID: $0.requestID, department: $0.department, instance: $0.instance,
                          model: $0.model, status: $0.status, latencyMs: $0.latencyMs)
@@ -292,4 +295,31 @@ extension QuotaMeter {
 
 extension Date {
     init(unixMs: Int64) { self.init(timeIntervalSince1970: Double(unixMs) / 1000) }
+}
+
+/// `prompt_preview` as the admin page shows it.
+struct PromptPreviewSettings: Encodable, Sendable {
+    /// `off` or the number of characters kept.
+    var global: String
+    /// Departments whose setting differs from the global one: name → `off` or characters.
+    var departments: [String: String]
+
+    init(_ configuration: GatewayConfiguration) {
+        func text(_ policy: PromptPreviewPolicy) -> String {
+            switch policy {
+            case .off: return "off"
+            case .characters(let n): return "\(n)"
+            }
+        }
+        global = text(configuration.promptPreview)
+        var departments: [String: String] = [:]
+        for d in configuration.departments {
+            let policy = configuration.promptPreview(forDepartment: d.name)
+            if policy != configuration.promptPreview { departments[d.name] = text(policy) }
+        }
+        self.departments = departments
+    }
+
+    /// Departments whose prompts are not kept.
+    var offDepartments: [String] { departments.filter { $0.value == "off" }.keys.sorted() }
 }

@@ -290,6 +290,14 @@ enum AdminPageHTML {
 
     private static func prompts(_ o: AdminOverview) -> String {
         var s = "<section><h2>Most frequently hit prompts</h2>"
+        // Say when prompts are not kept, so that an empty list is not read as "no hits".
+        if o.promptPreview.global == "off" {
+            s += "<p class=\"muted\" data-metric=\"prompt-preview\" data-value=\"off\">Prompt previews are off (prompt_preview: off): the ledger keeps no prompt text"
+            let on = o.promptPreview.departments.filter { $0.value != "off" }.keys.sorted()
+            s += on.isEmpty ? ".</p>" : ", except for \(HTML.escape(on.joined(separator: ", "))).</p>"
+        } else if !o.promptPreview.offDepartments.isEmpty {
+            s += "<p class=\"muted\" data-metric=\"prompt-preview\" data-value=\"partly-off\">Prompt previews are off for \(HTML.escape(o.promptPreview.offDepartments.joined(separator: ", "))).</p>"
+        }
         if o.topPrompts.isEmpty { return s + "<p class=\"muted\">No cache hits in this window.</p></section>" }
         s += "<ol class=\"prompts\">"
         for p in o.topPrompts {

@@ -10,7 +10,7 @@ import TollgateDataPlane
 /// - `GET /admin/login` — the form; `POST /admin/login` with `key=<admin key>` (form-encoded)
 ///   sets the session cookie and redirects to `/admin`. A department key gets 403, any other
 ///   key 401; no admin key configured, 503.
-/// - `POST /admin/logout` — ends the session.
+/// - `POST /admin/logout` — ends the session; only from the page itself (`AdminOriginCheck`).
 /// `HTTPField.Name` (Hummingbird exports only `HTTPFields`).
 private typealias FieldName = HTTPFields.Element.Name
 
@@ -40,7 +40,7 @@ extension ControlPlane {
     static func addAdminPage(to router: Router<BasicRequestContext>, services: AdminServices, dataPlane: DataPlane,
                              sessions: AdminSessions) {
         router.get("admin") { request, _ -> Response in
-            guard services.adminKey != nil else {
+            guard services.adminKey.digest != nil else {
                 return html(.serviceUnavailable, AdminPageHTML.message(
                     title: "Admin page off", text: "No admin key is configured (TOLLGATE_ADMIN_KEY or auth.admin_key_file)."))
             }
@@ -55,12 +55,12 @@ extension ControlPlane {
         }
 
         router.get("admin/login") { request, _ -> Response in
-            if services.adminKey != nil && sessions.isValid(sessionID(request)) { return redirect("/admin") }
+            if sessions.isValid(sessionID(request)) { return redirect("/admin") }
             return html(.ok, AdminPageHTML.login(message: nil))
         }
 
         router.post("admin/login") { request, _ -> Response in
-            guard let admin = services.adminKey else {
+            guard let admin = services.adminKey.digest else {
                 return html(.serviceUnavailable, AdminPageHTML.message(
                     title: "Admin page off", text: "No admin key is configured (TOLLGATE_ADMIN_KEY or auth.admin_key_file)."))
             }
@@ -85,6 +85,9 @@ extension ControlPlane {
         }
 
         router.post("admin/logout") { request, _ -> Response in
+            // Ending a session is a change too: only the page itself may (AdminOriginCheck).
+            let check = AdminOriginCheck(request)
+            guard check.isAllowed else { return crossSiteRefusal(check) }
             sessions.remove(sessionID(request))
             return redirect("/admin/login", cookie: AdminSessions.expiredCookie)
         }

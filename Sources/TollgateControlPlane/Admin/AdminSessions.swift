@@ -6,7 +6,8 @@ import TollgateCore
 ///
 /// A session id is 256 random bits, given to the browser once in an HttpOnly,
 /// SameSite=Strict cookie; only its SHA-256 is kept here, with an expiry. The admin key
-/// itself never goes into a cookie or a URL.
+/// itself never goes into a cookie or a URL. A session belongs to the admin key it was
+/// opened with: when a reload installs another key (`AdminKey.generation`), it ends.
 final class AdminSessions: Sendable {
     /// The cookie's name.
     static let cookieName = "tollgate_admin_session"
@@ -14,9 +15,18 @@ final class AdminSessions: Sendable {
     let lifetime: Duration
     /// More sessions than this and the oldest are dropped (a login loop cannot grow memory).
     let capacity: Int
-    private let sessions = NIOLockedValueBox<[KeyDigest: ContinuousClock.Instant]>([:])
+    /// The admin key sessions are opened with.
+    let key: AdminKey
+    private let sessions = NIOLockedValueBox<[KeyDigest: Session]>([:])
 
-    init(lifetime: Duration = .seconds(12 * 3600), capacity: Int = 1_000) {
+    private struct Session {
+        var expiry: ContinuousClock.Instant
+        /// `AdminKey.generation` at login.
+        var keyGeneration: Int
+    }
+
+    init(key: AdminKey, lifetime: Duration = .seconds(12 * 3600), capacity: Int = 1_000) {
+        self.key = key
         self.lifetime = lifetime
         self.capacity = capacity
     }
@@ -26,22 +36,24 @@ final class AdminSessions: Sendable {
         var generator = SystemRandomNumberGenerator()
         let bytes = (0..<32).map { _ in UInt8.random(in: .min ... .max, using: &generator) }
         let id = bytes.map { String(format: "%02x", $0) }.joined()
-        let expiry = now + lifetime
+        let session = Session(expiry: now + lifetime, keyGeneration: key.current.generation)
         sessions.withLockedValue { all in
-            all = all.filter { $0.value > now }
-            if all.count >= capacity, let oldest = all.min(by: { $0.value < $1.value })?.key { all[oldest] = nil }
-            all[KeyDigest(hashing: Array(id.utf8))] = expiry
+            all = all.filter { $0.value.expiry > now && $0.value.keyGeneration == session.keyGeneration }
+            if all.count >= capacity, let oldest = all.min(by: { $0.value.expiry < $1.value.expiry })?.key { all[oldest] = nil }
+            all[KeyDigest(hashing: Array(id.utf8))] = session
         }
         return id
     }
 
-    /// Whether `id` names a live session.
+    /// Whether `id` names a live session, opened with the admin key in force.
     func isValid(_ id: String?, now: ContinuousClock.Instant = .now) -> Bool {
         guard let id, id.utf8.count == 64 else { return false }
         let digest = KeyDigest(hashing: Array(id.utf8))
+        let current = key.current
+        guard current.digest != nil else { return false }
         return sessions.withLockedValue { all in
-            guard let expiry = all[digest] else { return false }
-            if expiry <= now {
+            guard let session = all[digest] else { return false }
+            if session.expiry <= now || session.keyGeneration != current.generation {
                 all[digest] = nil
                 return false
             }

@@ -96,6 +96,9 @@ enum MetricsEndpoint {
             p.single("tollgate_ledger_last_write_latency_seconds", "gauge", "Duration of the ledger's last committed transaction.", writer.lastWriteLatencyMs / 1000)
             p.single("tollgate_ledger_rows_committed_total", "counter", "Usage rows committed since start.", writer.committedRows)
             p.single("tollgate_ledger_write_errors_total", "counter", "Failed ledger transactions (retried).", writer.writeErrors)
+            p.single("tollgate_ledger_backlog_limit", "gauge", "Rows waiting at which the ledger is saturated and new requests are refused.", writer.maxBacklog)
+            p.single("tollgate_ledger_saturated", "gauge", "1 while the ledger's backlog is full (new requests get 503).", writer.isSaturated ? 1 : 0)
+            p.single("tollgate_ledger_rows_dropped_total", "counter", "Usage rows dropped past the backlog's hard ceiling (twice the limit).", writer.droppedRows)
         }
 
         p.single("tollgate_redis_configured", "gauge", "1 when the gateway was started with --redis.", m.redisConfigured ? 1 : 0)

@@ -190,23 +190,30 @@ struct Reader {
         return s.string
     }
 
-    mutating func int(_ map: inout MapReader, _ key: String, min: Int, max: Int = Int.max) -> Int? {
+    /// A whole number in `min...max`. Every number has an upper bound (`ConfigurationBounds`):
+    /// the data plane adds and multiplies them, and a trap there stops every department.
+    mutating func int(_ map: inout MapReader, _ key: String, min: Int, max: Int) -> Int? {
         guard let node = map.take(key) else { return nil }
         guard let value = node.int else {
             fail(map.file, map.keyPath(key), node, "expected a whole number")
             return nil
         }
         guard value >= min, value <= max else {
-            fail(map.file, map.keyPath(key), node, max == Int.max ? "must be at least \(min)" : "must be between \(min) and \(max)")
+            fail(map.file, map.keyPath(key), node, "must be between \(min) and \(max)")
             return nil
         }
         return value
     }
 
+    /// A duration of at most `ConfigurationBounds.maxDuration` (a year).
     mutating func duration(_ map: inout MapReader, _ key: String, allowZero: Bool = false) -> Duration? {
         guard let node = map.take(key) else { return nil }
         guard let text = node.scalar?.string, let value = parseDuration(text), allowZero || value > .zero else {
             fail(map.file, map.keyPath(key), node, allowZero ? "expected a duration such as 500ms, 2s, 1m" : "expected a positive duration such as 500ms, 2s, 1m")
+            return nil
+        }
+        guard value <= ConfigurationBounds.maxDuration else {
+            fail(map.file, map.keyPath(key), node, "must be at most 8760h (a year)")
             return nil
         }
         return value
@@ -248,9 +255,9 @@ struct Reader {
         if let n = int(&map, "event_loops", min: 0, max: 256) { config.eventLoops = n }
         if let d = duration(&map, "shutdown_grace", allowZero: true) { config.shutdownGrace = d }
         section(&map, "limits") { r, m in
-            if let v = r.int(&m, "max_body_bytes", min: 0) { config.limits.maxBodyBytes = v }
-            if let v = r.int(&m, "max_header_bytes", min: 256) { config.limits.maxHeaderBytes = v }
-            if let v = r.int(&m, "max_header_count", min: 4) { config.limits.maxHeaderCount = v }
+            if let v = r.int(&m, "max_body_bytes", min: 0, max: ConfigurationBounds.maxBytes) { config.limits.maxBodyBytes = v }
+            if let v = r.int(&m, "max_header_bytes", min: 256, max: 1 << 20) { config.limits.maxHeaderBytes = v }
+            if let v = r.int(&m, "max_header_count", min: 4, max: 10_000) { config.limits.maxHeaderCount = v }
             if let v = r.duration(&m, "header_timeout") { config.limits.headerTimeout = v }
             if let v = r.duration(&m, "body_timeout") { config.limits.bodyTimeout = v }
             if let v = r.duration(&m, "idle_timeout") { config.limits.idleTimeout = v }
@@ -265,7 +272,7 @@ struct Reader {
             if let v = r.int(&m, "attempts", min: 1, max: 10) { config.retry.attempts = v }
         }
         section(&map, "health") { r, m in
-            if let v = r.int(&m, "max_fails", min: 0) { config.health.maxFails = v }
+            if let v = r.int(&m, "max_fails", min: 0, max: ConfigurationBounds.maxCount) { config.health.maxFails = v }
             if let v = r.duration(&m, "fail_timeout") { config.health.failTimeout = v }
             if let v = r.string(&m, "probe_path") {
                 if !v.isEmpty && !v.hasPrefix("/") { r.fail(m, "probe_path", "must start with / (or be empty to disable probing)") }
@@ -273,8 +280,8 @@ struct Reader {
             }
             if let v = r.duration(&m, "probe_interval") { config.health.probeInterval = v }
             if let v = r.duration(&m, "probe_timeout") { config.health.probeTimeout = v }
-            if let v = r.int(&m, "unhealthy_threshold", min: 1) { config.health.unhealthyThreshold = v }
-            if let v = r.int(&m, "healthy_threshold", min: 1) { config.health.healthyThreshold = v }
+            if let v = r.int(&m, "unhealthy_threshold", min: 1, max: 1_000) { config.health.unhealthyThreshold = v }
+            if let v = r.int(&m, "healthy_threshold", min: 1, max: 1_000) { config.health.healthyThreshold = v }
         }
         section(&map, "auth") { r, m in
             config.auth.anonymousDepartment = r.string(&m, "anonymous_department")
@@ -285,15 +292,21 @@ struct Reader {
             if let d = r.duration(&m, "connect_timeout") { config.redis.connect = d }
             if let d = r.duration(&m, "command_timeout") { config.redis.command = d }
         }
+        section(&map, "ledger") { r, m in
+            if let n = r.int(&m, "max_backlog", min: 1_000, max: 10_000_000) { config.ledger.maxBacklog = n }
+            if let d = r.duration(&m, "close_timeout", allowZero: true) { config.ledger.closeTimeout = d }
+            if let n = r.int(&m, "max_concurrent_reports", min: 1, max: 64) { config.ledger.maxConcurrentReports = n }
+        }
         section(&map, "quotas") { r, m in
             if let zone = r.string(&m, "time_zone") {
                 if let tz = TimeZone(identifier: zone) { config.quotas.timeZone = tz } else {
                     r.fail(m, "time_zone", "\"\(zone)\" is not a time zone (e.g. UTC, Europe/Berlin, Asia/Shanghai)")
                 }
             }
-            if let n = r.int(&m, "default_max_tokens", min: 0) { config.quotas.defaultMaxTokens = n }
+            if let n = r.int(&m, "default_max_tokens", min: 0, max: ConfigurationBounds.maxTokens) { config.quotas.defaultMaxTokens = n }
             if let d = r.duration(&m, "sync_interval") { config.quotas.syncInterval = d }
         }
+        if let policy = promptPreview(&map) { config.promptPreview = policy }
         if let pools = list(&map, "pools") {
             let base = config.pools.count
             for (i, node) in pools.enumerated() {
@@ -315,10 +328,21 @@ struct Reader {
             }
         }
         if let ttl = duration(&m, "ttl") { policy.ttl = ttl }
-        if let n = int(&m, "max_entry_bytes", min: 1) { policy.maxEntryBytes = n }
+        if let n = int(&m, "max_entry_bytes", min: 1, max: ConfigurationBounds.maxBytes) { policy.maxEntryBytes = n }
         if let node = m.take("shared") {
             if let b = node.bool { policy.shared = b } else { fail(m, "shared", "expected true or false") }
         }
+    }
+
+    /// `prompt_preview: off` (or `false`), or a number of characters, 1…1000.
+    mutating func promptPreview(_ m: inout MapReader) -> PromptPreviewPolicy? {
+        guard let node = m.take("prompt_preview") else { return nil }
+        if let text = node.scalar?.string, text == "off" || text == "false" { return .off }
+        guard let n = node.int, (1...PromptPrivacy.maxLength).contains(n) else {
+            fail(m, "prompt_preview", "expected off or a number of characters between 1 and \(PromptPrivacy.maxLength)")
+            return nil
+        }
+        return .characters(n)
     }
 
     mutating func endpoint(_ m: inout MapReader, into endpoint: inout Endpoint) {
@@ -381,7 +405,7 @@ struct Reader {
         }
         let labels = stringMap(&m, "labels") ?? [:]
         let weight = int(&m, "weight", min: 1, max: 1000) ?? 1
-        let maxInFlight = int(&m, "max_in_flight", min: 0) ?? 0
+        let maxInFlight = int(&m, "max_in_flight", min: 0, max: ConfigurationBounds.maxCount) ?? 0
         let apiKey = string(&m, "api_key")
         if let apiKey, apiKey.isEmpty || !apiKey.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F }) {
             // It becomes an `Authorization` header as is: printable ASCII only, no spaces or line breaks.
@@ -421,33 +445,52 @@ struct Reader {
         }
         var quota = QuotaLimits()
         section(&m, "quota") { r, q in
-            quota.requestsPerMinute = r.int(&q, "requests_per_minute", min: 1)
-            quota.tokensPerMinute = r.int(&q, "tokens_per_minute", min: 1)
-            quota.tokensPerDay = r.int(&q, "tokens_per_day", min: 1)
-            quota.tokensPerMonth = r.int(&q, "tokens_per_month", min: 1)
+            quota.requestsPerMinute = r.int(&q, "requests_per_minute", min: 1, max: ConfigurationBounds.maxTokens)
+            quota.tokensPerMinute = r.int(&q, "tokens_per_minute", min: 1, max: ConfigurationBounds.maxTokens)
+            quota.tokensPerDay = r.int(&q, "tokens_per_day", min: 1, max: ConfigurationBounds.maxTokens)
+            quota.tokensPerMonth = r.int(&q, "tokens_per_month", min: 1, max: ConfigurationBounds.maxTokens)
         }
         if !route.isEmpty && route.allSatisfy({ $0.weight == 0 }) {
             fail(m, "route", "at least one group needs a weight above 0")
         }
+        let promptPreview = self.promptPreview(&m)
         guard let name else { return nil }
-        return DepartmentConfiguration(name: name, keys: keys, route: route, quota: quota, cache: cache)
+        return DepartmentConfiguration(name: name, keys: keys, route: route, quota: quota, cache: cache, promptPreview: promptPreview)
     }
 }
 
-/// `250ms`, `2s`, `1.5s`, `5m`, `1h`, or a bare number of seconds.
+/// `250ms`, `2s`, `1.5s`, `5m`, `1h`, or a bare number of seconds; nil for anything else,
+/// for a negative or non-finite number, and for more than 10^9 seconds (whose nanoseconds
+/// would not fit `Int64`: the conversion used to trap on `1e300s`).
 public func parseDuration(_ text: String) -> Duration? {
     let t = text.trimmingCharacters(in: .whitespaces)
     let units: [(String, Double)] = [("ms", 0.001), ("s", 1), ("m", 60), ("h", 3600)]
-    var seconds: Double?
-    for (suffix, scale) in units where t.hasSuffix(suffix) {
-        seconds = Double(t.dropLast(suffix.count)).map { $0 * scale }
+    var number = Substring(t)
+    var scale = 1.0
+    for (suffix, s) in units where t.hasSuffix(suffix) {
+        number = t.dropLast(suffix.count)
+        scale = s
         break
     }
+    guard let v = Double(number), v >= 0, v.isFinite else { return nil }
+    let seconds = v * scale
     // Bounded where it enters: a longer duration is refused rather than overflowing the
     // nanosecond arithmetic of every deadline computed from it.
-    guard let v = seconds ?? Double(t), v >= 0, v.isFinite, v <= maxDurationSeconds else { return nil }
-    return .nanoseconds(Int64(v * 1e9))
+    guard seconds <= maxDurationSeconds else { return nil }
+    return .nanoseconds(Int64(seconds * 1e9))
 }
 
-/// The longest duration a setting may have: a year.
-public let maxDurationSeconds: Double = 366 * 86_400
+/// Upper bounds of the numbers a configuration may hold.
+public enum ConfigurationBounds {
+    /// Quota limits and reservations, in tokens or requests (2^40, about 10^12).
+    public static let maxTokens = 1 << 40
+    /// Byte sizes (bodies, cache entries): 1 GiB.
+    public static let maxBytes = 1 << 30
+    /// Counts (failures, requests in flight).
+    public static let maxCount = 1_000_000
+    /// Durations (timeouts, TTLs, intervals): a year.
+    public static let maxDuration = Duration.seconds(365 * 86_400)
+}
+
+/// The longest duration a setting may have, in seconds (`ConfigurationBounds.maxDuration`).
+public let maxDurationSeconds = Double(ConfigurationBounds.maxDuration.components.seconds)

@@ -74,8 +74,13 @@ public struct GatewayConfiguration: Sendable, Equatable {
     /// Timeouts of the Redis client (the URL itself comes from `--redis`/TOLLGATE_REDIS_URL,
     /// since it may hold a password).
     public var redis = RedisTimeouts()
+    /// The ledger writer's backlog, its shutdown deadline, concurrent reports.
+    public var ledger = LedgerLimits()
     public var pools: [PoolConfiguration] = []
     public var departments: [DepartmentConfiguration] = []
+    /// What the ledger keeps of each prompt (`prompt_preview`: `off` or a number of
+    /// characters, default 120); departments may override it.
+    public var promptPreview: PromptPreviewPolicy = .standard
 
     public init() {}
 }
@@ -240,12 +245,16 @@ public struct DepartmentConfiguration: Sendable, Equatable {
     public var quota: QuotaLimits
     /// This department's cache policy; nil: the top-level `cache` policy.
     public var cache: CachePolicy?
-    public init(name: String, keys: [KeyEntry] = [], route: [RouteGroup] = [], quota: QuotaLimits = QuotaLimits(), cache: CachePolicy? = nil) {
+    /// What the ledger keeps of this department's prompts; nil: the top-level `prompt_preview`.
+    public var promptPreview: PromptPreviewPolicy?
+    public init(name: String, keys: [KeyEntry] = [], route: [RouteGroup] = [], quota: QuotaLimits = QuotaLimits(), cache: CachePolicy? = nil,
+                promptPreview: PromptPreviewPolicy? = nil) {
         self.name = name
         self.keys = keys
         self.route = route
         self.quota = quota
         self.cache = cache
+        self.promptPreview = promptPreview
     }
 }
 
@@ -285,5 +294,19 @@ extension Duration {
 public struct RedisTimeouts: Sendable, Equatable {
     public var connect: Duration = .milliseconds(500)
     public var command: Duration = .milliseconds(250)
+    public init() {}
+}
+
+/// Bounds of the usage ledger's work (`ledger:`), read at start.
+public struct LedgerLimits: Sendable, Equatable {
+    /// `max_backlog`: usage rows waiting for the writer at which the ledger is saturated and
+    /// new requests are refused (503); 1,000…10,000,000, default 100,000.
+    public var maxBacklog = 100_000
+    /// `close_timeout`: at shutdown, how long the writer may take to commit what is pending;
+    /// default 30 s.
+    public var closeTimeout: Duration = .seconds(30)
+    /// `max_concurrent_reports`: usage reports (`/v1/usage`, the admin quota report) being
+    /// prepared at a time; more get 503. 1…64, default 4.
+    public var maxConcurrentReports = 4
     public init() {}
 }

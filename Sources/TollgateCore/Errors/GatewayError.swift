@@ -19,6 +19,8 @@ public struct GatewayError: Error, Sendable, Equatable {
         case shuttingDown = "shutting_down"
         case rateLimitExceeded = "rate_limit_exceeded"
         case overloaded = "overloaded"
+        case reportsBusy = "reports_busy"
+        case ledgerSaturated = "ledger_saturated"
     }
 
     private let code: Code
@@ -99,6 +101,15 @@ public struct GatewayError: Error, Sendable, Equatable {
     public static func excerpt(_ text: String, limit: Int = 200) -> String {
         text.utf8.count <= limit ? text : String(text.prefix(limit)) + "…"
     }
+    /// More usage reports are running or waiting than the gateway admits (`ReportGate`).
+    public static let reportsBusy = GatewayError(
+        .reportsBusy, status: 503, type: "server_error",
+        message: "Too many usage reports are being prepared right now. Retry shortly.", retryAfter: 2)
+    /// The usage ledger cannot keep up (its backlog is full, e.g. the disk is full): new
+    /// requests are refused rather than answered without a record.
+    public static let ledgerSaturated = GatewayError(
+        .ledgerSaturated, status: 503, type: "server_error",
+        message: "The gateway cannot record usage right now. Retry shortly.", retryAfter: 5)
 
     public static let shuttingDown = GatewayError(
         .shuttingDown, status: 503, type: "server_error", message: "The gateway is shutting down. Retry shortly.", retryAfter: 1)

@@ -48,6 +48,9 @@ public final class RoutingTable: Sendable {
         public let name: String
         /// Candidates per pool index.
         public let candidates: [[Candidate]]
+        /// What the ledger keeps of this department's prompts (its own `prompt_preview`, else
+        /// the global one), resolved once per table: apply it with `PromptPrivacy.preview`.
+        public let promptPreview: PromptPreviewPolicy
     }
 
     public let configuration: GatewayConfiguration
@@ -83,7 +86,8 @@ public final class RoutingTable: Sendable {
             let candidates = pools.map { pool in
                 Self.effectiveWeights(route: dept.route, pool: pool.instances.map { instances[$0] })
             }
-            departments.append(Department(index: d, name: dept.name, candidates: candidates))
+            departments.append(Department(index: d, name: dept.name, candidates: candidates,
+                                          promptPreview: dept.promptPreview ?? configuration.promptPreview))
             for key in dept.keys {
                 if let digest = KeyDigest(hex: key.sha256) { keyIndex[digest] = d }
             }

@@ -25,6 +25,11 @@ public final class UsageSink: Sendable {
         }
     }
 
+    /// True while the ledger's backlog is full (`UsageWriter.isSaturated`): new requests
+    /// should be refused with 503 and `Retry-After` (`GatewayError.ledgerSaturated`) rather
+    /// than answered without a record.
+    public var isSaturated: Bool { writer.isSaturated }
+
     /// Keys used since the last call (prefix → last use, Unix ms), for `keys list`.
     public func takeLastUsed() -> [String: Int64] {
         lastUsed.withLockedValue { all in

@@ -22,7 +22,7 @@ public final class LedgerDatabase: Sendable {
         self.isReadOnly = readOnly
     }
 
-    /// Opens (creating if needed) the ledger at `path` and applies the pending migrations,
+    /// Opens (creating if needed, with mode 0600) the ledger at `path` and applies the pending migrations,
     /// each in its own transaction. With `readOnly`, nothing is created or applied, but the
     /// applied migrations are still checked against `migrations`.
     ///
@@ -37,6 +37,11 @@ public final class LedgerDatabase: Sendable {
             let directory = (path as NSString).deletingLastPathComponent
             if !directory.isEmpty {
                 try? FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+            }
+            // The ledger holds prompt previews: a new file is the owner's only (0600), whatever
+            // the umask. SQLite gives its -wal and -shm files the database file's mode.
+            if !FileManager.default.fileExists(atPath: path) {
+                FileManager.default.createFile(atPath: path, contents: nil, attributes: [.posixPermissions: 0o600])
             }
         }
 

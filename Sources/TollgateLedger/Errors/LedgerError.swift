@@ -20,7 +20,9 @@ public struct LedgerError: Error, Sendable, CustomStringConvertible {
         case keyAlreadyRevoked = "key_already_revoked"
         case invalidDepartment = "invalid_department"
         case invalidDuration = "invalid_duration"
+        case invalidLabel = "invalid_label"
         case invalidPeriod = "invalid_period"
+        case periodTooLong = "period_too_long"
         case corruptRow = "corrupt_row"
     }
 
@@ -96,9 +98,20 @@ public struct LedgerError: Error, Sendable, CustomStringConvertible {
         LedgerError(.invalidDuration,
                     "Invalid duration \"\(text)\": write a positive whole number and a unit, e.g. 90d, 12h, 30m, 45s or 2w.")
     }
+    static func labelTooLong(maxCharacters: Int) -> LedgerError {
+        LedgerError(.invalidLabel, "The key's label is too long: at most \(maxCharacters) characters.")
+    }
+    static func durationTooLong(_ text: String, maxDays: Int) -> LedgerError {
+        LedgerError(.invalidDuration,
+                    "Invalid duration \"\(text)\": a key's lifetime is at most \(maxDays)d; omit it for a key that lasts until revoked.")
+    }
     static func invalidPeriod(_ text: String) -> LedgerError {
         LedgerError(.invalidPeriod,
-                    "Invalid period \(text): write --period YYYY-MM (a calendar month) or --from YYYY-MM-DD --to YYYY-MM-DD (both days included, --to not before --from).")
+                    "Invalid period \(text): write --period YYYY-MM (a calendar month) or --from YYYY-MM-DD --to YYYY-MM-DD (both days included, --to not before --from; years 1970 to 9999).")
+    }
+    static func periodTooLong(maxDays: Int) -> LedgerError {
+        LedgerError(.periodTooLong,
+                    "The period is too long: a report covers at most \(maxDays) days. Ask for several shorter periods (e.g. one --period YYYY-MM per month).")
     }
     static func corruptRow(_ what: String) -> LedgerError {
         LedgerError(.corruptRow, "Unexpected value in the ledger: \(what). Was the database written by a newer Tollgate?")

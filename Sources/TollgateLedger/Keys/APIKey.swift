@@ -68,8 +68,13 @@ extension Date {
 }
 
 extension Duration {
-    /// Whole milliseconds, rounded down.
+    /// Whole milliseconds, rounded down; saturated at `Int64.min`/`Int64.max` (a `Duration`
+    /// holds far more seconds than fit in milliseconds).
     var wholeMilliseconds: Int64 {
-        components.seconds * 1000 + components.attoseconds / 1_000_000_000_000_000
+        let (ms, overflow) = components.seconds.multipliedReportingOverflow(by: 1000)
+        if overflow { return components.seconds < 0 ? .min : .max }
+        let (sum, overflow2) = ms.addingReportingOverflow(components.attoseconds / 1_000_000_000_000_000)
+        if overflow2 { return ms < 0 ? .min : .max }
+        return sum
     }
 }

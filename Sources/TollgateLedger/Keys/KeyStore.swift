@@ -20,9 +20,16 @@ public final class KeyStore: Sendable {
         let department = department.trimmingCharacters(in: .whitespaces)
         guard !department.isEmpty else { throw LedgerError.invalidDepartment(department) }
         if let expiresIn, expiresIn <= .zero { throw LedgerError.invalidDuration("\(expiresIn)") }
+        if let expiresIn, expiresIn > Self.maxLifetime { throw LedgerError.durationTooLong("\(expiresIn)", maxDays: Self.maxLifetimeDays) }
         let label = label.flatMap { $0.isEmpty ? nil : $0 }
+        if let label, label.count > Self.maxLabelLength { throw LedgerError.labelTooLong(maxCharacters: Self.maxLabelLength) }
         let createdMs = now.unixMs
-        let expiresMs = expiresIn.map { createdMs + $0.wholeMilliseconds }
+        // Bounded above, so the sum cannot overflow for any real clock; checked all the same.
+        let expiresMs = try expiresIn.map { lifetime -> Int64 in
+            let (sum, overflow) = createdMs.addingReportingOverflow(lifetime.wholeMilliseconds)
+            guard !overflow else { throw LedgerError.durationTooLong("\(lifetime)", maxDays: Self.maxLifetimeDays) }
+            return sum
+        }
         var attempt = 0
         while true {
             let key = KeyGenerator.makeKey()
@@ -106,8 +113,18 @@ public final class KeyStore: Sendable {
         }
     }
 
+    /// The longest label a key may carry (it comes from the admin API and is shown in lists).
+    public static let maxLabelLength = 200
+
+    /// The longest lifetime a key may be given, in days (ten years). The value comes from the
+    /// command line or the admin API; bounding it keeps `created + lifetime` far from
+    /// `Int64.max` milliseconds (`"106751991167d"` used to trap there). A key that should
+    /// never expire is created without a lifetime.
+    public static let maxLifetimeDays = 3_660
+    static let maxLifetime = Duration.seconds(Int64(maxLifetimeDays) * 86_400)
+
     /// Parses `--expires`: a positive whole number and a unit — `s`, `m`, `h`, `d` or `w`
-    /// (`90d`, `12h`, `30m`).
+    /// (`90d`, `12h`, `30m`) — of at most `maxLifetimeDays` days.
     public static func parseDuration(_ text: String) throws -> Duration {
         let trimmed = text.trimmingCharacters(in: .whitespaces)
         guard let unit = trimmed.last, let value = Int64(trimmed.dropLast()), value > 0,
@@ -122,7 +139,7 @@ public final class KeyStore: Sendable {
         default: throw LedgerError.invalidDuration(text)
         }
         let (total, overflow) = value.multipliedReportingOverflow(by: seconds * 1000)
-        guard !overflow else { throw LedgerError.invalidDuration(text) }
+        guard !overflow, total <= maxLifetime.wholeMilliseconds else { throw LedgerError.durationTooLong(text, maxDays: maxLifetimeDays) }
         return .milliseconds(total)
     }
 

@@ -10,6 +10,22 @@ public struct ReportPeriod: Sendable, Equatable {
         self.to = to
     }
 
+    /// The longest period a report over HTTP may cover (`/v1/usage`, the admin quota report):
+    /// a report reads every latency of its range, so the range is the bound on its work.
+    public static let maxDays = 366
+
+    /// Years a period may fall in: Unix milliseconds stay positive and far from overflow.
+    static let years = 1970...9999
+
+    /// Throws `LedgerError.periodTooLong` when the period covers more than `maxDays` days.
+    public func checkLength(maxDays: Int = ReportPeriod.maxDays) throws {
+        let days = (toMs - fromMs) / 86_400_000
+        // Calendar days: a day with a clock change is 23 or 25 hours.
+        if days > Int64(maxDays) || (days == Int64(maxDays) && (toMs - fromMs) % 86_400_000 > 3_600_000) {
+            throw LedgerError.periodTooLong(maxDays: maxDays)
+        }
+    }
+
     /// `from` in Unix milliseconds (included).
     public var fromMs: Int64 { from.unixMs }
     /// `to` in Unix milliseconds (excluded).
@@ -19,7 +35,7 @@ public struct ReportPeriod: Sendable, Equatable {
     public static func month(_ text: String, timeZone: TimeZone) throws -> ReportPeriod {
         let parts = text.split(separator: "-", omittingEmptySubsequences: false)
         guard parts.count == 2, parts[0].count == 4, parts[1].count == 2,
-              let year = Int(parts[0]), let month = Int(parts[1]), (1...12).contains(month),
+              let year = Int(parts[0]), years.contains(year), let month = Int(parts[1]), (1...12).contains(month),
               parts.allSatisfy({ $0.allSatisfy(\.isASCII) })
         else { throw LedgerError.invalidPeriod("--period \(text)") }
         let calendar = gregorian(timeZone)
@@ -45,7 +61,7 @@ public struct ReportPeriod: Sendable, Equatable {
         let parts = text.split(separator: "-", omittingEmptySubsequences: false)
         guard parts.count == 3, parts[0].count == 4, parts[1].count == 2, parts[2].count == 2,
               parts.allSatisfy({ $0.allSatisfy(\.isASCII) }),
-              let year = Int(parts[0]), let month = Int(parts[1]), let day = Int(parts[2]),
+              let year = Int(parts[0]), years.contains(year), let month = Int(parts[1]), let day = Int(parts[2]),
               let date = calendar.date(from: DateComponents(year: year, month: month, day: day))
         else { return nil }
         let check = calendar.dateComponents([.year, .month, .day], from: date)

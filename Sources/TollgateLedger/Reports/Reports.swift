@@ -96,14 +96,14 @@ public enum Reports {
         let arguments: StatementArguments = [department, fromMs, toMs]
         var accumulator = Accumulator()
         if let row = try Row.fetchOne(db, sql: """
-            SELECT count(*), ifnull(sum(prompt_tokens), 0), ifnull(sum(completion_tokens), 0),
+            SELECT count(*), total(prompt_tokens), total(completion_tokens),
                    ifnull(sum(cache = 'hit'), 0), ifnull(sum(cache = 'miss'), 0),
                    ifnull(sum(status >= 400), 0), count(instance)
             FROM usage WHERE department = ? AND time_ms >= ? AND time_ms < ?
             """, arguments: arguments) {
             accumulator.requests = row[0]
-            accumulator.promptTokens = row[1]
-            accumulator.completionTokens = row[2]
+            accumulator.promptTokens = clampedSum(row[1])
+            accumulator.completionTokens = clampedSum(row[2])
             accumulator.hits = row[3]
             accumulator.misses = row[4]
             accumulator.errors = row[5]
@@ -121,13 +121,25 @@ public enum Reports {
     }
 
     private static func tokenSums(_ db: Database, department: String, since: Int64) throws -> (requests: Int, tokens: Int) {
+        // `total()`, not `sum()`: sum fails with "integer overflow" past 2^63 (a ledger written
+        // before rows were clamped can hold reservations near it), total adds in floating point.
         let row = try Row.fetchOne(db, sql: """
-            SELECT count(*), ifnull(sum(CASE
+            SELECT count(*), total(CASE
                 WHEN prompt_tokens IS NULL AND completion_tokens IS NULL THEN ifnull(reserved_tokens, 0)
-                ELSE ifnull(prompt_tokens, 0) + ifnull(completion_tokens, 0) END), 0)
+                ELSE ifnull(prompt_tokens, 0) + ifnull(completion_tokens, 0) END)
             FROM usage WHERE department = ? AND time_ms >= ?
             """, arguments: [department, since])
-        return (row?[0] ?? 0, row?[1] ?? 0)
+        return (row?[0] ?? 0, clampedSum(row?[1] ?? 0))
+    }
+
+    /// The largest token sum a report or a quota seed carries (2^53, where doubles stop
+    /// being exact). Sums are read with `total()` as doubles and clamped to 0...maxSum, so
+    /// that adding a few of them (merged ledgers, prompt + completion) cannot overflow `Int`.
+    public static let maxSum = 1 << 53
+
+    static func clampedSum(_ value: Double) -> Int {
+        guard value > 0 else { return 0 }  // NaN compares false
+        return value >= Double(maxSum) ? maxSum : Int(value)
     }
 
     /// Nearest-rank percentile of a sorted list: the value at rank ⌈p/100 × n⌉; 0 if empty.
@@ -169,8 +181,8 @@ public enum Reports {
 
         mutating func add(_ other: Accumulator) {
             requests += other.requests
-            promptTokens += other.promptTokens
-            completionTokens += other.completionTokens
+            promptTokens = min(promptTokens + other.promptTokens, Reports.maxSum)
+            completionTokens = min(completionTokens + other.completionTokens, Reports.maxSum)
             hits += other.hits
             misses += other.misses
             errors += other.errors

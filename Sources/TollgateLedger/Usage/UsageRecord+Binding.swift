@@ -20,7 +20,9 @@ extension UsageRecord {
         }
     }
 
-    /// The values in `insertSQL`'s column order.
+    /// The values in `insertSQL`'s column order. Numbers are clamped (`storedTokens`,
+    /// `storedMilliseconds`): a value from an instance or a reservation can neither get the
+    /// row refused (NaN in a `NOT NULL` column) nor overflow later sums.
     private func bind(to stmt: OpaquePointer) {
         sqlite3_bind_int64(stmt, 1, timeMs)
         bindText(stmt, 2, requestID)
@@ -29,16 +31,16 @@ extension UsageRecord {
         bindText(stmt, 5, model)
         bindText(stmt, 6, endpoint)
         bindText(stmt, 7, instance)
-        sqlite3_bind_int64(stmt, 8, Int64(status))
-        bindInt(stmt, 9, promptTokens)
-        bindInt(stmt, 10, completionTokens)
-        sqlite3_bind_double(stmt, 11, latencyMs)
-        if let ttftMs { sqlite3_bind_double(stmt, 12, ttftMs) } else { sqlite3_bind_null(stmt, 12) }
+        sqlite3_bind_int64(stmt, 8, Int64(min(max(status, 0), 999)))
+        bindInt(stmt, 9, Self.storedTokens(promptTokens))
+        bindInt(stmt, 10, Self.storedTokens(completionTokens))
+        sqlite3_bind_double(stmt, 11, Self.storedMilliseconds(latencyMs))
+        if let ttftMs, !ttftMs.isNaN { sqlite3_bind_double(stmt, 12, Self.storedMilliseconds(ttftMs)) } else { sqlite3_bind_null(stmt, 12) }
         bindText(stmt, 13, cache.rawValue)
         sqlite3_bind_int64(stmt, 14, stream ? 1 : 0)
         bindText(stmt, 15, cacheKey)
         bindText(stmt, 16, promptPreview)
-        bindInt(stmt, 17, reservedTokens)
+        bindInt(stmt, 17, Self.storedTokens(reservedTokens))
         bindText(stmt, 18, replica)
     }
 }
@@ -62,6 +64,6 @@ private func bindText(_ stmt: OpaquePointer, _ index: Int32, _ value: String?) {
     }
 }
 
-private func bindInt(_ stmt: OpaquePointer, _ index: Int32, _ value: Int?) {
-    if let value { sqlite3_bind_int64(stmt, index, Int64(value)) } else { sqlite3_bind_null(stmt, index) }
+private func bindInt(_ stmt: OpaquePointer, _ index: Int32, _ value: Int64?) {
+    if let value { sqlite3_bind_int64(stmt, index, value) } else { sqlite3_bind_null(stmt, index) }
 }

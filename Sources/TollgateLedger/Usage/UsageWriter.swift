@@ -37,6 +37,16 @@ import Logging
 /// a record SQLite refuses as data (a constraint violation, which a well-formed
 /// `UsageRecord` cannot cause) is logged in full and skipped, so that one bad row cannot
 /// block the ledger forever.
+///
+/// **Bounded backlog.** Once `maxBacklog` records wait, `isSaturated` is true: the data plane
+/// refuses new requests (503 with `Retry-After`) rather than answer requests it cannot
+/// record. Records of requests already admitted are still taken, up to a hard ceiling of
+/// twice `maxBacklog`; past that (a data plane that does not check `isSaturated`) records
+/// are dropped, counted in `droppedRows` and logged, so that memory stays bounded.
+///
+/// **Shutdown deadline.** `close(timeout:)` gives the writer until the deadline to commit
+/// what is pending; past it, it stops retrying, logs how many rows could not be written and
+/// returns that number, so that SIGTERM with a full disk ends instead of waiting forever.
 public final class UsageWriter: Sendable {
     /// The longest the writer sleeps when nothing is pending.
     public let interval: Duration
@@ -44,6 +54,8 @@ public final class UsageWriter: Sendable {
     public let maxBatch: Int
     /// Records waiting beyond which the normal-priority thread commits (see "Priority").
     public let catchUpThreshold: Int
+    /// Records waiting at which the writer is saturated (see "Bounded backlog").
+    public let maxBacklog: Int
     private let state: WriterState
     private let logger: Logger
 
@@ -53,13 +65,16 @@ public final class UsageWriter: Sendable {
         interval: Duration = .milliseconds(100),
         maxBatch: Int = 2_000,
         catchUpThreshold: Int = 10_000,
+        maxBacklog: Int = 100_000,
         logger: Logger = Logger(label: "tollgate.ledger.writer")
     ) {
         precondition(maxBatch > 0, "maxBatch must be positive")
         precondition(catchUpThreshold > 0, "catchUpThreshold must be positive")
+        precondition(maxBacklog > 0, "maxBacklog must be positive")
         self.interval = interval
         self.maxBatch = maxBatch
         self.catchUpThreshold = catchUpThreshold
+        self.maxBacklog = maxBacklog
         self.logger = logger
         let state = WriterState()
         self.state = state
@@ -104,10 +119,44 @@ public final class UsageWriter: Sendable {
                            metadata: ["records": "\(batch.count)", "ignored_total": "\(dropped)"])
             return
         }
+        let room = 2 * maxBacklog - (state.submitted - state.processed)
+        if room < batch.count {
+            // Past the hard ceiling: keep what fits, count and log the rest (see "Bounded backlog").
+            let kept = max(room, 0)
+            state.droppedOverCeiling += batch.count - kept
+            let dropped = state.droppedOverCeiling
+            if kept > 0 {
+                state.pending.append(Array(batch.prefix(kept)))
+                state.submitted += kept
+                state.condition.broadcast()
+            }
+            state.condition.unlock()
+            logger.error("the ledger's backlog is full; usage records dropped", metadata: [
+                "records": "\(batch.count - kept)", "dropped_total": "\(dropped)", "ceiling": "\(2 * maxBacklog)",
+            ])
+            return
+        }
         state.pending.append(batch)
         state.submitted += batch.count
         state.condition.broadcast()
         state.condition.unlock()
+    }
+
+    /// True while `maxBacklog` or more records wait: the ledger cannot keep up (disk full,
+    /// database locked). The data plane refuses new requests meanwhile (503, `Retry-After`).
+    /// One lock, no I/O: cheap enough to read per request.
+    public var isSaturated: Bool {
+        state.withLock { $0.submitted - $0.processed >= maxBacklog }
+    }
+
+    /// Records dropped because the backlog passed its hard ceiling (`2 × maxBacklog`).
+    public var droppedRows: Int {
+        state.withLock { $0.droppedOverCeiling }
+    }
+
+    /// Records given up at a close deadline (`close(timeout:)`).
+    public var abandonedRows: Int {
+        state.withLock { $0.abandonedRows }
     }
 
     /// Records submitted and not yet committed.
@@ -147,8 +196,42 @@ public final class UsageWriter: Sendable {
         }
     }
 
+    /// Commits everything submitted within `timeout`, then stops the threads, and returns how
+    /// many records could not be written (0 when all were). Past the deadline the writer
+    /// stops retrying and the rows still pending are logged as lost. Later submits are
+    /// ignored and logged.
+    @discardableResult
+    public func close(timeout: Duration) async -> Int {
+        let deadline = Task { [state, logger] in
+            try await Task.sleep(for: timeout)
+            let unwritten: Int = state.withLock { state in
+                guard !state.finished else { return 0 }
+                state.abandoned = true
+                state.condition.broadcast()
+                return state.submitted - state.processed
+            }
+            guard unwritten > 0 else { return }
+            logger.error("the ledger could not be written before the shutdown deadline; rows lost", metadata: [
+                "rows_not_written": "\(unwritten)", "timeout": "\(timeout)",
+            ])
+            // Let `close` return now, whatever the writer threads are blocked in.
+            let waiters: [CheckedContinuation<Void, Never>] = state.withLock { state in
+                defer { state.closeWaiters = [] }
+                return state.closeWaiters
+            }
+            for waiter in waiters { waiter.resume() }
+        }
+        await close()
+        deadline.cancel()
+        return state.withLock { state in
+            let pending = state.submitted - state.processed
+            return state.abandoned ? max(pending, 0) + state.abandonedRows : 0
+        }
+    }
+
     /// Commits everything submitted, then stops the thread. Later submits are ignored and
-    /// logged. Safe to call more than once.
+    /// logged. Safe to call more than once. Waits as long as writes keep failing: use
+    /// `close(timeout:)` at shutdown.
     public func close() async {
         await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
             state.condition.lock()
@@ -177,6 +260,12 @@ final class WriterState: @unchecked Sendable {
     var lastWriteLatencyMs = 0.0
     var writeErrors = 0
     var droppedAfterClose = 0
+    /// Records dropped past the backlog's hard ceiling.
+    var droppedOverCeiling = 0
+    /// Set at a close deadline: stop retrying, give up what is pending.
+    var abandoned = false
+    /// Records given up because of `abandoned`.
+    var abandonedRows = 0
     var closing = false
     var finished = false
     /// The thread allowed to commit.
@@ -238,6 +327,13 @@ private struct WriterLoop: Sendable {
                     state.condition.unlock()
                     continue  // hand over at the top
                 }
+            }
+            if state.abandoned {
+                // Past the close deadline: what is pending is given up (close logged it).
+                let given = state.pending.reduce(0) { $0 + $1.count }
+                state.pending = []
+                state.abandonedRows += given
+                state.processed += given
             }
             // About one transaction's worth at a time, so that a hand-over is never far off.
             var count = 0
@@ -314,10 +410,12 @@ private struct WriterLoop: Sendable {
         #endif
     }
 
-    /// Commits `records` in one transaction, retrying until it succeeds.
+    /// Commits `records` in one transaction, retrying until it succeeds or a close deadline
+    /// passes (then they are counted as abandoned).
     private func commit(_ records: [UsageRecord]) {
         var attempt = 0
         while true {
+            if attempt > 0 && giveUpIfAbandoned(records.count) { return }
             let start = ContinuousClock.now
             do {
                 try insert(records)
@@ -339,9 +437,25 @@ private struct WriterLoop: Sendable {
                     "rows": "\(records.count)", "attempt": "\(attempt)",
                     "retry_in_ms": "\(Int(delay * 1000))", "error": "\(error)",
                 ])
-                Thread.sleep(forTimeInterval: delay)
+                // Waits on the condition, so that a close deadline ends the wait at once.
+                state.condition.lock()
+                if !state.abandoned { _ = state.condition.wait(until: Date(timeIntervalSinceNow: delay)) }
+                state.condition.unlock()
             }
         }
+    }
+
+    /// After a close deadline: counts `count` records as abandoned and returns true.
+    private func giveUpIfAbandoned(_ count: Int) -> Bool {
+        state.condition.lock()
+        guard state.abandoned else {
+            state.condition.unlock()
+            return false
+        }
+        state.abandonedRows += count
+        state.condition.unlock()
+        didProcess(committed: 0, skipped: count, latencyMs: nil)
+        return true
     }
 
     /// A batch SQLite refused as data: commit the good rows, log and skip the bad ones.

@@ -56,20 +56,24 @@ public struct RedisConfiguration: Sendable, Equatable {
     /// User name and password may be percent-encoded; an IPv6 host is written in brackets
     /// (`redis://[::1]:6380`). Timeouts keep their defaults.
     ///
-    /// - Throws: `RedisError.badURL` with the reason when the URL is malformed.
+    /// - Throws: `RedisError.badURL` with the reason when the URL is malformed. The message
+    ///   quotes no part of the URL but its scheme: a malformed URL may hold the password
+    ///   anywhere (a forgotten `@` makes it the port, a `/` in it the database), and the message
+    ///   goes to logs and terminals.
     public init(url: String) throws {
         self.init()
         let schemeEnd = url.firstRange(of: "://")
         guard let schemeEnd else {
-            throw RedisError.badURL("'\(url)' is not a URL: expected redis://[[username]:password@]host[:port][/db]")
+            throw RedisError.badURL("the Redis URL is not a URL: expected redis://[[username]:password@]host[:port][/db]")
         }
         let scheme = url[..<schemeEnd.lowerBound].lowercased()
         guard scheme == "redis" else {
-            throw RedisError.badURL("unsupported scheme '\(scheme)' in Redis URL: only redis:// is supported (no TLS)")
+            let shown = scheme.count <= 10 && scheme.allSatisfy({ $0.isLetter }) ? "'\(scheme)'" : "scheme"
+            throw RedisError.badURL("unsupported \(shown) in Redis URL: only redis:// is supported (no TLS)")
         }
         var rest = url[schemeEnd.upperBound...]
         if let bad = rest.firstIndex(where: { $0 == "?" || $0 == "#" }) {
-            throw RedisError.badURL("unexpected '\(rest[bad])' in Redis URL: query and fragment are not supported")
+            throw RedisError.badURL("unexpected '\(rest[bad])' in Redis URL: query and fragment are not supported (percent-encode it in a password)")
         }
 
         // Authority and path.
@@ -102,13 +106,13 @@ public struct RedisConfiguration: Sendable, Equatable {
         var portText: Substring?
         if hostPort.hasPrefix("[") {
             guard let close = hostPort.firstIndex(of: "]") else {
-                throw RedisError.badURL("unterminated IPv6 address '\(hostPort)' in Redis URL")
+                throw RedisError.badURL("unterminated IPv6 address in Redis URL: write redis://[::1]:6379")
             }
             host = String(hostPort[hostPort.index(after: hostPort.startIndex)..<close])
             let after = hostPort[hostPort.index(after: close)...]
             if !after.isEmpty {
                 guard after.hasPrefix(":") else {
-                    throw RedisError.badURL("unexpected '\(after)' after the IPv6 address in Redis URL")
+                    throw RedisError.badURL("unexpected text after the IPv6 address in Redis URL: write redis://[::1]:6379")
                 }
                 portText = after.dropFirst()
             }
@@ -119,11 +123,11 @@ public struct RedisConfiguration: Sendable, Equatable {
             host = String(hostPort)
         }
         guard !host.isEmpty else {
-            throw RedisError.badURL("missing host in Redis URL '\(url)'")
+            throw RedisError.badURL("missing host in Redis URL")
         }
         if let portText {
             guard let port = Int(portText), (1...65535).contains(port), portText.allSatisfy(\.isASCIIDigit) else {
-                throw RedisError.badURL("invalid port '\(portText)' in Redis URL: expected 1-65535")
+                throw RedisError.badURL("invalid port in Redis URL: expected 1-65535 (a password goes before an '@': redis://:password@host:port)")
             }
             self.port = port
         }
@@ -131,10 +135,28 @@ public struct RedisConfiguration: Sendable, Equatable {
         // Database.
         if !path.isEmpty {
             guard path.allSatisfy(\.isASCIIDigit), let database = Int(path) else {
-                throw RedisError.badURL("invalid database '\(path)' in Redis URL: expected a number such as /0")
+                throw RedisError.badURL("invalid database in Redis URL: expected a number such as /0 (percent-encode a '/' in a password as %2F)")
             }
             self.database = database
         }
+    }
+
+    /// `url` fit for a log: the user information (user name and password) replaced by `***`.
+    /// A URL whose user information cannot be told apart (no `://`, or a port that is no
+    /// number, as when the `@` was forgotten) is shown as little as possible.
+    public static func redacted(_ url: String) -> String {
+        guard let schemeEnd = url.firstRange(of: "://") else { return "***" }
+        let scheme = url[..<schemeEnd.upperBound]
+        let rest = url[schemeEnd.upperBound...]
+        if let at = rest.lastIndex(of: "@") {
+            return String(scheme) + "***@" + String(rest[rest.index(after: at)...])
+        }
+        let authority = rest.split(separator: "/", maxSplits: 1, omittingEmptySubsequences: false).first ?? ""
+        if !authority.hasPrefix("["), let colon = authority.firstIndex(of: ":"),
+           !authority[authority.index(after: colon)...].allSatisfy(\.isASCIIDigit) {
+            return String(scheme) + "***"
+        }
+        return String(url)
     }
 
     private static func percentDecoded(_ text: Substring, what: String) throws -> String {
@@ -157,6 +179,17 @@ public struct RedisConfiguration: Sendable, Equatable {
         }
         return String(decoding: bytes, as: UTF8.self)
     }
+}
+
+extension RedisConfiguration: CustomStringConvertible, CustomDebugStringConvertible {
+    /// The target without the password (`redis://***@host:port/db`): safe to interpolate into
+    /// a log line or an error, which the synthesized description (every field) was not.
+    public var description: String {
+        let host = self.host.contains(":") ? "[\(self.host)]" : self.host
+        return "redis://\(password == nil ? "" : "***@")\(host):\(port)/\(database)"
+    }
+
+    public var debugDescription: String { description }
 }
 
 extension Character {

@@ -49,6 +49,7 @@ final class AdminHarness: Sendable {
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         let adminKey = "tg-admin-\(UUID().uuidString)"
         try adminKey.write(to: dir.appendingPathComponent("admin.key"), atomically: true, encoding: .utf8)
+        try FileManager.default.setAttributes([.posixPermissions: 0o600], ofItemAtPath: dir.appendingPathComponent("admin.key").path)
         let configFile = dir.appendingPathComponent("gateway.yaml")
         let yaml = """
             listen: {host: 127.0.0.1, port: 0}

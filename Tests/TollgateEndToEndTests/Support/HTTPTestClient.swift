@@ -54,7 +54,7 @@ final class HTTPTestClient: Sendable {
     func send(_ method: HTTPMethod = .POST, _ path: String, body: String? = nil, headers: [(String, String)] = [],
               abortAfterFirstPart: Bool = false) async throws -> Answer {
         var head = HTTPRequestHead(version: .http1_1, method: method, uri: path)
-        head.headers.add(name: "host", value: "127.0.0.1")
+        if !headers.contains(where: { $0.0.lowercased() == "host" }) { head.headers.add(name: "host", value: "127.0.0.1") }
         for (n, v) in headers { head.headers.add(name: n, value: v) }
         if let body {
             if !head.headers.contains(name: "content-type") { head.headers.add(name: "content-type", value: "application/json") }
