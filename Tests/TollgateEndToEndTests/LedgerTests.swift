@@ -44,7 +44,7 @@ final class LedgerTests: XCTestCase {
     }
 
     func start(instances: Int = 2, simulator: SimulatorConfiguration = .init(), dir existing: URL? = nil,
-               redis: RedisConfiguration? = nil,
+               redis: RedisConfiguration? = nil, maxBacklog: Int? = nil,
                configure: (inout GatewayConfiguration) -> Void = { _ in }) async throws -> Rig {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
         var sims: [SimulatedInstance] = []
@@ -67,11 +67,10 @@ final class LedgerTests: XCTestCase {
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         var logger = Logger(label: "test")
         logger.logLevel = .critical
-        let gateway = try Gateway(
-            configuration: config, configPath: nil,
-            ledger: LedgerSettings(databasePath: dir.appendingPathComponent("ledger.sqlite").path,
-                                   migrationsDirectory: repository.appendingPathComponent("migrations").path, replica: "test"),
-            redis: redis, logger: logger)
+        var settings = LedgerSettings(databasePath: dir.appendingPathComponent("ledger.sqlite").path,
+                                      migrationsDirectory: repository.appendingPathComponent("migrations").path, replica: "test")
+        if let maxBacklog { settings.maxBacklog = maxBacklog }
+        let gateway = try Gateway(configuration: config, configPath: nil, ledger: settings, redis: redis, logger: logger)
         let port = try await gateway.dataPlane.start().port!
         return Rig(gateway: gateway, sims: sims, group: group, port: port, dir: dir)
     }
@@ -148,6 +147,53 @@ final class LedgerTests: XCTestCase {
         var calendar = QuotaCalendar(timeZone: quotas.settings.timeZone)
         let used = quotas.usage(department: 0, at: calendar.current(atMs: Int64(Date().timeIntervalSince1970 * 1000)))[.tokensPerMinute] ?? 0
         XCTAssertEqual(used, 0)
+        await rig.stop()
+    }
+
+    /// A ledger that cannot write (another process holds its write lock: a stand-in for a full
+    /// or failing disk) fills its bounded backlog; then the gateway refuses new requests with 503
+    /// and `Retry-After` instead of losing their rows, and serves again once the rows are written.
+    /// Every answered request has its row.
+    func testAStuckLedgerRefusesNewRequestsInsteadOfLosingRows() async throws {
+        let rig = try await start(instances: 1, maxBacklog: 200)
+        let blocker = try DatabaseQueue(path: rig.dir.appendingPathComponent("ledger.sqlite").path)
+        let held = DispatchSemaphore(value: 0), release = DispatchSemaphore(value: 0), done = DispatchSemaphore(value: 0)
+        Thread {
+            try? blocker.inDatabase { db in
+                try db.execute(sql: "BEGIN IMMEDIATE")
+                held.signal()
+                release.wait()
+                try db.execute(sql: "ROLLBACK")
+            }
+            done.signal()
+        }.start()
+        held.wait()
+        let client = try await HTTPTestClient.connect(port: rig.port, group: rig.group)
+        var served = 0
+        var refused: Answer?
+        for _ in 0..<3000 where refused == nil {
+            let answer = try await client.chat(key: TestKeys.engineering)
+            if answer.status == 200 { served += 1 } else { refused = answer }
+        }
+        let refusal = try XCTUnwrap(refused, "refused once the backlog was full (\(served) served)")
+        XCTAssertEqual(refusal.status, 503)
+        XCTAssertEqual(refusal.errorCode, "ledger_saturated")
+        XCTAssertNotNil(refusal.headers.first(name: "retry-after"))
+        XCTAssertGreaterThanOrEqual(served, 200)
+        release.signal()
+        done.wait()
+        var again = 0
+        for _ in 0..<100 {
+            try await Task.sleep(for: .milliseconds(50))
+            let answer = try await client.chat(key: TestKeys.engineering)
+            if answer.status == 200 { again += 1; break }
+        }
+        XCTAssertEqual(again, 1, "served again once the rows were written")
+        await client.close()
+        await rig.gateway.dataPlane.flushUsage()
+        await rig.ledger.writer.flush()
+        let rows = try rig.rows("SELECT COUNT(*) AS n FROM usage WHERE status = 200")
+        XCTAssertEqual(rows[0]["n"] as Int, served + again, "no answered request lost its row")
         await rig.stop()
     }
 

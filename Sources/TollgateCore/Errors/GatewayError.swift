@@ -21,6 +21,7 @@ public struct GatewayError: Error, Sendable, Equatable {
         case overloaded = "overloaded"
         case reportsBusy = "reports_busy"
         case ledgerSaturated = "ledger_saturated"
+        case ledgerUnavailable = "ledger_unavailable"
     }
 
     private let code: Code
@@ -107,6 +108,10 @@ public struct GatewayError: Error, Sendable, Equatable {
         message: "Too many usage reports are being prepared right now. Retry shortly.", retryAfter: 2)
     /// The usage ledger cannot keep up (its backlog is full, e.g. the disk is full): new
     /// requests are refused rather than answered without a record.
+    /// The usage ledger could not be read (a report failed in SQLite).
+    public static let ledgerUnavailable = GatewayError(
+        .ledgerUnavailable, status: 503, type: "server_error", message: "The usage ledger could not be read. Retry shortly.", retryAfter: 5)
+
     public static let ledgerSaturated = GatewayError(
         .ledgerSaturated, status: 503, type: "server_error",
         message: "The gateway cannot record usage right now. Retry shortly.", retryAfter: 5)

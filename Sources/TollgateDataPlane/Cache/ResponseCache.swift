@@ -57,7 +57,9 @@ func promptPreview(body: ByteBuffer, range: Range<Int>?) -> String? {
     guard let range else { return nil }
     return body.withUnsafeReadableBytes { raw -> String? in
         guard range.upperBound <= raw.count else { return nil }
-        return RequestScanner.promptText(UnsafeRawBufferPointer(rebasing: raw[range])).map(UsageRecord.preview(of:))
+        // As much as any department's policy may keep; each row applies its own policy
+        // (`PromptPrivacy.preview`), since a shared cache serves several departments.
+        return RequestScanner.promptText(UnsafeRawBufferPointer(rebasing: raw[range])).map { String($0.prefix(PromptPrivacy.maxLength)) }
     }
 }
 

@@ -375,7 +375,8 @@ final class Exchange: UpstreamDelegate {
             keyPrefix: caller.keyPrefix, model: model, endpoint: endpoint.name, instance: instance, status: status,
             promptTokens: usage?.promptTokens, completionTokens: usage?.completionTokens, latencyMs: latency,
             ttftMs: stream ? firstChunk.map { Double(($0 - received).nanoseconds) / 1e6 } : nil,
-            cache: cache?.outcome ?? .off, stream: stream, cacheKey: cache?.key.hex, promptPreview: cache?.preview,
+            cache: cache?.outcome ?? .off, stream: stream, cacheKey: cache?.key.hex,
+            promptPreview: cache?.preview.flatMap { PromptPrivacy.preview($0, policy: state.table.departments[department].promptPreview) },
             reservedTokens: reservation.tokens), settling: reservation, spent: spent, in: state.quotas)
         loop.logger.info("request", metadata: [
             "request_id": "\(requestID)",

@@ -439,6 +439,13 @@ final class GatewayHandler: ChannelDuplexHandler {
     private func dispatch(_ pending: PendingRequest) {
         let state = pending.state
         let table = state.table
+        if loop.ledgerSaturated {
+            // The ledger cannot keep up (a full or failing disk): refuse rather than serve a
+            // request whose row would be lost. No row for the refusal either.
+            loop.counters.clientErrors.wrappingIncrement(ordering: .relaxed)
+            respond(.error(.ledgerSaturated), head: pending.head, requestID: pending.requestID)
+            return
+        }
         let summary: RequestSummary
         do {
             summary = try pending.body.withUnsafeReadableBytes { buffer throws(RequestBodyError) in
@@ -661,7 +668,8 @@ final class GatewayHandler: ChannelDuplexHandler {
         loop.end(UsageRecord(
             timeMs: nowMs - Int64(latency), requestID: pending.requestID, department: state.table.departments[pending.caller.department].name,
             keyPrefix: pending.caller.keyPrefix, model: model, endpoint: pending.endpoint.name, instance: nil, status: 200,
-            latencyMs: latency, ttftMs: summary.stream ? latency : nil, cache: .hit, stream: summary.stream, promptPreview: preview),
+            latencyMs: latency, ttftMs: summary.stream ? latency : nil, cache: .hit, stream: summary.stream,
+            promptPreview: preview.flatMap { PromptPrivacy.preview($0, policy: state.table.departments[pending.caller.department].promptPreview) }),
             settling: reservation, spent: 0, in: state.quotas)
         writeEnd(context, with: buffer)
         return true
@@ -796,7 +804,9 @@ final class GatewayHandler: ChannelDuplexHandler {
             case .success(let answer):
                 self.respond(LocalAnswer(status: HTTPResponseStatus(statusCode: answer.status), body: answer.body), head: head, requestID: requestID)
             case .failure(let error):
-                self.respond(.error(.invalidRequest("\(error)")), head: head, requestID: requestID)
+                // The report's own refusals come back as answers; a thrown error is the ledger's.
+                self.loop.logger.error("usage report failed", metadata: ["request_id": "\(requestID)", "error": "\(error)"])
+                self.respond(.error(.ledgerUnavailable), head: head, requestID: requestID)
             }
         }
     }
