@@ -270,11 +270,14 @@ final class HostilePeerTests: XCTestCase {
         }
         var idle: [RawSocket] = []
         for _ in 0..<999 { idle.append(try RawSocket(port: gw.port)) }
-        try await Task.sleep(for: .milliseconds(200))
+        func open() -> Int { gw.dataPlane.counters.reduce(0) { $0 + $1.activeConnections.load(ordering: .relaxed) } }
+        // connect() returns once the kernel queued the connection; wait until the gateway took them all.
+        let accepted = await gw.eventually(timeout: .seconds(10)) { open() == 999 }
+        XCTAssertTrue(accepted, "\(open()) of 999 accepted")
         try await assertServed(gw)  // the 1000th
-        let extra = try RawSocket(port: gw.port)
-        // Held idle connections and the served client's (closed) one: wait until the count settles.
-        try await Task.sleep(for: .milliseconds(100))
+        _ = await gw.eventually(timeout: .seconds(5)) { open() == 999 }  // the served client's connection is gone
+        let extra = try RawSocket(port: gw.port)  // the 1000th
+        _ = await gw.eventually(timeout: .seconds(5)) { open() == 1000 }
         let over = try RawSocket(port: gw.port)
         let answer = try over.readResponse(method: "GET", timeout: .seconds(2))
         XCTAssertEqual(answer.status, 503)

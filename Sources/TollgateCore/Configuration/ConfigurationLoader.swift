@@ -474,9 +474,9 @@ public func parseDuration(_ text: String) -> Duration? {
     }
     guard let v = Double(number), v >= 0, v.isFinite else { return nil }
     let seconds = v * scale
-    // Bounded where it enters: a longer duration is refused rather than overflowing the
-    // nanosecond arithmetic of every deadline computed from it.
-    guard seconds <= maxDurationSeconds else { return nil }
+    // Bounded where it enters, so the nanoseconds below cannot overflow; the reader then
+    // refuses anything over `ConfigurationBounds.maxDuration` with its own message.
+    guard seconds <= 1e9 else { return nil }
     return .nanoseconds(Int64(seconds * 1e9))
 }
 
@@ -492,5 +492,3 @@ public enum ConfigurationBounds {
     public static let maxDuration = Duration.seconds(365 * 86_400)
 }
 
-/// The longest duration a setting may have, in seconds (`ConfigurationBounds.maxDuration`).
-public let maxDurationSeconds = Double(ConfigurationBounds.maxDuration.components.seconds)
