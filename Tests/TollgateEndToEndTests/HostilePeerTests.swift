@@ -100,7 +100,7 @@ final class HostilePeerTests: XCTestCase {
     /// The request that stopped every department: Int.max tokens. Now a 400, and the gateway lives.
     func testHugeMaxTokensIsABadRequestNotACrash() async throws {
         let gw = try await GatewayFixture.start(instances: 1) { config in
-            config.departments[1].quota = QuotaLimits(tokensPerMinute: 1_000_000)
+            config.departments[1].quota = QuotaLimits(tokensPerDay: 1_000_000)
         }
         for value in ["9223372036854775807", "1099511627775", "-1", "1e30"] {
             let socket = try RawSocket(port: gw.port)
@@ -117,7 +117,7 @@ final class HostilePeerTests: XCTestCase {
     /// and the usage injection follow what the instance will do.
     func testDuplicateMembersCannotDodgeMetering() async throws {
         let gw = try await GatewayFixture.start(instances: 1) { config in
-            config.departments[1].quota = QuotaLimits(tokensPerMinute: 100_000)
+            config.departments[1].quota = QuotaLimits(tokensPerDay: 100_000)
         }
         // include_usage true then false: the instance sees false, so the gateway must ask for usage itself.
         let body = #"{"model":"qwen2.5-0.5b-instruct","stream":true,"stream_options":{"include_usage":true,"include_usage":false},"max_tokens":1,"max_tokens":24,"messages":[{"role":"user","content":"hi"}]}"#
@@ -130,7 +130,7 @@ final class HostilePeerTests: XCTestCase {
         let quotas = gw.dataPlane.state.quotas
         var calendar = QuotaCalendar(timeZone: quotas.settings.timeZone)
         let windows = calendar.current(atMs: Int64(Date().timeIntervalSince1970 * 1000))
-        let used = quotas.usage(department: 1, at: windows)[.tokensPerMinute] ?? 0
+        let used = quotas.usage(department: 1, at: windows)[.tokensPerDay] ?? 0
         let stats = gw.instances[0].stats
         XCTAssertEqual(stats.completionTokens, 24, "the instance generated what the last max_tokens asked for")
         XCTAssertEqual(used, stats.promptTokens + stats.completionTokens, "settled to the instance's usage, not the 1-token reservation")
@@ -145,7 +145,7 @@ final class HostilePeerTests: XCTestCase {
         var simulator = SimulatorConfiguration()
         simulator.timeToFirstToken = .milliseconds(400)
         let gw = try await GatewayFixture.start(instances: 1, simulator: simulator, redis: try RedisConfiguration(url: redis.url())) { config in
-            config.departments[1].quota = QuotaLimits(tokensPerMinute: 1_000_000)
+            config.departments[1].quota = QuotaLimits(tokensPerDay: 1_000_000)
         }
         let body = #"{"model":"qwen2.5-0.5b-instruct","temperature":0,"max_tokens":500,"messages":[{"role":"user","content":"same question"}]}"#
         let leader = try RawSocket(port: gw.port)
@@ -159,7 +159,7 @@ final class HostilePeerTests: XCTestCase {
         try await Task.sleep(for: .milliseconds(100))
         let quotas = gw.dataPlane.state.quotas
         var calendar = QuotaCalendar(timeZone: quotas.settings.timeZone)
-        let used = quotas.usage(department: 1, at: calendar.current(atMs: Int64(Date().timeIntervalSince1970 * 1000)))[.tokensPerMinute] ?? 0
+        let used = quotas.usage(department: 1, at: calendar.current(atMs: Int64(Date().timeIntervalSince1970 * 1000)))[.tokensPerDay] ?? 0
         let stats = gw.instances[0].stats
         XCTAssertEqual(stats.generations, 1, "one generation for both")
         XCTAssertEqual(used, stats.promptTokens + stats.completionTokens, "the follower's 500-token reservation was given back")
@@ -366,12 +366,13 @@ final class HostilePeerTests: XCTestCase {
             config.departments[0].route = []
             config.health.unhealthyThreshold = 100
             config.retry.attempts = 1
-            config.departments[1].quota = QuotaLimits(tokensPerMinute: 1_000_000)
+            config.departments[1].quota = QuotaLimits(tokensPerDay: 1_000_000)
         }
+        // Counted per day, not per minute: a minute boundary between two reads would reset it.
         func usedTokens() -> Int {
             let quotas = gw.dataPlane.state.quotas
             var calendar = QuotaCalendar(timeZone: quotas.settings.timeZone)
-            return quotas.usage(department: 1, at: calendar.current(atMs: Int64(Date().timeIntervalSince1970 * 1000)))[.tokensPerMinute] ?? 0
+            return quotas.usage(department: 1, at: calendar.current(atMs: Int64(Date().timeIntervalSince1970 * 1000)))[.tokensPerDay] ?? 0
         }
         let socket = try RawSocket(port: gw.port)
         func ask() throws -> RawSocket.Response {
@@ -423,6 +424,7 @@ final class HostilePeerTests: XCTestCase {
         try next("cut mid-chunk")
 
         mode.set("usage first")
+        try await Task.sleep(for: .milliseconds(50))  // the request before is settled right after its last byte went out
         let before = usedTokens()
         let long = try RawSocket(port: gw.port)
         try long.send(post("/v1/chat/completions", chat))

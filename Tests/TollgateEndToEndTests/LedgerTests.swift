@@ -86,7 +86,7 @@ final class LedgerTests: XCTestCase {
         simulator.tokensPerSecond = 200
         let rig = try await start(instances: 1, simulator: simulator, redis: try RedisConfiguration(url: redisServer.url())) { config in
             // Small enough that the sixth request finds it used up.
-            config.departments[0].quota = QuotaLimits(tokensPerMinute: 20)
+            config.departments[0].quota = QuotaLimits(tokensPerDay: 20)
         }
         for _ in 0..<250 where (rig.gateway.dataPlane.redis?.availableConnections ?? 0) < 2 { try await Task.sleep(for: .milliseconds(20)) }
         let client = try await HTTPTestClient.connect(port: rig.port, group: rig.group)
@@ -122,7 +122,7 @@ final class LedgerTests: XCTestCase {
         let generated = rig.sims[0].stats.promptTokens + rig.sims[0].stats.completionTokens
         let quotas = rig.gateway.dataPlane.state.quotas
         var calendar = QuotaCalendar(timeZone: quotas.settings.timeZone)
-        let used = quotas.usage(department: 0, at: calendar.current(atMs: Int64(Date().timeIntervalSince1970 * 1000)))[.tokensPerMinute] ?? 0
+        let used = quotas.usage(department: 0, at: calendar.current(atMs: Int64(Date().timeIntervalSince1970 * 1000)))[.tokensPerDay] ?? 0
         XCTAssertEqual(used, reported, "the counter holds what the instances reported: nothing reserved is left behind")
         XCTAssertEqual(reported, generated)
         // Counted in the metrics too.
@@ -136,7 +136,7 @@ final class LedgerTests: XCTestCase {
     /// context limit used up the department's day.)
     func testAnInstanceErrorWithoutUsageCostsNothing() async throws {
         let rig = try await start(instances: 1) { config in
-            config.departments[0].quota = QuotaLimits(tokensPerMinute: 1_000_000)
+            config.departments[0].quota = QuotaLimits(tokensPerDay: 1_000_000)
         }
         let client = try await HTTPTestClient.connect(port: rig.port, group: rig.group)
         let refused = try await client.chat(key: TestKeys.engineering, extra: #","max_tokens":2000000"#)
@@ -145,7 +145,7 @@ final class LedgerTests: XCTestCase {
         try await Task.sleep(for: .milliseconds(50))
         let quotas = rig.gateway.dataPlane.state.quotas
         var calendar = QuotaCalendar(timeZone: quotas.settings.timeZone)
-        let used = quotas.usage(department: 0, at: calendar.current(atMs: Int64(Date().timeIntervalSince1970 * 1000)))[.tokensPerMinute] ?? 0
+        let used = quotas.usage(department: 0, at: calendar.current(atMs: Int64(Date().timeIntervalSince1970 * 1000)))[.tokensPerDay] ?? 0
         XCTAssertEqual(used, 0)
         await rig.stop()
     }
