@@ -11,7 +11,7 @@ import TollgateRedis
 /// decides what it is — a local answer, an error, or a request to forward — and hands
 /// forwarding to an `Exchange`. One request at a time: later pipelined requests are queued
 /// until the response is complete.
-final class GatewayHandler: ChannelDuplexHandler {
+final class GatewayHandler: ChannelDuplexHandler, ClientSide {
     typealias InboundIn = HTTPServerRequestPart
     typealias OutboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
@@ -21,7 +21,7 @@ final class GatewayHandler: ChannelDuplexHandler {
         /// Waiting for a request head.
         case idle
         /// Collecting the body of a request that will be forwarded.
-        case receiving(PendingRequest)
+        case receiving(GatewayRequest)
         /// Reading and dropping the body of a request already answered with `answer`.
         case discarding(answer: LocalAnswer, close: Bool, head: HTTPRequestHead, requestID: String)
         /// An exchange is forwarding the request and streaming the answer.
@@ -31,49 +31,6 @@ final class GatewayHandler: ChannelDuplexHandler {
         /// A local answer is being written (or computed off the loop).
         case responding
         case closed
-    }
-
-    /// Who is calling: the department and, for a key from the ledger, its prefix.
-    struct Caller {
-        var department: Int
-        var keyPrefix: String?
-    }
-
-    struct PendingRequest {
-        /// The snapshot the request started with: its department index, limits and routing
-        /// stay consistent even if a reload swaps the table meanwhile.
-        var state: GatewayState
-        var head: HTTPRequestHead
-        var requestID: String
-        var caller: Caller
-        var endpoint: Endpoint
-        var body: ByteBuffer
-        var started: NIODeadline
-    }
-
-    enum Endpoint {
-        case chatCompletions, completions, embeddings
-        /// As the ledger's `endpoint` column names it.
-        var name: String {
-            switch self {
-            case .chatCompletions: "chat"
-            case .completions: "completions"
-            case .embeddings: "embeddings"
-            }
-        }
-    }
-
-    struct LocalAnswer {
-        var status: HTTPResponseStatus
-        var body: String
-        var headers: [(String, String)] = []
-        var error: GatewayError?
-
-        static func error(_ e: GatewayError) -> LocalAnswer {
-            var headers: [(String, String)] = []
-            if let r = e.retryAfter { headers.append(("retry-after", String(r))) }
-            return LocalAnswer(status: HTTPResponseStatus(statusCode: e.status), body: e.body, headers: headers, error: e)
-        }
     }
 
     let loop: LoopContext
@@ -96,18 +53,8 @@ final class GatewayHandler: ChannelDuplexHandler {
     private var answeringHTTP10 = false
     /// Per-connection timers, re-armed by each request without rescheduling (see `DeadlineTimer`).
     private var bodyTimer: DeadlineTimer?
-    private(set) var requestTimer: DeadlineTimer?
-    private(set) var tryTimer: DeadlineTimer?
-
-    /// How a forwarded request's answer ends.
-    enum Ending {
-        /// The answer is complete: write the end of the response.
-        case complete
-        /// The answer broke off after it started: only a close can tell the client.
-        case abort
-        /// Nothing was sent yet: answer with this error.
-        case error(GatewayError)
-    }
+    /// The deadlines of the exchange in progress (per connection, re-armed by each request).
+    private var exchangeTimers: ExchangeTimers?
 
     init(loop: LoopContext, guardHandler: ConnectionGuard, remoteAddress: String) {
         self.loop = loop
@@ -120,12 +67,7 @@ final class GatewayHandler: ChannelDuplexHandler {
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
         bodyTimer = DeadlineTimer(eventLoop: context.eventLoop) { [weak self] in self?.bodyTimedOut() }
-        requestTimer = DeadlineTimer(eventLoop: context.eventLoop) { [weak self] in
-            if case .forwarding(let exchange) = self?.state { exchange.requestTimedOut() }
-        }
-        tryTimer = DeadlineTimer(eventLoop: context.eventLoop) { [weak self] in
-            if case .forwarding(let exchange) = self?.state { exchange.tryTimedOut() }
-        }
+        exchangeTimers = ExchangeTimers(eventLoop: context.eventLoop)
         loop.connections[ObjectIdentifier(self)] = self
         loop.counters.activeConnections.wrappingIncrement(ordering: .relaxed)
     }
@@ -133,8 +75,7 @@ final class GatewayHandler: ChannelDuplexHandler {
     func handlerRemoved(context: ChannelHandlerContext) {
         connectionGone()
         bodyTimer?.cancel()
-        requestTimer?.cancel()
-        tryTimer?.cancel()
+        exchangeTimers?.cancel()
         self.context = nil
     }
 
@@ -318,24 +259,24 @@ final class GatewayHandler: ChannelDuplexHandler {
             self.state = .discarding(answer: answer, close: close, head: head, requestID: requestID)
         }
 
-        let endpoint: Endpoint
+        let endpoint: APIEndpoint
         switch path {
         case "/v1/chat/completions": endpoint = .chatCompletions
         case "/v1/completions": endpoint = .completions
         case "/v1/embeddings": endpoint = .embeddings
         case "/healthz", "/health":
             guard head.method == .GET || head.method == .HEAD else { return early(.error(.methodNotAllowed(method: head.method.rawValue, path: String(path)))) }
-            self.state = .discarding(answer: healthAnswer(state), close: false, head: head, requestID: requestID)
+            self.state = .discarding(answer: LocalAnswers.health(state, now: loop.clock()), close: false, head: head, requestID: requestID)
             return
         case "/v1/models":
             guard head.method == .GET else { return early(.error(.methodNotAllowed(method: head.method.rawValue, path: String(path)))) }
-            if case .failure(let e) = authenticate(head, state: state) { return early(.error(e)) }
-            self.state = .discarding(answer: modelsAnswer(table), close: false, head: head, requestID: requestID)
+            if case .failure(let e) = Authenticator.authenticate(head.headers, state: state, nowMs: wallClockMs()) { return early(.error(e)) }
+            self.state = .discarding(answer: LocalAnswers.models(table), close: false, head: head, requestID: requestID)
             return
         case "/v1/usage":
             guard head.method == .GET else { return early(.error(.methodNotAllowed(method: head.method.rawValue, path: String(path)))) }
             let caller: Caller
-            switch authenticate(head, state: state) {
+            switch Authenticator.authenticate(head.headers, state: state, nowMs: wallClockMs()) {
             case .failure(let e): return early(.error(e))
             case .success(let c): caller = c
             }
@@ -348,7 +289,7 @@ final class GatewayHandler: ChannelDuplexHandler {
             return early(.error(.methodNotAllowed(method: head.method.rawValue, path: String(path))))
         }
         let caller: Caller
-        switch authenticate(head, state: state) {
+        switch Authenticator.authenticate(head.headers, state: state, nowMs: wallClockMs()) {
         case .failure(let e): return early(.error(e))
         case .success(let c): caller = c
         }
@@ -358,7 +299,7 @@ final class GatewayHandler: ChannelDuplexHandler {
             loop.counters.clientErrors.wrappingIncrement(ordering: .relaxed)
             keepAlive = false
             self.state = .responding
-            recordLocal(PendingRequest(state: state, head: head, requestID: requestID, caller: caller, endpoint: endpoint,
+            recordLocal(GatewayRequest(state: state, head: head, requestID: requestID, caller: caller, endpoint: endpoint,
                                        body: ByteBuffer(), started: .now()), status: 413, model: nil)
             respond(.error(.bodyTooLarge(limit: limit)), head: head, requestID: requestID)
             return
@@ -367,7 +308,7 @@ final class GatewayHandler: ChannelDuplexHandler {
         let expected = head.headers.first(name: "content-length").flatMap(Int.init) ?? 0
         let body = context.channel.allocator.buffer(capacity: min(max(expected, 256), limit))
         let now = NIODeadline.now()
-        self.state = .receiving(PendingRequest(
+        self.state = .receiving(GatewayRequest(
             state: state, head: head, requestID: requestID, caller: caller, endpoint: endpoint, body: body,
             started: now))
     }
@@ -391,32 +332,9 @@ final class GatewayHandler: ChannelDuplexHandler {
         }
     }
 
-    private func authenticate(_ head: HTTPRequestHead, state: GatewayState) -> Result<Caller, GatewayError> {
-        let table = state.table
-        guard let value = head.headers.first(name: "authorization") else {
-            if let anonymous = table.anonymousDepartment { return .success(Caller(department: anonymous, keyPrefix: nil)) }
-            return .failure(.invalidAPIKey("You didn't provide an API key. You need to provide your API key in an Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY)."))
-        }
-        let utf8 = value.utf8
-        guard utf8.count > 7, HeaderNames.matches(String(value.prefix(7)), HeaderNames.bearerPrefix) else {
-            return .failure(.invalidAPIKey("The Authorization header must be 'Bearer YOUR_KEY'."))
-        }
-        let key = utf8.dropFirst(7).drop { $0 == UInt8(ascii: " ") }
-        // Hash first, then look up: the time taken does not depend on the key's content.
-        let digest = KeyDigest(hashing: key)
-        if let entry = state.keys.lookup(digest) {
-            if let expires = entry.expiresMs, expires <= wallClockMs() {
-                return .failure(.invalidAPIKey("Incorrect API key provided."))
-            }
-            return .success(Caller(department: entry.department, keyPrefix: entry.prefix))
-        }
-        if let d = table.department(forKey: digest) { return .success(Caller(department: d, keyPrefix: nil)) }
-        return .failure(.invalidAPIKey("Incorrect API key provided."))
-    }
-
     /// Ends a request that passed authentication but was answered here (or left by its client
     /// before an instance was asked): its row, and its reservation given back if it had one.
-    private func recordLocal(_ pending: PendingRequest, status: Int, model: String?, stream: Bool = false,
+    private func recordLocal(_ pending: GatewayRequest, status: Int, model: String?, stream: Bool = false,
                              releasing reservation: QuotaBook.Reservation? = nil) {
         let now = NIODeadline.now()
         let latency = Double((now - pending.started).nanoseconds) / 1e6
@@ -436,7 +354,7 @@ final class GatewayHandler: ChannelDuplexHandler {
 
     // MARK: Dispatch
 
-    private func dispatch(_ pending: PendingRequest) {
+    private func dispatch(_ pending: GatewayRequest) {
         let state = pending.state
         let table = state.table
         if loop.ledgerSaturated {
@@ -446,93 +364,40 @@ final class GatewayHandler: ChannelDuplexHandler {
             respond(.error(.ledgerSaturated), head: pending.head, requestID: pending.requestID)
             return
         }
-        let summary: RequestSummary
-        do {
-            summary = try pending.body.withUnsafeReadableBytes { buffer throws(RequestBodyError) in
-                try RequestScanner.scan(buffer)
+        switch Admission.admit(pending, loop: loop) {
+        case .admitted(let admitted):
+            forward(admitted)
+        case .refused(let refusal):
+            if refusal.byQuota {
+                loop.counters.quotaRejections.wrappingIncrement(ordering: .relaxed)
+            } else {
+                loop.counters.clientErrors.wrappingIncrement(ordering: .relaxed)
             }
-        } catch {
-            loop.counters.clientErrors.wrappingIncrement(ordering: .relaxed)
-            recordLocal(pending, status: 400, model: nil)
-            respond(.error(.invalidRequest(error.message, param: error.param)), head: pending.head, requestID: pending.requestID)
-            return
-        }
-        guard let model = summary.model, !model.isEmpty else {
-            loop.counters.clientErrors.wrappingIncrement(ordering: .relaxed)
-            recordLocal(pending, status: 400, model: nil, stream: summary.stream)
-            respond(.error(.invalidRequest("You must provide a model parameter.", param: "model")), head: pending.head, requestID: pending.requestID)
-            return
-        }
-        guard let pool = table.pool(forModel: model) else {
-            loop.counters.clientErrors.wrappingIncrement(ordering: .relaxed)
-            recordLocal(pending, status: 404, model: model, stream: summary.stream)
-            respond(.error(.modelNotFound(model)), head: pending.head, requestID: pending.requestID)
-            return
-        }
-        // Admission: reserve the request and its possible tokens against the department's quotas,
-        // on this process's counters (kept in step with the other replicas by `QuotaSync`).
-        let nowMs = wallClockMs()
-        let windows = loop.quotaWindows(table.configuration.quotas, nowMs: nowMs)
-        let cost = reservationEstimate(promptBytes: summary.promptRange?.count ?? pending.body.readableBytes,
-                                       maxTokens: summary.maxTokens, choices: summary.choices,
-                                       defaultMaxTokens: table.configuration.quotas.defaultMaxTokens)
-        admitLocally(pending, state: state, summary: summary, model: model, pool: pool, cost: cost, windows: windows, nowMs: nowMs)
-    }
-
-    private func admitLocally(_ pending: PendingRequest, state: GatewayState, summary: RequestSummary, model: String, pool: Int,
-                              cost: Int, windows: QuotaCalendar.Current, nowMs: Int64) {
-        switch state.quotas.admit(department: pending.caller.department, tokens: cost, at: windows, nowMs: nowMs) {
-        case .admitted(let reservation):
-            forward(pending, state: state, summary: summary, model: model, pool: pool, reservation: reservation)
-        case .rejected(let meter, let limit, let used, let requested, let wait):
-            refuse(pending, state: state, summary: summary, model: model, meter: meter, limit: limit, used: used,
-                   requested: requested, wait: wait, windows: windows, nowMs: nowMs)
+            recordLocal(pending, status: refusal.status, model: refusal.model, stream: refusal.stream)
+            respond(refusal.answer, head: pending.head, requestID: pending.requestID)
         }
     }
 
-    private func refuse(_ pending: PendingRequest, state: GatewayState, summary: RequestSummary, model: String, meter: QuotaMeter,
-                        limit: Int, used: Int, requested: Int, wait: Int, windows: QuotaCalendar.Current, nowMs: Int64) {
-        loop.counters.quotaRejections.wrappingIncrement(ordering: .relaxed)
-        recordLocal(pending, status: 429, model: model, stream: summary.stream)
-        var answer = LocalAnswer.error(.quotaExceeded(
-            department: state.table.departments[pending.caller.department].name, meter: meter, limit: limit, used: used,
-            requested: requested, retryAfter: wait))
-        answer.headers += state.quotas.headers(department: pending.caller.department, at: windows, nowMs: nowMs)
-        respond(answer, head: pending.head, requestID: pending.requestID)
+    /// Step 5: the cache, when the department's policy allows it (a hit answers here, a miss
+    /// leads or follows a single flight), then step 6–7: an exchange with an instance.
+    private func forward(_ admitted: AdmittedRequest) {
+        switch CacheLookup.start(admitted, loop: loop) {
+        case .off:
+            startExchange(admitted, cache: nil)
+        case .bypass(let plan):
+            startExchange(admitted, cache: plan)
+        case .hit(let answer, let lookup):
+            if !answerFromCache(answer, admitted, preview: lookup.keys.preview) { lookUpInRedis(admitted, lookup) }
+        case .lookup(let lookup):
+            lookUpInRedis(admitted, lookup)
+        }
     }
 
-    private func forward(_ pending: PendingRequest, state: GatewayState, summary: RequestSummary, model: String, pool: Int,
-                         reservation: QuotaBook.Reservation) {
-        let table = state.table
-        let departmentName = table.departments[pending.caller.department].name
-        let policy = table.configuration.departments[pending.caller.department].cache ?? table.configuration.cache
-        guard policy.mode != .off, let redis = loop.redis else {
-            return startExchange(pending, state: state, summary: summary, model: model, pool: pool, reservation: reservation, cache: nil)
-        }
-        let directives = pending.head.headers.contains(name: "cache-control")
-            ? CacheDirectives(cacheControl: pending.head.headers[canonicalForm: "cache-control"].joined(separator: ","))
-            : CacheDirectives(cacheControl: "")
-        let decision = policy.decide(temperature: summary.temperature, hasSeed: summary.hasSeed, directives: directives)
-        guard decision.lookup || decision.store,
-              let keys = cacheKeys(pending, summary: summary, policy: policy, department: departmentName, model: model) else {
-            return startExchange(pending, state: state, summary: summary, model: model, pool: pool, reservation: reservation, cache: nil)
-        }
-        let (key, redisKey, preview) = (keys.key, keys.redisKey, keys.preview)
-        func plan(_ outcome: CacheOutcome, store: Bool, leader: Bool) -> CachePlan {
-            CachePlan(key: key, redisKey: redisKey, policy: policy, store: store && redis.isAvailable, outcome: outcome, redis: redis, leader: leader, preview: preview)
-        }
-        guard redis.isAvailable, decision.lookup else {
-            // Redis away, or `Cache-Control: no-cache`: no lookup (the answer may still be stored).
-            loop.counters.cacheBypasses.wrappingIncrement(ordering: .relaxed)
-            return startExchange(pending, state: state, summary: summary, model: model, pool: pool, reservation: reservation,
-                                 cache: plan(.bypass, store: decision.store, leader: false))
-        }
-        // The loop's own tier first; Redis when it has nothing.
-        if let answer = loop.localCache.get(redisKey, nowMs: wallClockMs()),
-           answerFromCache(answer, pending: pending, state: state, summary: summary, model: model, reservation: reservation, preview: preview) {
-            return
-        }
-        redis.get(redisKey).assumeIsolated().whenComplete { [weak self] result in
+    /// A Redis lookup; on a miss, lead a single flight or follow the one already going.
+    private func lookUpInRedis(_ admitted: AdmittedRequest, _ lookup: CacheLookup) {
+        let pending = admitted.request, summary = admitted.summary, model = admitted.model, reservation = admitted.reservation
+        let keys = lookup.keys, preview = keys.preview, store = lookup.decision.store
+        lookup.redis.get(keys.redisKey).assumeIsolated().whenComplete { [weak self] result in
             guard let self else { return }
             guard case .responding = self.state, self.context != nil else {
                 // The client left while Redis answered: its reservation back, and its row.
@@ -543,76 +408,40 @@ final class GatewayHandler: ChannelDuplexHandler {
             case .success(let stored?):
                 if let answer = try? CachedAnswer.decode(stored) {
                     // Asked again: keep the answer in this loop's memory, and the body's key.
-                    self.loop.localCache.put(redisKey, answer: answer, ttlMs: policy.ttl.milliseconds, nowMs: wallClockMs())
+                    self.loop.localCache.put(keys.redisKey, answer: answer, ttlMs: lookup.policy.ttl.milliseconds, nowMs: wallClockMs())
                     if let remember = keys.remember { self.loop.keyMemo.store(remember.entry(pending.body), slot: remember.slot) }
-                    if self.answerFromCache(answer, pending: pending, state: state, summary: summary, model: model,
-                                            reservation: reservation, preview: preview) {
+                    if self.answerFromCache(answer, admitted, preview: preview) {
                         return
                     }
                 }
                 fallthrough
             case .success(nil):
-                // A miss: lead a single flight, or wait for the one already going.
                 let bound = NIOLoopBound(self, eventLoop: self.loop.eventLoop)
                 let requestID = pending.requestID
                 let eventLoop = self.loop.eventLoop
-                let leads = self.loop.singleFlight.join(key) { answer in
+                let leads = self.loop.singleFlight.join(keys.key) { answer in
                     eventLoop.execute { bound.value.followerResumed(requestID: requestID, answer: answer) }
                 }
                 if leads {
                     self.loop.counters.cacheMisses.wrappingIncrement(ordering: .relaxed)
-                    self.startExchange(pending, state: state, summary: summary, model: model, pool: pool, reservation: reservation,
-                                       cache: plan(.miss, store: decision.store, leader: true))
+                    self.startExchange(admitted, cache: lookup.plan(.miss, store: store, leader: true))
                 } else {
                     self.follower = Follower(requestID: requestID, abandon: { [weak self] in
                         // The client left while it waited: nothing was used, and the request has its row.
                         self?.recordLocal(pending, status: 499, model: model, stream: summary.stream, releasing: reservation)
                     }) { [weak self] answer in
                         guard let self else { return }
-                        if let answer, self.answerFromCache(answer, pending: pending, state: state, summary: summary, model: model,
-                                                            reservation: reservation, preview: preview) {
+                        if let answer, self.answerFromCache(answer, admitted, preview: preview) {
                             return
                         }
                         self.loop.counters.cacheMisses.wrappingIncrement(ordering: .relaxed)
-                        self.startExchange(pending, state: state, summary: summary, model: model, pool: pool, reservation: reservation,
-                                           cache: plan(.miss, store: decision.store, leader: false))
+                        self.startExchange(admitted, cache: lookup.plan(.miss, store: store, leader: false))
                     }
                 }
             case .failure:
                 self.loop.counters.cacheBypasses.wrappingIncrement(ordering: .relaxed)
-                self.startExchange(pending, state: state, summary: summary, model: model, pool: pool, reservation: reservation,
-                                   cache: plan(.bypass, store: false, leader: false))
+                self.startExchange(admitted, cache: lookup.plan(.bypass, store: false, leader: false))
             }
-        }
-    }
-
-    /// A request's cache keys and prompt preview; `remember` is set when its body was not in the
-    /// loop's memo (it is put there once the request proves to be asked again, on a Redis hit).
-    struct CacheKeys {
-        let key: CacheKey
-        let redisKey: String
-        let preview: String?
-        let remember: (slot: Int, entry: (ByteBuffer) -> CacheKeyMemo.Entry)?
-    }
-
-    /// The request's cache key, Redis key and preview: from the loop's memo when this very body
-    /// was seen before, else canonicalized, hashed and read. Nil when the body cannot be
-    /// canonicalized (then it is not cached).
-    private func cacheKeys(_ pending: PendingRequest, summary: RequestSummary, policy: CachePolicy, department: String,
-                           model: String) -> CacheKeys? {
-        let namespace = policy.namespace(department: department)
-        let endpoint = pending.endpoint.name
-        return pending.body.withUnsafeReadableBytes { body -> CacheKeys? in
-            let (slot, known) = loop.keyMemo.lookup(body, namespace: namespace, endpoint: endpoint, model: model)
-            if let known { return CacheKeys(key: known.key, redisKey: known.redisKey, preview: known.preview, remember: nil) }
-            guard let canonical = try? CanonicalJSON.canonicalize(Array(body)) else { return nil }
-            let key = CacheKey.make(namespace: namespace, endpoint: endpoint, model: model, canonicalBody: canonical)
-            let redisKey = cacheRedisKey(namespace: namespace, key: key)
-            let preview = promptPreview(body: pending.body, range: summary.promptRange)
-            return CacheKeys(key: key, redisKey: redisKey, preview: preview, remember: (slot, { body in
-                CacheKeyMemo.Entry(body: Array(body.readableBytesView), namespace: namespace, endpoint: endpoint, model: model,
-                                   key: key, redisKey: redisKey, preview: preview)
-            }))
         }
     }
 
@@ -633,8 +462,8 @@ final class GatewayHandler: ChannelDuplexHandler {
 
     /// Answers from a stored answer: as JSON, or replayed as an SSE stream. `false` when it
     /// cannot be replayed in the form asked for (then the request goes upstream).
-    private func answerFromCache(_ answer: CachedAnswer, pending: PendingRequest, state: GatewayState, summary: RequestSummary,
-                                 model: String, reservation: QuotaBook.Reservation, preview: String?) -> Bool {
+    private func answerFromCache(_ answer: CachedAnswer, _ admitted: AdmittedRequest, preview: String?) -> Bool {
+        let pending = admitted.request, state = pending.state, summary = admitted.summary, model = admitted.model
         guard let context, case .responding = self.state else { return false }
         var events: [[UInt8]] = []
         if summary.stream {
@@ -670,17 +499,14 @@ final class GatewayHandler: ChannelDuplexHandler {
             keyPrefix: pending.caller.keyPrefix, model: model, endpoint: pending.endpoint.name, instance: nil, status: 200,
             latencyMs: latency, ttftMs: summary.stream ? latency : nil, cache: .hit, stream: summary.stream,
             promptPreview: preview.flatMap { PromptPrivacy.preview($0, policy: state.table.departments[pending.caller.department].promptPreview) }),
-            settling: reservation, spent: 0, in: state.quotas)
+            settling: admitted.reservation, spent: 0, in: state.quotas)
         writeEnd(context, with: buffer)
         return true
     }
 
-    private func startExchange(_ pending: PendingRequest, state: GatewayState, summary: RequestSummary, model: String, pool: Int,
-                               reservation: QuotaBook.Reservation, cache: CachePlan?) {
-        let exchange = Exchange(
-            handler: self, loop: loop, state: state, requestID: pending.requestID, head: pending.head, body: pending.body,
-            model: model, summary: summary, caller: pending.caller, endpoint: pending.endpoint, pool: pool, received: pending.started,
-            reservation: reservation, cache: cache)
+    private func startExchange(_ admitted: AdmittedRequest, cache: CachePlan?) {
+        guard let timers = exchangeTimers else { return }
+        let exchange = Exchange(client: self, timers: timers, loop: loop, request: admitted, cache: cache)
         self.state = .forwarding(exchange)
         exchange.start()
     }
@@ -691,10 +517,8 @@ final class GatewayHandler: ChannelDuplexHandler {
     ///
     /// The connection's state is settled *before* the end of the response is written: a
     /// pipelined next request is handled synchronously right after that write.
-    func exchangeFinished(_ exchange: Exchange, ending: Ending) {
+    func exchangeFinished(_ exchange: Exchange, ending: Exchange.Ending) {
         guard case .forwarding(let current) = state, current === exchange else { return }
-        requestTimer?.set(nil)
-        tryTimer?.set(nil)
         switch ending {
         case .error(let error):
             state = .responding
@@ -809,45 +633,5 @@ final class GatewayHandler: ChannelDuplexHandler {
                 self.respond(.error(.ledgerUnavailable), head: head, requestID: requestID)
             }
         }
-    }
-
-    private func modelsAnswer(_ table: RoutingTable) -> LocalAnswer {
-        var body = "{\"object\":\"list\",\"data\":["
-        var first = true
-        for pool in table.pools {
-            for model in pool.models {
-                if !first { body += "," }
-                first = false
-                body += "{\"id\":"
-                appendJSONString(model, to: &body)
-                body += ",\"object\":\"model\",\"created\":0,\"owned_by\":"
-                appendJSONString(pool.name, to: &body)
-                body += "}"
-            }
-        }
-        body += "]}\n"
-        return LocalAnswer(status: .ok, body: body)
-    }
-
-    private func healthAnswer(_ state: GatewayState) -> LocalAnswer {
-        let now = loop.clock()
-        let table = state.table
-        var available = 0
-        var body = "{\"status\":"
-        var instances = ""
-        for inst in table.instances {
-            let a = state.availability[inst.index]
-            let ok = a.isAvailable(at: now)
-            if ok { available += 1 }
-            if !instances.isEmpty { instances += "," }
-            instances += "{\"name\":"
-            appendJSONString(inst.name, to: &instances)
-            instances += ",\"pool\":"
-            appendJSONString(table.pools[inst.pool].name, to: &instances)
-            instances += ",\"available\":\(ok),\"probe_up\":\(a.probeUp),\"ejected\":\(now < a.ejectedUntil)}"
-        }
-        body += available > 0 ? "\"ok\"" : "\"degraded\""
-        body += ",\"instances_available\":\(available),\"instances_total\":\(table.instances.count),\"instances\":[\(instances)]}\n"
-        return LocalAnswer(status: available > 0 ? .ok : .serviceUnavailable, body: body)
     }
 }

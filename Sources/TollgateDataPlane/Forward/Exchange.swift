@@ -11,6 +11,16 @@ import TollgateRedis
 /// byte of an answer went to the client there is no retry, only a close on failure
 /// (the same line as swift-nio-examples' connect-proxy draws).
 final class Exchange: UpstreamDelegate {
+    /// How a forwarded request's answer ends.
+    enum Ending {
+        /// The answer is complete: write the end of the response.
+        case complete
+        /// The answer broke off after it started: only a close can tell the client.
+        case abort
+        /// Nothing was sent yet: answer with this error.
+        case error(GatewayError)
+    }
+
     private enum Phase {
         case starting
         case connecting(instance: Int)
@@ -19,7 +29,9 @@ final class Exchange: UpstreamDelegate {
         case finished
     }
 
-    private var handler: GatewayHandler?
+    /// The client connection, through its narrow interface (nil once the exchange finished).
+    private var handler: (any ClientSide)?
+    private let timers: ExchangeTimers
     private let loop: LoopContext
     private let state: GatewayState
     let requestID: String
@@ -30,8 +42,8 @@ final class Exchange: UpstreamDelegate {
     let department: Int
     let pool: Int
     private let received: NIODeadline
-    private let caller: GatewayHandler.Caller
-    private let endpoint: GatewayHandler.Endpoint
+    private let caller: Caller
+    private let endpoint: APIEndpoint
     private let summary: RequestSummary
     /// The gateway asked the instance for stream usage that the client did not ask for.
     private let injectedUsage: Bool
@@ -50,22 +62,22 @@ final class Exchange: UpstreamDelegate {
     private let metered: Bool
 
     private var phase = Phase.starting
-    private var tried: [Int] = []
-    private var attempts = 0
-    private var staleRetryUsed = false
+    /// The retry rule: which try is next, and what a failed one leads to (pure, in Core).
+    private var failover: Failover
     private var counted: (instance: Int, generation: Int, identity: String)?
-    private var lastError: GatewayError?
     private var status = 0
     private var firstByte: NIODeadline?
     /// When the request was written to the instance of the current try (metrics).
     private var sent: NIODeadline?
     private var firstChunk: NIODeadline?
 
-    init(handler: GatewayHandler, loop: LoopContext, state: GatewayState, requestID: String, head: HTTPRequestHead,
-         body: ByteBuffer, model: String, summary: RequestSummary, caller: GatewayHandler.Caller,
-         endpoint: GatewayHandler.Endpoint, pool: Int, received: NIODeadline, reservation: QuotaBook.Reservation,
+    init(client handler: any ClientSide, timers: ExchangeTimers, loop: LoopContext, request admitted: AdmittedRequest,
          cache: CachePlan? = nil) {
-        self.reservation = reservation
+        self.timers = timers
+        self.failover = Failover(maxAttempts: admitted.request.state.table.configuration.retry.attempts)
+        let request = admitted.request, summary = admitted.summary, caller = request.caller, state = request.state
+        let endpoint = request.endpoint, body = request.body
+        self.reservation = admitted.reservation
         self.cache = cache
         if let cache, cache.store {
             if summary.stream { assembler = StreamAssembler(limitBytes: cache.policy.maxEntryBytes) } else { cacheBody = [] }
@@ -73,16 +85,16 @@ final class Exchange: UpstreamDelegate {
         self.handler = handler
         self.loop = loop
         self.state = state
-        self.requestID = requestID
-        self.head = head
-        self.model = model
+        self.requestID = request.requestID
+        self.head = request.head
+        self.model = admitted.model
         self.stream = summary.stream
         self.department = caller.department
         self.caller = caller
         self.endpoint = endpoint
         self.summary = summary
-        self.pool = pool
-        self.received = received
+        self.pool = admitted.pool
+        self.received = request.started
         // Usage is metered from the instance's own count; a stream reports it only when asked.
         self.metered = loop.usageSink != nil || !state.quotas.departments[caller.department].limits.isUnlimited
         // A stream to be stored asks for usage too, so that a replayed hit can carry it.
@@ -94,7 +106,8 @@ final class Exchange: UpstreamDelegate {
 
     func start() {
         loop.counters.activeRequests.wrappingIncrement(ordering: .relaxed)
-        handler?.requestTimer?.set(received + .nanoseconds(config.timeouts.request.nanoseconds))
+        timers.exchange = self
+        timers.setRequest(received + .nanoseconds(config.timeouts.request.nanoseconds))
         tryNext()
     }
 
@@ -102,16 +115,18 @@ final class Exchange: UpstreamDelegate {
 
     private func tryNext() {
         if case .finished = phase { return }
-        guard attempts < config.retry.attempts else {
-            return fail(lastError ?? .noInstanceAvailable(model: model))
+        let excluding: [Int]
+        switch failover.next() {
+        case .giveUp(let error):
+            return fail(error ?? .noInstanceAvailable(model: model))
+        case .pick(let tried):
+            excluding = tried
         }
-        guard let instance = loop.select(state, department: department, pool: pool, excluding: tried) else {
+        guard let instance = loop.select(state, department: department, pool: pool, excluding: excluding) else {
             loop.counters.noInstance.wrappingIncrement(ordering: .relaxed)
-            return fail(lastError ?? .noInstanceAvailable(model: model))
+            return fail(failover.lastError ?? .noInstanceAvailable(model: model))
         }
-        attempts += 1
-        if attempts > 1 { loop.counters.retries.wrappingIncrement(ordering: .relaxed) }
-        tried.append(instance)
+        if failover.began(instance) { loop.counters.retries.wrappingIncrement(ordering: .relaxed) }
         let info = state.table.instances[instance]
         loop.began(instance: instance)
         counted = (instance, loop.generation, info.identity)
@@ -132,7 +147,8 @@ final class Exchange: UpstreamDelegate {
             case .success(let connection):
                 send(on: connection, instance: instance)
             case .failure(let error):
-                attemptFailed(instance: instance, reason: "connect: \(error)", error: .upstreamUnavailable("\(info.name): \(describe(error))"))
+                attemptFailed(instance: instance, .connectFailed, reason: "connect: \(error)",
+                              error: .upstreamUnavailable("\(info.name): \(describe(error))"))
             }
         }
     }
@@ -143,21 +159,21 @@ final class Exchange: UpstreamDelegate {
         connection.handler.delegate = self
         loop.counters.upstreamRequests.wrappingIncrement(ordering: .relaxed)
         connection.handler.send(method: head.method, serializedHead: upstreamHead(for: state.table.instances[instance]), body: body)
-        handler?.tryTimer?.set(.now() + .nanoseconds(config.timeouts.perTry.nanoseconds))
+        timers.setTry(.now() + .nanoseconds(config.timeouts.perTry.nanoseconds))
     }
 
-    /// A try failed before any answer reached the client: count it against the instance,
-    /// release the in-flight slot, and try another instance.
-    private func attemptFailed(instance: Int, reason: String, error: GatewayError) {
-        handler?.tryTimer?.set(nil)
+    /// A try failed before any answer reached the client: the failover rule says whether it
+    /// counts against the instance; the in-flight slot is released and the next try begins.
+    private func attemptFailed(instance: Int, _ failure: Failover.Failure, reason: String, error: GatewayError) {
+        timers.setTry(nil)
+        releaseInFlight()
+        phase = .starting
+        guard case .retry(blame: true) = failover.failed(failure, error: error) else { return tryNext() }
         loop.counters.upstreamFailures.wrappingIncrement(ordering: .relaxed)
         let info = state.table.instances[instance]
         loop.monitor.reportFailure(identity: info.identity, name: info.name, reason: reason)
-        releaseInFlight()
-        lastError = error
-        phase = .starting
         loop.logger.notice("upstream try failed", metadata: [
-            "request_id": "\(requestID)", "department": "\(state.table.departments[department].name)", "instance": "\(info.name)", "reason": "\(reason)", "attempt": "\(attempts)",
+            "request_id": "\(requestID)", "department": "\(state.table.departments[department].name)", "instance": "\(info.name)", "reason": "\(reason)", "attempt": "\(failover.attempts)",
         ])
         tryNext()
     }
@@ -175,7 +191,7 @@ final class Exchange: UpstreamDelegate {
         switch phase {
         case .awaitingHead(let instance, let connection):
             guard case .head(let upstreamHead) = part else { return }
-            handler?.tryTimer?.set(nil)
+            timers.setTry(nil)
             let code = Int(upstreamHead.status.code)
             if code == 101 || code < 200 {
                 // 1xx are dropped by the decoder; a 101 would switch the connection to another
@@ -184,19 +200,26 @@ final class Exchange: UpstreamDelegate {
                 connection.handler.delegate = nil
                 connection.handler.close()
                 let name = state.table.instances[instance].name
-                attemptFailed(instance: instance, reason: "status \(code)", error: .upstreamUnavailable("\(name) answered \(code)"))
+                attemptFailed(instance: instance, .switchedProtocols, reason: "status \(code)",
+                              error: .upstreamUnavailable("\(name) answered \(code)"))
                 return
             }
-            if code == 502 || code == 503 || code == 504 {
-                let name = state.table.instances[instance].name
-                if attempts < config.retry.attempts {
-                    connection.handler.delegate = nil
-                    connection.handler.close()
-                    attemptFailed(instance: instance, reason: "status \(code)", error: .upstreamUnavailable("\(name) answered \(code)"))
-                    return
-                }
-                let info = state.table.instances[instance]
+            let info = state.table.instances[instance]
+            switch failover.answered(status: code, error: .upstreamUnavailable("\(info.name) answered \(code)")) {
+            case .retry:
+                connection.handler.delegate = nil
+                connection.handler.close()
+                timers.setTry(nil)
+                releaseInFlight()
+                phase = .starting
+                loop.counters.upstreamFailures.wrappingIncrement(ordering: .relaxed)
                 loop.monitor.reportFailure(identity: info.identity, name: info.name, reason: "status \(code)")
+                loop.logger.notice("upstream try failed", metadata: [
+                    "request_id": "\(requestID)", "instance": "\(info.name)", "reason": "status \(code)", "attempt": "\(failover.attempts)",
+                ])
+                return tryNext()
+            case .deliver(let blame):
+                if blame { loop.monitor.reportFailure(identity: info.identity, name: info.name, reason: "status \(code)") }
             }
             status = code
             firstByte = .now()
@@ -276,19 +299,10 @@ final class Exchange: UpstreamDelegate {
     func upstreamClosed(error: (any Error)?) {
         switch phase {
         case .awaitingHead(let instance, let connection):
-            handler?.tryTimer?.set(nil)
-            if connection.served > 0 && !staleRetryUsed {
-                // A kept-alive connection the instance had already closed: not its fault.
-                staleRetryUsed = true
-                releaseInFlight()
-                tried.removeLast()
-                attempts -= 1
-                phase = .starting
-                tryNext()
-                return
-            }
             let name = state.table.instances[instance].name
-            attemptFailed(instance: instance, reason: "closed: \(error.map(describe) ?? "eof")", error: .upstreamUnavailable("\(name) closed the connection"))
+            // A reused connection the instance had closed while idle is retried once, unblamed.
+            attemptFailed(instance: instance, .closedBeforeHead(reused: connection.served > 0),
+                          reason: "closed: \(error.map(describe) ?? "eof")", error: .upstreamUnavailable("\(name) closed the connection"))
         case .streaming:
             // The answer had started: the client cannot be told otherwise than by a close.
             finish(.abort, outcome: "upstream_closed")
@@ -321,7 +335,7 @@ final class Exchange: UpstreamDelegate {
         guard case .awaitingHead(let instance, let connection) = phase else { return }
         connection.handler.delegate = nil
         connection.handler.close()
-        attemptFailed(instance: instance, reason: "timeout", error: .upstreamTimeout)
+        attemptFailed(instance: instance, .timedOut, reason: "timeout", error: .upstreamTimeout)
     }
 
     func requestTimedOut() {
@@ -349,14 +363,15 @@ final class Exchange: UpstreamDelegate {
         finish(.error(error), outcome: error.codeString)
     }
 
-    private func finish(_ ending: GatewayHandler.Ending, outcome: String) {
+    private func finish(_ ending: Ending, outcome: String) {
         if case .finished = phase { return }
-        let instance = counted.map { state.table.instances[$0.instance].name } ?? tried.last.map { state.table.instances[$0].name }
+        let instance = counted.map { state.table.instances[$0.instance].name } ?? failover.tried.last.map { state.table.instances[$0].name }
         // A leader that ends without a complete answer lets its followers go upstream themselves.
         if let cache, cache.leader, !flightCompleted { loop.singleFlight.complete(cache.key, with: nil) }
         phase = .finished
         releaseInFlight()
         loop.counters.activeRequests.wrappingDecrement(ordering: .relaxed)
+        timers.clear()
         let handler = self.handler
         self.handler = nil
         handler?.exchangeFinished(self, ending: ending)
@@ -387,7 +402,7 @@ final class Exchange: UpstreamDelegate {
             "latency_ms": "\(Double((now - received).nanoseconds / 1000) / 1000)",
             "ttfb_ms": "\(firstByte.map { Double(($0 - received).nanoseconds / 1000) / 1000 } ?? -1)",
             "stream": "\(stream)",
-            "attempts": "\(attempts)",
+            "attempts": "\(failover.attempts)",
             "outcome": "\(outcome)",
         ])
     }

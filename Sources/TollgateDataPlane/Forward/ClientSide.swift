@@ -1,0 +1,49 @@
+import NIOCore
+
+/// What an `Exchange` may do to the client connection it answers, and nothing more: write the
+/// answer (its head with the framing, body parts, flushes), know whether the client is reading,
+/// and say how the answer ended. `GatewayHandler` implements it; its state, pipelining and
+/// framing stay its own.
+protocol ClientSide: AnyObject {
+    /// The client's address, for `X-Forwarded-For` and `X-Real-IP`.
+    var remoteAddress: String { get }
+    /// False while the client is not reading: stop reading from the instance.
+    var clientWritable: Bool { get }
+    /// Starts the answer: framed by `contentLength` when known, else chunked.
+    func beginAnswer(status: Int, headers: [(String, String)], contentLength: Int?)
+    func writeResponseBody(_ part: ByteBuffer)
+    func flush()
+    /// The answer is complete, broke off, or never started (then the client gets the error).
+    func exchangeFinished(_ exchange: Exchange, ending: Exchange.Ending)
+}
+
+/// The two deadlines of a forwarded request, kept per client connection and re-armed by each
+/// request without rescheduling (see `DeadlineTimer`): the whole request (`timeouts.request`)
+/// and the current try (`timeouts.per_try`). The exchange in progress attaches itself and
+/// receives the expiries directly.
+final class ExchangeTimers {
+    private var request: DeadlineTimer?
+    private var perTry: DeadlineTimer?
+    weak var exchange: Exchange?
+
+    init(eventLoop: any EventLoop) {
+        request = DeadlineTimer(eventLoop: eventLoop) { [weak self] in self?.exchange?.requestTimedOut() }
+        perTry = DeadlineTimer(eventLoop: eventLoop) { [weak self] in self?.exchange?.tryTimedOut() }
+    }
+
+    func setRequest(_ deadline: NIODeadline?) { request?.set(deadline) }
+    func setTry(_ deadline: NIODeadline?) { perTry?.set(deadline) }
+
+    /// Disarms both and detaches the exchange.
+    func clear() {
+        exchange = nil
+        request?.set(nil)
+        perTry?.set(nil)
+    }
+
+    func cancel() {
+        exchange = nil
+        request?.cancel()
+        perTry?.cancel()
+    }
+}

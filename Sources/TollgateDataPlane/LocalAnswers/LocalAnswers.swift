@@ -1,0 +1,63 @@
+import NIOHTTP1
+import TollgateCore
+
+/// An answer the gateway makes itself: an error, `/healthz`, `/v1/models`, a usage report.
+struct LocalAnswer {
+    var status: HTTPResponseStatus
+    var body: String
+    var headers: [(String, String)] = []
+    var error: GatewayError?
+
+    static func error(_ e: GatewayError) -> LocalAnswer {
+        var headers: [(String, String)] = []
+        if let r = e.retryAfter { headers.append(("retry-after", String(r))) }
+        return LocalAnswer(status: HTTPResponseStatus(statusCode: e.status), body: e.body, headers: headers, error: e)
+    }
+}
+
+/// The data plane's own endpoints, answered from the routing snapshot without an instance:
+/// `/v1/models` and `/healthz`. (`/v1/usage` reads the ledger off the loop: see
+/// `GatewayHandler.answerUsage`.)
+enum LocalAnswers {
+    /// `GET /v1/models`: every model name of every pool.
+    static func models(_ table: RoutingTable) -> LocalAnswer {
+        var body = "{\"object\":\"list\",\"data\":["
+        var first = true
+        for pool in table.pools {
+            for model in pool.models {
+                if !first { body += "," }
+                first = false
+                body += "{\"id\":"
+                appendJSONString(model, to: &body)
+                body += ",\"object\":\"model\",\"created\":0,\"owned_by\":"
+                appendJSONString(pool.name, to: &body)
+                body += "}"
+            }
+        }
+        body += "]}\n"
+        return LocalAnswer(status: .ok, body: body)
+    }
+
+    /// `GET /healthz`: 200 while an instance is available, else 503, with each instance's state
+    /// at monotonic time `now`.
+    static func health(_ state: GatewayState, now: UInt64) -> LocalAnswer {
+        let table = state.table
+        var available = 0
+        var body = "{\"status\":"
+        var instances = ""
+        for inst in table.instances {
+            let a = state.availability[inst.index]
+            let ok = a.isAvailable(at: now)
+            if ok { available += 1 }
+            if !instances.isEmpty { instances += "," }
+            instances += "{\"name\":"
+            appendJSONString(inst.name, to: &instances)
+            instances += ",\"pool\":"
+            appendJSONString(table.pools[inst.pool].name, to: &instances)
+            instances += ",\"available\":\(ok),\"probe_up\":\(a.probeUp),\"ejected\":\(now < a.ejectedUntil)}"
+        }
+        body += available > 0 ? "\"ok\"" : "\"degraded\""
+        body += ",\"instances_available\":\(available),\"instances_total\":\(table.instances.count),\"instances\":[\(instances)]}\n"
+        return LocalAnswer(status: available > 0 ? .ok : .serviceUnavailable, body: body)
+    }
+}
