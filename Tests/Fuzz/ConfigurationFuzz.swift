@@ -1,0 +1,19 @@
+// ConfigurationLoader.parse on arbitrary text (one file, or two that merge): never traps, and
+// a configuration it accepts passes its own validation.
+import Foundation
+@testable import TollgateCore
+
+@_cdecl("LLVMFuzzerTestOneInput")
+public func fuzzConfiguration(_ data: UnsafePointer<UInt8>, _ size: Int) -> Int32 {
+    let bytes = Array(UnsafeBufferPointer(start: data, count: size))
+    let text = String(decoding: bytes, as: UTF8.self)
+    if let config = try? ConfigurationLoader.parse(text, file: "fuzz.yaml") {
+        let errors = ConfigurationLoader.validate(config, file: "fuzz.yaml")
+        fuzzCheck(errors.isEmpty, "an accepted configuration fails validation: \(errors)")
+    }
+    // Two files, split at the first line that starts with "---8<".
+    if let cut = text.range(of: "\n---8<") {
+        _ = try? ConfigurationLoader.parse([("a.yaml", String(text[..<cut.lowerBound])), ("b.yaml", String(text[cut.upperBound...]))])
+    }
+    return 0
+}
