@@ -433,14 +433,15 @@ struct Reader {
     }
 }
 
-/// `250ms`, `2s`, `1.5s`, `5m`, `1h`, or a bare number of seconds.
+/// `250ms`, `2s`, `1.5s`, `5m`, `1h`, or a bare number of seconds. Nil when it is not a
+/// non-negative number, or longer than Int64 nanoseconds hold (292 years).
 public func parseDuration(_ text: String) -> Duration? {
     let t = text.trimmingCharacters(in: .whitespaces)
     let units: [(String, Double)] = [("ms", 0.001), ("s", 1), ("m", 60), ("h", 3600)]
-    for (suffix, scale) in units where t.hasSuffix(suffix) {
-        guard let v = Double(t.dropLast(suffix.count)), v >= 0, v.isFinite else { return nil }
-        return .nanoseconds(Int64(v * scale * 1e9))
-    }
-    guard let v = Double(t), v >= 0, v.isFinite else { return nil }
-    return .nanoseconds(Int64(v * 1e9))
+    let (number, scale) = units.first { t.hasSuffix($0.0) }.map { (t.dropLast($0.0.count), $0.1) } ?? (Substring(t), 1)
+    guard let v = Double(number), v >= 0, v.isFinite else { return nil }
+    // Double(Int64.max) is 2^63: below it the conversion cannot trap (found by fuzzing).
+    let nanoseconds = v * scale * 1e9
+    guard nanoseconds < Double(Int64.max) else { return nil }
+    return .nanoseconds(Int64(nanoseconds))
 }
