@@ -12,6 +12,11 @@ public func fuzzRequestScanner(_ data: UnsafePointer<UInt8>, _ size: Int) -> Int
         _ = bytes.withUnsafeBytes { RequestScanner.promptText(UnsafeRawBufferPointer(rebasing: $0[range])) }
     }
 
+    // The scanner says it validates RFC 8259: what it accepts, JSONSerialization should read.
+    if summary != nil, strictCheck("scanner-accepts") {
+        fuzzCheck(foundationJSON(bytes) != nil, "the scanner accepts what JSONSerialization refuses: \(show(bytes))")
+    }
+
     // The oracle: JSONSerialization for the values (last duplicate wins), CacheJSONValue for what
     // JSONSerialization hides (duplicates, number text). Both must read the document; the
     // scanner refuses on purpose a non-string `model`, a non-boolean `stream` and deep nesting.

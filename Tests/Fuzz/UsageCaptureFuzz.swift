@@ -44,6 +44,16 @@ public func fuzzUsageCapture(_ data: UnsafePointer<UInt8>, _ size: Int) -> Int32
     fuzzCheck(split.usage == usage, "usage \(String(describing: split.usage)) != \(String(describing: usage)) in \(show(stream))")
     fuzzCheck(withoutLineBreaks(split.out) == withoutLineBreaks(kept), "filtered \(show(split.out)) != \(show(kept))")
 
+    // A usage-only event as Python's json.dumps writes it (`"choices": []`, with a space).
+    if strictCheck("spaced-usage-event") {
+        var numbers = FuzzData(stream)
+        let prompt = numbers.int(below: 100_000), completion = numbers.int(below: 100_000)
+        let event = Array(#"data: {"id": "x", "choices": [], "usage": {"prompt_tokens": \#(prompt), "completion_tokens": \#(completion)}}"#.utf8) + [0x0A, 0x0A]
+        let spaced = filtered([event])
+        fuzzCheck(spaced.out.isEmpty && spaced.usage == TokenUsage(promptTokens: prompt, completionTokens: completion),
+                  "a spaced usage-only event is forwarded: \(show(spaced.out)), usage \(String(describing: spaced.usage))")
+    }
+
     // bodyAskingForUsage on a JSON object with members: still JSON, include_usage true.
     if let object = foundationJSON(stream) as? [String: Any], !object.isEmpty || strictCheck("empty-body-usage") {
         let asked = bodyAskingForUsage(ByteBuffer(bytes: stream))
