@@ -63,6 +63,17 @@ final class ConfigurationTests: XCTestCase {
         XCTAssertEqual(c.timeouts.request, .seconds(120))
     }
 
+    /// Found by fuzzing (Tests/Fuzz/regressions/Configuration/huge-duration): a duration longer
+    /// than Int64 nanoseconds hold trapped converting to Int64 instead of being a config error.
+    func testDurationPastInt64NanosecondsIsAnError() {
+        XCTAssertNil(parseDuration("10000000000s"))
+        XCTAssertNil(parseDuration("1e300ms"))
+        XCTAssertNil(parseDuration("3000000h"))
+        XCTAssertNil(parseDuration("9000000000s"), "over 10^9 s: refused before the nanoseconds")
+        XCTAssertEqual(parseDuration("900000000s"), .seconds(900_000_000))
+        XCTAssertThrowsError(try ConfigurationLoader.parse(Self.minimal + "\ntimeouts: {connect: 10000000000s}\n"))
+    }
+
     func testRedisTimeouts() throws {
         let c = try ConfigurationLoader.parse(Self.minimal + "\nredis: {connect_timeout: 1s, command_timeout: 100ms}\n")
         XCTAssertEqual(c.redis.connect, .seconds(1))

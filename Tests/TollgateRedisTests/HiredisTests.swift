@@ -52,6 +52,22 @@ final class HiredisTests: XCTestCase {
         }
     }
 
+    /// Found by fuzzing (Tests/Fuzz/regressions/RESPReader/huge-array-count): hiredis allocates
+    /// an array's element pointers as soon as it reads the count, so `*2144783648` asked for
+    /// 17 GB before a single element arrived.
+    func testArrayCountOverTheLimitIsAProtocolError() throws {
+        // The limit is 2^20 elements (RESPReader.maxArrayElements).
+        let reader = RESPReader()
+        try reader.feed(ByteBuffer(string: "*1048577\r\n"))
+        XCTAssertThrowsError(try reader.next()) { error in
+            XCTAssertEqual((error as? RedisError)?.kind, .protocolError, "\(error)")
+        }
+
+        let exact = RESPReader()
+        try exact.feed(ByteBuffer(string: "*1048576\r\n"))
+        XCTAssertNil(try exact.next())
+    }
+
     func testValueHelpers() {
         XCTAssertEqual(RESPValue.bulkString(Array("12".utf8)).int, 12)
         XCTAssertEqual(RESPValue.integer(7).string, "7")

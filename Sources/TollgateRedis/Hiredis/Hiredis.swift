@@ -106,10 +106,16 @@ struct RESPEncoder {
 /// Owns the reader and frees it in `deinit`. Not thread-safe: used by one channel handler,
 /// on its event loop. After it has thrown once the stream is unusable (hiredis keeps the error).
 final class RESPReader {
+    /// The most elements an array reply may declare. hiredis allocates an array's element
+    /// pointers when it reads the count, before any element arrives: `*2144783648` asked for
+    /// 17 GB (found by fuzzing). hiredis 1.x has `maxelements` for this; 0.14 (Debian's) has not,
+    /// so the reader's `createArray` is wrapped. The gateway's replies are a few elements long.
+    static let maxArrayElements = 1 << 20
+
     private let reader: UnsafeMutablePointer<redisReader>
 
     init() {
-        guard let reader = redisReaderCreate() else {
+        guard let reader = redisReaderCreateWithFunctions(boundedReplyFunctions) else {
             // Only on malloc failure, as anywhere else in the process.
             fatalError("redisReaderCreate failed: out of memory")
         }
@@ -141,9 +147,12 @@ final class RESPReader {
     }
 
     private func currentError() -> RedisError {
-        let message = withUnsafeBytes(of: reader.pointee.errstr) { raw in
+        var message = withUnsafeBytes(of: reader.pointee.errstr) { raw in
             let bytes = raw.prefix { $0 != 0 }
             return String(decoding: bytes, as: UTF8.self)
+        }
+        if reader.pointee.err == REDIS_ERR_OOM {
+            message += " (or an array reply over \(Self.maxArrayElements) elements)"
         }
         return redisError(hiredisCode: reader.pointee.err, message: message)
     }
@@ -183,3 +192,23 @@ final class RESPReader {
         return Array(UnsafeRawBufferPointer(start: pointer, count: count))
     }
 }
+
+/// hiredis' default reply functions, with `createArray` refusing counts over
+/// `RESPReader.maxArrayElements` (hiredis then fails the reply as out of memory). Built once
+/// from a reader's defaults and never changed; hiredis only reads it.
+nonisolated(unsafe) private let boundedReplyFunctions: UnsafeMutablePointer<redisReplyObjectFunctions> = {
+    let functions = UnsafeMutablePointer<redisReplyObjectFunctions>.allocate(capacity: 1)
+    functions.initialize(to: defaultReplyFunctions)
+    functions.pointee.createArray = { task, elements in
+        guard Int(elements) <= RESPReader.maxArrayElements else { return nil }
+        return defaultReplyFunctions.createArray?(task, elements)
+    }
+    return functions
+}()
+
+/// hiredis' own reply functions (`defaultFunctions` in hiredis.c, reachable only through a reader).
+private let defaultReplyFunctions: redisReplyObjectFunctions = {
+    guard let probe = redisReaderCreate() else { fatalError("redisReaderCreate failed: out of memory") }
+    defer { redisReaderFree(probe) }
+    return probe.pointee.fn.pointee
+}()
