@@ -158,6 +158,7 @@ let package = Package(
             name: "TollgateDataPlaneTests",
             dependencies: [
                 "TollgateDataPlane",
+                "TollgateCore",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
             ],

@@ -83,4 +83,20 @@ final class RequestBoundsTests: XCTestCase {
         XCTAssertEqual(CachedAnswer.ageSeconds(createdMs: Int64.min, nowMs: Int64.max), 0)
         XCTAssertEqual(CachedAnswer.ageSeconds(createdMs: 1_000, nowMs: 61_000), 60)
     }
+
+    /// Found by fuzzing against JSONSerialization: strings that are not Unicode are refused, as
+    /// RFC 8259 and the instances' parsers refuse them; a surrogate pair is one character.
+    func testStringsMustBeUnicode() throws {
+        for bad in [[0x7B, 0x22, 0x61, 0x22, 0x3A, 0x22, 0xFF, 0x22, 0x7D],  // {"a":"\xFF"}
+                    [0x7B, 0x22, 0x61, 0x22, 0x3A, 0x22, 0xC0, 0xAF, 0x22, 0x7D],  // overlong '/'
+                    [0x7B, 0x22, 0x61, 0x22, 0x3A, 0x22, 0xED, 0xA0, 0x80, 0x22, 0x7D],  // a UTF-8 surrogate
+                    [0x7B, 0x22, 0x61, 0x22, 0x3A, 0x22, 0xE2, 0x82, 0x22, 0x7D]] as [[UInt8]] {  // cut short
+            XCTAssertThrowsError(try RequestScanner.scan(bad), "\(bad)")
+        }
+        XCTAssertThrowsError(try scan(#"{"a":"\ud800"}"#))
+        XCTAssertThrowsError(try scan(#"{"a":"\udc00\ud800"}"#))
+        XCTAssertThrowsError(try scan(#"{"a":"\ud800\u0041"}"#))
+        XCTAssertEqual(try scan(#"{"model":"\ud83d\ude00 é ✓"}"#).model, "😀 é ✓")
+        XCTAssertEqual(try scan("{\"model\":\"😀 é ✓\"}").model, "😀 é ✓")
+    }
 }

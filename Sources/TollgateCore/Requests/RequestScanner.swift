@@ -407,17 +407,23 @@ private struct Parser {
                 case UInt8(ascii: "r"): decoded.append(0x0D)
                 case UInt8(ascii: "t"): decoded.append(0x09)
                 case UInt8(ascii: "u"):
-                    guard i + 4 < bytes.count else { throw invalid("invalid \\u escape") }
-                    var scalar: UInt32 = 0
-                    for k in 1...4 {
-                        guard let h = hexValue(bytes[i + k]) else { throw invalid("invalid \\u escape") }
-                        scalar = scalar << 4 | UInt32(h)
-                    }
+                    var scalar = try hex4(at: i + 1)
                     i += 4
-                    if capture {
-                        // Surrogate pairs are kept as replacement characters: only names and
-                        // model ids are captured, and those are ASCII in practice.
-                        let s = Unicode.Scalar(scalar) ?? "\u{FFFD}"
+                    // A high surrogate must be followed by an escaped low one: the pair is one
+                    // scalar. A surrogate alone is not Unicode (RFC 8259 8.2; the instances'
+                    // parsers refuse it too).
+                    if (0xD800...0xDBFF).contains(scalar) {
+                        guard i + 6 < bytes.count, bytes[i + 1] == UInt8(ascii: "\\"), bytes[i + 2] == UInt8(ascii: "u") else {
+                            throw invalid("unpaired surrogate in \\u escape")
+                        }
+                        let low = try hex4(at: i + 3)
+                        guard (0xDC00...0xDFFF).contains(low) else { throw invalid("unpaired surrogate in \\u escape") }
+                        scalar = 0x10000 + ((scalar - 0xD800) << 10) + (low - 0xDC00)
+                        i += 6
+                    } else if (0xDC00...0xDFFF).contains(scalar) {
+                        throw invalid("unpaired surrogate in \\u escape")
+                    }
+                    if capture, let s = Unicode.Scalar(scalar) {
                         decoded.append(contentsOf: Array(String(Character(s)).utf8))
                     }
                 default:
@@ -426,15 +432,54 @@ private struct Parser {
                 i += 1
             } else if c < 0x20 {
                 throw invalid("control character in string")
-            } else {
+            } else if c < 0x80 {
                 if escaped && capture { decoded.append(c) }
                 i += 1
+            } else {
+                // Outside ASCII: one whole, valid UTF-8 sequence (RFC 3629), else refused.
+                let n = try utf8Sequence(at: i)
+                if escaped && capture { decoded.append(contentsOf: bytes[i..<(i + n)]) }
+                i += n
             }
         }
         defer { i += 1 }
         guard capture else { return "" }
         if escaped { return String(decoding: decoded, as: UTF8.self) }
         return String(decoding: UnsafeRawBufferPointer(rebasing: bytes[start..<i]), as: UTF8.self)
+    }
+
+    /// Four hex digits at `at`, as a number.
+    func hex4(at start: Int) throws(RequestBodyError) -> UInt32 {
+        guard start + 3 < bytes.count else { throw invalid("invalid \\u escape") }
+        var value: UInt32 = 0
+        for k in 0..<4 {
+            guard let h = hexValue(bytes[start + k]) else { throw invalid("invalid \\u escape") }
+            value = value << 4 | UInt32(h)
+        }
+        return value
+    }
+
+    /// The length of the well-formed UTF-8 sequence starting at `at` (its lead byte is >= 0x80):
+    /// no overlong forms, no surrogates, nothing past U+10FFFF.
+    func utf8Sequence(at start: Int) throws(RequestBodyError) -> Int {
+        let b0 = bytes[start]
+        let length: Int
+        var low: UInt8 = 0x80, high: UInt8 = 0xBF
+        switch b0 {
+        case 0xC2...0xDF: length = 2
+        case 0xE0: length = 3; low = 0xA0
+        case 0xE1...0xEC, 0xEE...0xEF: length = 3
+        case 0xED: length = 3; high = 0x9F
+        case 0xF0: length = 4; low = 0x90
+        case 0xF1...0xF3: length = 4
+        case 0xF4: length = 4; high = 0x8F
+        default: throw invalid("invalid UTF-8")
+        }
+        guard start + length <= bytes.count else { throw invalid("invalid UTF-8") }
+        let b1 = bytes[start + 1]
+        guard b1 >= low && b1 <= high else { throw invalid("invalid UTF-8") }
+        for k in 2..<length where bytes[start + k] & 0xC0 != 0x80 { throw invalid("invalid UTF-8") }
+        return length
     }
 
     func hexValue(_ c: UInt8) -> UInt8? {

@@ -29,7 +29,7 @@ struct InjectedUsageFilter {
             carry = data.getSlice(at: data.readerIndex + end, length: data.readableBytes - end)
         }
         let complete = data.getSlice(at: data.readerIndex, length: end)!
-        let hasUsageEvent = complete.withUnsafeReadableBytes { Self.contains($0, Array("\"choices\":[]".utf8)) }
+        let hasUsageEvent = complete.withUnsafeReadableBytes { Self.hasEmptyChoices($0) }
         guard hasUsageEvent else { return complete }
         // Rebuild without the usage-only events.
         var out = ByteBuffer()
@@ -39,7 +39,7 @@ struct InjectedUsageFilter {
             while start < raw.count {
                 let stop = Self.eventEnd(raw, from: start) ?? raw.count
                 let event = UnsafeRawBufferPointer(rebasing: raw[start..<stop])
-                if Self.contains(event, Array("\"choices\":[]".utf8)), let u = UsageScanner.lastUsage(in: event) {
+                if Self.hasEmptyChoices(event), let u = UsageScanner.lastUsage(in: event) {
                     usage = u
                 } else {
                     out.writeBytes(event)
@@ -74,6 +74,34 @@ struct InjectedUsageFilter {
             i += 1
         }
         return nil
+    }
+
+    /// `"choices"` `:` `[` `]` with any JSON whitespace between them (Python's `json.dumps`
+    /// writes `"choices": []`): the usage-only event.
+    static func hasEmptyChoices(_ b: UnsafeRawBufferPointer) -> Bool {
+        let key = Array("\"choices\"".utf8)
+        guard b.count >= key.count + 3 else { return false }
+        var i = 0
+        while i <= b.count - key.count {
+            if b[i] == UInt8(ascii: "\""), b[i + 1] == UInt8(ascii: "c") {
+                var k = 2
+                while k < key.count && b[i + k] == key[k] { k += 1 }
+                if k == key.count {
+                    var j = i + k
+                    func space() { while j < b.count, b[j] == 0x20 || b[j] == 0x09 || b[j] == 0x0A || b[j] == 0x0D { j += 1 } }
+                    space()
+                    if j < b.count, b[j] == UInt8(ascii: ":") {
+                        j += 1; space()
+                        if j < b.count, b[j] == UInt8(ascii: "[") {
+                            j += 1; space()
+                            if j < b.count, b[j] == UInt8(ascii: "]") { return true }
+                        }
+                    }
+                }
+            }
+            i += 1
+        }
+        return false
     }
 
     static func contains(_ b: UnsafeRawBufferPointer, _ needle: [UInt8]) -> Bool {
