@@ -1,5 +1,5 @@
-// The data plane's usage capture (Sources/TollgateDataPlane/Server/UsageCapture.swift, compiled
-// into this target with NIOCore): ResponseTail keeps exactly the last bytes whatever the reads;
+// The data plane's usage capture (Sources/TollgateDataPlane/Forward/UsageCapture.swift, compiled
+// into this target with NIOCore) and Core's UsageWatcher: the usage found does not depend on the reads;
 // InjectedUsageFilter drops only usage-only events and gives the same stream and usage however
 // the stream is split; bodyAskingForUsage keeps a JSON object valid.
 import Foundation
@@ -13,18 +13,20 @@ public func fuzzUsageCapture(_ data: UnsafePointer<UInt8>, _ size: Int) -> Int32
     let stream = input.rest()
     let reads = pieces(of: stream, using: &splits, maxPieces: 16)
 
-    // ResponseTail: the last `capacity` bytes, after a filler that brings it near or past full.
-    var tail = ResponseTail()
-    let filler = [UInt8](repeating: UInt8(ascii: "x"), count: (stream.count &* 2_654_435_761) % (ResponseTail.capacity + 64))
-    tail.append(ByteBuffer(bytes: filler))
-    var all = filler
-    for read in reads {
-        tail.append(ByteBuffer(bytes: read))
-        all += read
+    // UsageWatcher: the usage found does not depend on how the answer is split, and it is the
+    // last one a whole-answer scan finds — within its design bounds: a `usage` object of at most
+    // `maxObjectBytes`, and no run of backslashes longer than the bytes it keeps between parts.
+    let backslashRun = stream.split(whereSeparator: { $0 != UInt8(ascii: "\\") }).map(\.count).max() ?? 0
+    if stream.count <= UsageWatcher.maxObjectBytes && backslashRun < 32 {
+        var watcherWhole = UsageWatcher()
+        stream.withUnsafeBytes { watcherWhole.feed($0) }
+        var watcherParts = UsageWatcher()
+        for read in reads { read.withUnsafeBytes { watcherParts.feed($0) } }
+        fuzzCheck(watcherWhole.usage == watcherParts.usage, "UsageWatcher: \(String(describing: watcherWhole.usage)) whole, \(String(describing: watcherParts.usage)) split: \(show(stream))")
+        if let found = UsageScanner.lastUsage(in: stream) {
+            fuzzCheck(watcherWhole.usage == found, "UsageWatcher \(String(describing: watcherWhole.usage)) != last usage \(found) in \(show(stream))")
+        }
     }
-    let expectedTail = Array(all.suffix(ResponseTail.capacity))
-    fuzzCheck(tail.bytes == expectedTail, "ResponseTail keeps \(tail.bytes.count) bytes, not the last \(expectedTail.count)")
-    fuzzCheck(tail.usage() == UsageScanner.lastUsage(in: expectedTail), "ResponseTail.usage differs")
 
     // InjectedUsageFilter, whole and split.
     let whole = filtered([stream])
@@ -35,7 +37,7 @@ public func fuzzUsageCapture(_ data: UnsafePointer<UInt8>, _ size: Int) -> Int32
     var kept: [UInt8] = []
     var usage: TokenUsage?
     for (event, complete) in events(stream) {
-        if complete, contains(event, "\"choices\":[]"), let u = UsageScanner.lastUsage(in: event) {
+        if complete, event.withUnsafeBytes({ InjectedUsageFilter.hasEmptyChoices($0) }), let u = UsageScanner.lastUsage(in: event) {
             usage = u
         } else {
             kept += event
