@@ -15,7 +15,8 @@ public func fuzzCachedAnswer(_ data: UnsafePointer<UInt8>, _ size: Int) -> Int32
     let status = 100 + input.int(below: 500)
     let contentType = String(decoding: input.bytes(upTo: 40).map { 0x20 + $0 % 0x5F }, as: UTF8.self)
     let model = String(decoding: input.bytes(upTo: 40), as: UTF8.self)
-    let created = Int64(bitPattern: UInt64(input.int(below: Int.max)) &* 0x9E37_79B9)
+    // A time the gateway could have written (decode refuses times outside 1970...9999).
+    let created = Int64(input.int(below: Int(CachedAnswer.validCreation.upperBound) + 1))
     let flip = input.int(below: 1 << 16)
     let mask = input.byte() | 1
     let answer = CachedAnswer(status: status, contentType: contentType, body: input.rest(), createdMs: created, model: model)
