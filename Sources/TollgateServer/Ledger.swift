@@ -36,6 +36,11 @@ public struct LedgerSettings: Sendable {
 
 /// The open ledger of a running gateway: database, writer, keys, and the thread that keeps
 /// the data plane's key table in step with the `api_keys` table.
+///
+/// It lives in TollgateServer, not TollgateLedger, because it joins the two: it pushes the
+/// keys into the data plane (`DataPlane.monitor.installKeys`), builds the data plane's
+/// `UsageSink` around its writer, and seeds the data plane's quota counters. The ledger
+/// module itself knows nothing of NIO or the data plane.
 public final class Ledger: Sendable {
     public let database: LedgerDatabase
     public let writer: UsageWriter

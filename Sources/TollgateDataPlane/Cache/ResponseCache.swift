@@ -3,7 +3,6 @@ import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
 import TollgateCore
-import TollgateLedger
 import TollgateRedis
 
 /// What the response cache does for one forwarded request.

@@ -4,7 +4,6 @@ import Logging
 import NIOCore
 import NIOPosix
 import TollgateCore
-import TollgateLedger
 import TollgateRedis
 
 /// Counters of one event loop. Written only by that loop (relaxed atomics, so no lock and no

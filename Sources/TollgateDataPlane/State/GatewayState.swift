@@ -1,6 +1,5 @@
 import Atomics
 import TollgateCore
-import TollgateLedger
 
 /// Whether one instance may receive requests, as published to the event loops.
 public struct Availability: Sendable, Equatable {
