@@ -250,8 +250,8 @@ struct Reader {
     }
 
     mutating func read(_ map: inout MapReader, into config: inout GatewayConfiguration) {
-        section(&map, "listen") { r, m in r.endpoint(&m, into: &config.listen) }
-        section(&map, "admin") { r, m in r.endpoint(&m, into: &config.admin) }
+        section(&map, "listen") { r, m in r.listenAddress(&m, into: &config.listen) }
+        section(&map, "admin") { r, m in r.listenAddress(&m, into: &config.admin) }
         if let n = int(&map, "event_loops", min: 0, max: 256) { config.eventLoops = n }
         if let d = duration(&map, "shutdown_grace", allowZero: true) { config.shutdownGrace = d }
         section(&map, "limits") { r, m in
@@ -345,7 +345,7 @@ struct Reader {
         return .characters(n)
     }
 
-    mutating func endpoint(_ m: inout MapReader, into endpoint: inout Endpoint) {
+    mutating func listenAddress(_ m: inout MapReader, into endpoint: inout ListenAddress) {
         if let host = string(&m, "host") { endpoint.host = host }
         if let port = int(&m, "port", min: 0, max: 65535) { endpoint.port = port }
     }
