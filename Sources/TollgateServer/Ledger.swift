@@ -205,7 +205,7 @@ extension Ledger {
 extension Ledger {
     /// Seeds the quota counters from the ledger, so that a restart does not hand every
     /// department a fresh minute, day and month.
-    func seedQuotas(_ dataPlane: DataPlane, nowMs: Int64 = Int64(Date().timeIntervalSince1970 * 1000)) throws {
+    func seedQuotas(_ dataPlane: DataPlane, nowMs: Int64 = wallClockMs()) throws {
         let book = dataPlane.state.quotas
         var calendar = QuotaCalendar(timeZone: book.settings.timeZone)
         let now = calendar.current(atMs: nowMs)

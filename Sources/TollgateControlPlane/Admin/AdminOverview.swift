@@ -170,7 +170,7 @@ struct AdminOverview: Encodable, Sendable {
 
     /// Gathers the overview: SQLite on the thread pool, live state by hops to the loops.
     static func build(window: AdminWindow, services: AdminServices, dataPlane: DataPlane,
-                      nowMs: Int64 = Int64(Date().timeIntervalSince1970 * 1000)) async throws -> AdminOverview {
+                      nowMs: Int64 = wallClockMs()) async throws -> AdminOverview {
         let (fromMs, toMs) = window.range(nowMs: nowMs)
         let metrics = await dataPlane.metricsSnapshot()
         let health = try await dataPlane.monitor.snapshot().get()

@@ -459,27 +459,6 @@ struct Reader {
     }
 }
 
-/// `250ms`, `2s`, `1.5s`, `5m`, `1h`, or a bare number of seconds; nil for anything else,
-/// for a negative or non-finite number, and for more than 10^9 seconds (whose nanoseconds
-/// would not fit `Int64`: the conversion used to trap on `1e300s`).
-public func parseDuration(_ text: String) -> Duration? {
-    let t = text.trimmingCharacters(in: .whitespaces)
-    let units: [(String, Double)] = [("ms", 0.001), ("s", 1), ("m", 60), ("h", 3600)]
-    var number = Substring(t)
-    var scale = 1.0
-    for (suffix, s) in units where t.hasSuffix(suffix) {
-        number = t.dropLast(suffix.count)
-        scale = s
-        break
-    }
-    guard let v = Double(number), v >= 0, v.isFinite else { return nil }
-    let seconds = v * scale
-    // Bounded where it enters, so the nanoseconds below cannot overflow; the reader then
-    // refuses anything over `ConfigurationBounds.maxDuration` with its own message.
-    guard seconds <= 1e9 else { return nil }
-    return .nanoseconds(Int64(seconds * 1e9))
-}
-
 /// Upper bounds of the numbers a configuration may hold.
 public enum ConfigurationBounds {
     /// Quota limits and reservations, in tokens or requests (2^40, about 10^12).

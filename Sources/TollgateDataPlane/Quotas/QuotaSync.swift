@@ -32,15 +32,18 @@ final class QuotaSync {
     private let logger: Logger
     private var synced: [String: Synced] = [:]
     private var calendar = QuotaCalendar(timeZone: TimeZone(identifier: "UTC")!)
-    private var zone = TimeZone(identifier: "UTC")!
     private var inFlight = false
     private var down = false
     private var task: Scheduled<Void>?
     private var interval: TimeAmount = .milliseconds(100)
     private var stopped = false
 
-    init(monitor: HealthMonitor, redis: RedisConnection, counters: LoopCounters, logger: Logger) {
+    private let wallClock: WallClock
+
+    init(monitor: HealthMonitor, redis: RedisConnection, counters: LoopCounters, logger: Logger,
+         wallClock: @escaping WallClock = wallClockMs) {
         self.monitor = monitor
+        self.wallClock = wallClock
         self.redis = redis
         self.counters = counters
         self.logger = logger
@@ -70,12 +73,8 @@ final class QuotaSync {
         guard !inFlight else { return }
         let state = monitor.store.load()
         let book = state.quotas
-        if book.settings.timeZone != zone {
-            zone = book.settings.timeZone
-            calendar = QuotaCalendar(timeZone: zone)
-        }
-        let nowMs = wallClockMs()
-        let now = calendar.current(atMs: nowMs)
+        let nowMs = wallClock()
+        let now = calendar.current(atMs: nowMs, in: book.settings.timeZone)
         var futures: [EventLoopFuture<Void>] = []
         guard redis.isAvailable else { return skipped(nil) }
         for (d, name) in book.names.enumerated() {

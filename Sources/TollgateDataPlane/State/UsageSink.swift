@@ -40,10 +40,6 @@ public final class UsageSink: Sendable {
     }
 }
 
-/// Unix time in milliseconds.
-@inline(__always)
-func wallClockMs() -> Int64 { Int64(Date().timeIntervalSince1970 * 1000) }
-
 /// Builds the answer to `GET /v1/usage` for one department from the query string
 /// (`period=2026-11`, or `from=2026-11-01&to=2026-11-30`). Blocking: runs on a thread pool.
 public typealias UsageReporter = @Sendable (_ department: String, _ query: String) throws -> (status: Int, body: String)
