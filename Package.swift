@@ -35,12 +35,12 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
-        // The data plane: SwiftNIO channel handlers, one event loop per core.
+        // The data plane: SwiftNIO channel handlers, one event loop per core. No SQLite: usage
+        // records go to any `UsageRecordSink` (the ledger's writer, wired in TollgateServer).
         .target(
             name: "TollgateDataPlane",
             dependencies: [
                 "TollgateCore",
-                "TollgateLedger",
                 "TollgateRedis",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -122,6 +122,7 @@ let package = Package(
         .target(
             name: "TollgateSimulator",
             dependencies: [
+                "TollgateCore",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),

@@ -64,15 +64,10 @@ struct HealthReport: Encodable {
 
     init(dataPlane: DataPlane, health: [String: InstanceHealth]) {
         let state = dataPlane.state
-        let now = NIODeadline.now().uptimeNanoseconds
         let table = state.table
-        instances = table.instances.map { inst in
-            let a = state.availability[inst.index]
-            let h = health[inst.identity]
-            return Instance(
-                name: inst.name, pool: table.pools[inst.pool].name, url: inst.url.description, labels: inst.labels,
-                available: a.isAvailable(at: now), probeUp: a.probeUp, ejected: now < a.ejectedUntil,
-                ejections: h?.ejections ?? 0, recentFailures: h?.recentFailures.count ?? 0)
+        instances = InstanceStatus.all(in: state, health: health).map { s in
+            Instance(name: s.name, pool: s.pool, url: s.url, labels: s.labels, available: s.available, probeUp: s.probeUp,
+                     ejected: s.ejected, ejections: s.ejections, recentFailures: s.recentFailures)
         }
         instancesAvailable = instances.filter(\.available).count
         status = instancesAvailable > 0 ? "ok" : "degraded"

@@ -36,6 +36,11 @@ public struct LedgerSettings: Sendable {
 
 /// The open ledger of a running gateway: database, writer, keys, and the thread that keeps
 /// the data plane's key table in step with the `api_keys` table.
+///
+/// It lives in TollgateServer, not TollgateLedger, because it joins the two: it pushes the
+/// keys into the data plane (`DataPlane.monitor.installKeys`), builds the data plane's
+/// `UsageSink` around its writer, and seeds the data plane's quota counters. The ledger
+/// module itself knows nothing of NIO or the data plane.
 public final class Ledger: Sendable {
     public let database: LedgerDatabase
     public let writer: UsageWriter
@@ -200,7 +205,7 @@ extension Ledger {
 extension Ledger {
     /// Seeds the quota counters from the ledger, so that a restart does not hand every
     /// department a fresh minute, day and month.
-    func seedQuotas(_ dataPlane: DataPlane, nowMs: Int64 = Int64(Date().timeIntervalSince1970 * 1000)) throws {
+    func seedQuotas(_ dataPlane: DataPlane, nowMs: Int64 = wallClockMs()) throws {
         let book = dataPlane.state.quotas
         var calendar = QuotaCalendar(timeZone: book.settings.timeZone)
         let now = calendar.current(atMs: nowMs)

@@ -32,8 +32,8 @@ final class ConfigurationTests: XCTestCase {
 
     func testDefaults() throws {
         let c = try ConfigurationLoader.parse(Self.minimal)
-        XCTAssertEqual(c.listen, Endpoint(host: "127.0.0.1", port: 8080))
-        XCTAssertEqual(c.admin, Endpoint(host: "127.0.0.1", port: 8081))
+        XCTAssertEqual(c.listen, ListenAddress(host: "127.0.0.1", port: 8080))
+        XCTAssertEqual(c.admin, ListenAddress(host: "127.0.0.1", port: 8081))
         XCTAssertEqual(c.limits.maxBodyBytes, 10 * 1024 * 1024)
         XCTAssertEqual(c.health.maxFails, 3)
         XCTAssertEqual(c.health.failTimeout, .seconds(30))

@@ -59,4 +59,22 @@ final class QuotaCalendarTests: XCTestCase {
         XCTAssertThrowsError(try ConfigurationLoader.parse(ConfigurationTests.minimal + "\nquotas: {time_zone: Mars/Olympus}\n"))
         XCTAssertThrowsError(try ConfigurationLoader.parse(ConfigurationTests.minimal + "\ndepartments:\n  - name: d\n    quota: {tokens_per_hour: 5}\n"))
     }
+
+    func testACalendarFollowsAChangedZone() {
+        var c = QuotaCalendar(timeZone: TimeZone(identifier: "UTC")!)
+        let utc = c.current(atMs: ms("2026-11-30T17:00:00Z"), in: TimeZone(identifier: "UTC")!)
+        XCTAssertEqual(utc.dayStart, ms("2026-11-30T00:00:00Z"))
+        let shanghai = c.current(atMs: ms("2026-11-30T17:00:00Z"), in: TimeZone(identifier: "Asia/Shanghai")!)
+        XCTAssertEqual(shanghai.dayStart, ms("2026-11-30T16:00:00Z"))
+        XCTAssertEqual(c.timeZone, TimeZone(identifier: "Asia/Shanghai")!)
+        XCTAssertEqual(c.current(atMs: ms("2026-11-30T17:00:01Z"), in: TimeZone(identifier: "Asia/Shanghai")!).dayStart,
+                       ms("2026-11-30T16:00:00Z"))
+    }
+
+    func testTheSystemWallClockIsUnixMilliseconds() {
+        let before = Int64(Date().timeIntervalSince1970 * 1000)
+        let now = wallClockMs()
+        XCTAssertGreaterThanOrEqual(now, before)
+        XCTAssertLessThan(now - before, 60_000)
+    }
 }

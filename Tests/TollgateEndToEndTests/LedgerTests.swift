@@ -52,7 +52,7 @@ final class LedgerTests: XCTestCase {
             sims.append(try await SimulatedInstance.start(name: "s\(i)", port: 0, gpu: "0", configuration: simulator, group: group))
         }
         var config = GatewayConfiguration()
-        config.listen = Endpoint(host: "127.0.0.1", port: 0)
+        config.listen = ListenAddress(host: "127.0.0.1", port: 0)
         config.eventLoops = 2
         config.health.probePath = ""
         config.pools = [PoolConfiguration(name: "q", models: ["qwen2.5-0.5b-instruct"], instances: sims.map {

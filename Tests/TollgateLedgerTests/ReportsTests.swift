@@ -1,4 +1,5 @@
 import Foundation
+import TollgateCore
 import TollgateLedger
 import XCTest
 

@@ -1,5 +1,6 @@
 import Foundation
 import GRDB
+import TollgateCore
 import TollgateLedger
 import XCTest
 

@@ -170,7 +170,7 @@ struct AdminOverview: Encodable, Sendable {
 
     /// Gathers the overview: SQLite on the thread pool, live state by hops to the loops.
     static func build(window: AdminWindow, services: AdminServices, dataPlane: DataPlane,
-                      nowMs: Int64 = Int64(Date().timeIntervalSince1970 * 1000)) async throws -> AdminOverview {
+                      nowMs: Int64 = wallClockMs()) async throws -> AdminOverview {
         let (fromMs, toMs) = window.range(nowMs: nowMs)
         let metrics = await dataPlane.metricsSnapshot()
         let health = try await dataPlane.monitor.snapshot().get()
@@ -239,11 +239,9 @@ struct AdminOverview: Encodable, Sendable {
             return Quota(department: d.name, source: dataPlane.redis == nil ? "local" : "redis", meters: meters, ledgerMonthTokens: figures.monthTokens[d.name])
         }
 
-        let now = NIODeadline.now().uptimeNanoseconds
         let latencies = Dictionary(figures.instances.map { ($0.instance, $0) }, uniquingKeysWith: { a, _ in a })
-        let instances = table.instances.map { inst -> Instance in
-            let a = state.availability[inst.index]
-            let h = health[inst.identity]
+        let instances = InstanceStatus.all(in: state, health: health).map { status -> Instance in
+            let inst = table.instances[status.index]
             let shares = table.departments.compactMap { d -> Share? in
                 let candidates = d.candidates[inst.pool]
                 let total = candidates.reduce(0) { $0 + $1.weight }
@@ -252,9 +250,9 @@ struct AdminOverview: Encodable, Sendable {
             }
             let l = latencies[inst.name]
             return Instance(
-                name: inst.name, pool: table.pools[inst.pool].name, url: inst.url.description, labels: inst.labels,
-                weight: inst.weight, available: a.isAvailable(at: now), probeUp: a.probeUp, ejected: now < a.ejectedUntil,
-                ejections: h?.ejections ?? 0, recentFailures: h?.recentFailures.count ?? 0,
+                name: status.name, pool: status.pool, url: status.url, labels: status.labels,
+                weight: status.weight, available: status.available, probeUp: status.probeUp, ejected: status.ejected,
+                ejections: status.ejections, recentFailures: status.recentFailures,
                 inFlight: metrics.inFlight.indices.contains(inst.index) ? metrics.inFlight[inst.index] : 0,
                 shares: shares, requests: l?.requests ?? 0, errors: l?.errors ?? 0,
                 p50LatencyMs: l?.p50LatencyMs ?? 0, p95LatencyMs: l?.p95LatencyMs ?? 0)

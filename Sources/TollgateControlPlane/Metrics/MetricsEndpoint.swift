@@ -75,7 +75,7 @@ enum MetricsEndpoint {
         }
 
         var calendar = QuotaCalendar(timeZone: state.quotas.settings.timeZone)
-        let windows = calendar.current(atMs: Int64(Date().timeIntervalSince1970 * 1000))
+        let windows = calendar.current(atMs: wallClockMs())
         p.family("tollgate_quota_limit", "gauge", "Configured quota limits by department and meter.")
         var used: [(labels: [(String, String)], value: Int)] = []
         for d in table.departments {

@@ -117,22 +117,11 @@ enum CacheJSONValue: Sendable {
         return result
     }
 
-    /// One escaping for every string: `"` and `\` escaped, control characters as `\u00xx`
-    /// (lower-case hex), everything else, non-ASCII included, as raw UTF-8.
+    /// One escaping for every string (`JSONString` without short escapes): `"` and `\` escaped,
+    /// control characters as `\u00xx` (lower-case hex), everything else, non-ASCII included, as
+    /// raw UTF-8.
     static func writeString(_ s: String, into out: inout [UInt8]) {
-        out.append(UInt8(ascii: "\""))
-        for byte in s.utf8 {
-            switch byte {
-            case UInt8(ascii: "\""): out.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "\"")])
-            case UInt8(ascii: "\\"): out.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "\\")])
-            case 0..<0x20:
-                let hex = Array("0123456789abcdef".utf8)
-                out.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "u"), UInt8(ascii: "0"), UInt8(ascii: "0"),
-                                        hex[Int(byte >> 4)], hex[Int(byte & 0xF)]])
-            default: out.append(byte)
-            }
-        }
-        out.append(UInt8(ascii: "\""))
+        JSONString.append(s, to: &out, shortEscapes: false)
     }
 }
 

@@ -2,7 +2,7 @@
 /// miss can be stored and later served to a non-stream request (and replayed to a stream).
 ///
 /// Feed it the upstream's server-sent-event bytes as they arrive, split anywhere. Events end
-/// with a blank line (`\n\n`, `\r\n\r\n` or `\r\r`); `data:` lines are joined, comments and other
+/// with a blank line (`\n\n`, `\r\n\r\n` or `\r\r`: `SSELineReader`'s rule); `data:` lines are joined, comments and other
 /// fields ignored. Each data event is a `chat.completion.chunk` or `text_completion` chunk,
 /// until `data: [DONE]`. The assembled answer has:
 /// - `id`, `created`, `model`, `system_fingerprint` and any other top-level member from the
@@ -27,7 +27,7 @@ public struct StreamAssembler: Sendable {
     public private(set) var sawDone = false
 
     private var lineBuffer: [UInt8] = []
-    private var pendingCR = false
+    private var lineReader = SSELineReader()
     private var data: [UInt8] = []
     private var hasData = false
     private var eventType: [UInt8] = []
@@ -48,38 +48,23 @@ public struct StreamAssembler: Sendable {
     /// Takes the next bytes of the stream.
     public mutating func feed(_ bytes: [UInt8]) {
         guard !isAbandoned, !bytes.isEmpty else { return }
-        var i = 0
-        if pendingCR {
-            pendingCR = false
-            if bytes[0] == 0x0A { i = 1 }
-        }
-        var start = i
-        while i < bytes.count {
-            let c = bytes[i]
-            guard c == 0x0A || c == 0x0D else {
-                i += 1
-                continue
-            }
-            if lineBuffer.isEmpty {
-                line(bytes[start..<i])
-            } else {
-                var whole = lineBuffer
-                lineBuffer = []
-                whole.append(contentsOf: bytes[start..<i])
-                line(whole[...])
-            }
-            if isAbandoned { return }
-            if c == 0x0D {
-                if i + 1 < bytes.count {
-                    if bytes[i + 1] == 0x0A { i += 1 }
+        var reader = lineReader
+        let rest = bytes.withUnsafeBytes { raw in
+            reader.scan(raw) { start, end, _ in
+                if lineBuffer.isEmpty {
+                    line(bytes[start..<end])
                 } else {
-                    pendingCR = true
+                    var whole = lineBuffer
+                    lineBuffer = []
+                    whole.append(contentsOf: bytes[start..<end])
+                    line(whole[...])
                 }
+                return !isAbandoned
             }
-            i += 1
-            start = i
         }
-        lineBuffer.append(contentsOf: bytes[start..<bytes.count])
+        lineReader = reader
+        if isAbandoned { return }
+        lineBuffer.append(contentsOf: bytes[rest..<bytes.count])
         // A line that never ends: not an OpenAI-style stream.
         if limitBytes != .max, lineBuffer.count > limitBytes &+ 1 << 20 { isAbandoned = true }
     }

@@ -250,8 +250,8 @@ struct Reader {
     }
 
     mutating func read(_ map: inout MapReader, into config: inout GatewayConfiguration) {
-        section(&map, "listen") { r, m in r.endpoint(&m, into: &config.listen) }
-        section(&map, "admin") { r, m in r.endpoint(&m, into: &config.admin) }
+        section(&map, "listen") { r, m in r.listenAddress(&m, into: &config.listen) }
+        section(&map, "admin") { r, m in r.listenAddress(&m, into: &config.admin) }
         if let n = int(&map, "event_loops", min: 0, max: 256) { config.eventLoops = n }
         if let d = duration(&map, "shutdown_grace", allowZero: true) { config.shutdownGrace = d }
         section(&map, "limits") { r, m in
@@ -345,7 +345,7 @@ struct Reader {
         return .characters(n)
     }
 
-    mutating func endpoint(_ m: inout MapReader, into endpoint: inout Endpoint) {
+    mutating func listenAddress(_ m: inout MapReader, into endpoint: inout ListenAddress) {
         if let host = string(&m, "host") { endpoint.host = host }
         if let port = int(&m, "port", min: 0, max: 65535) { endpoint.port = port }
     }
@@ -457,27 +457,6 @@ struct Reader {
         guard let name else { return nil }
         return DepartmentConfiguration(name: name, keys: keys, route: route, quota: quota, cache: cache, promptPreview: promptPreview)
     }
-}
-
-/// `250ms`, `2s`, `1.5s`, `5m`, `1h`, or a bare number of seconds; nil for anything else,
-/// for a negative or non-finite number, and for more than 10^9 seconds (whose nanoseconds
-/// would not fit `Int64`: the conversion used to trap on `1e300s`).
-public func parseDuration(_ text: String) -> Duration? {
-    let t = text.trimmingCharacters(in: .whitespaces)
-    let units: [(String, Double)] = [("ms", 0.001), ("s", 1), ("m", 60), ("h", 3600)]
-    var number = Substring(t)
-    var scale = 1.0
-    for (suffix, s) in units where t.hasSuffix(suffix) {
-        number = t.dropLast(suffix.count)
-        scale = s
-        break
-    }
-    guard let v = Double(number), v >= 0, v.isFinite else { return nil }
-    let seconds = v * scale
-    // Bounded where it enters, so the nanoseconds below cannot overflow; the reader then
-    // refuses anything over `ConfigurationBounds.maxDuration` with its own message.
-    guard seconds <= 1e9 else { return nil }
-    return .nanoseconds(Int64(seconds * 1e9))
 }
 
 /// Upper bounds of the numbers a configuration may hold.

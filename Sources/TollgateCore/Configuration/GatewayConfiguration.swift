@@ -57,8 +57,8 @@
 ///       - {match: {}, weight: 1}
 /// ```
 public struct GatewayConfiguration: Sendable, Equatable {
-    public var listen = Endpoint(host: "127.0.0.1", port: 8080)
-    public var admin = Endpoint(host: "127.0.0.1", port: 8081)
+    public var listen = ListenAddress(host: "127.0.0.1", port: 8080)
+    public var admin = ListenAddress(host: "127.0.0.1", port: 8081)
     /// Number of data-plane event loops; 0 means one per core.
     public var eventLoops = 0
     /// On SIGTERM, how long in-flight requests may take to finish before connections close.
@@ -85,7 +85,8 @@ public struct GatewayConfiguration: Sendable, Equatable {
     public init() {}
 }
 
-public struct Endpoint: Sendable, Equatable, CustomStringConvertible {
+/// A host and port to listen on (`listen`, `admin`).
+public struct ListenAddress: Sendable, Equatable, CustomStringConvertible {
     public var host: String
     public var port: Int
     public init(host: String, port: Int) {

@@ -107,11 +107,21 @@ public struct QuotaCalendar: Sendable {
 
     private let calendar: Calendar
     private var cached: Current?
+    /// The zone the days and months are counted in.
+    public let timeZone: TimeZone
 
     public init(timeZone: TimeZone) {
         var c = Calendar(identifier: .gregorian)
         c.timeZone = timeZone
         self.calendar = c
+        self.timeZone = timeZone
+    }
+
+    /// The windows at `now` in `timeZone`, for holders that follow the configuration: a changed
+    /// zone (a reload) starts the calendar afresh, the same zone keeps its cached boundaries.
+    public mutating func current(atMs now: Int64, in timeZone: TimeZone) -> Current {
+        if timeZone != self.timeZone { self = QuotaCalendar(timeZone: timeZone) }
+        return current(atMs: now)
     }
 
     public mutating func current(atMs now: Int64) -> Current {

@@ -2,7 +2,6 @@ import Atomics
 import NIOCore
 import NIOHTTP1
 import TollgateCore
-import TollgateLedger
 import TollgateRedis
 
 /// Step 5 of a request, what it decides before any I/O: whether the department's policy and the

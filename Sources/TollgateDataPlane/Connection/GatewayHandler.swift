@@ -4,7 +4,6 @@ import NIOCore
 import NIOHTTP1
 import NIOPosix
 import TollgateCore
-import TollgateLedger
 import TollgateRedis
 
 /// The data plane's handler for one client connection. It reads a request (head, then body),

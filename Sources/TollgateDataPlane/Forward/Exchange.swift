@@ -3,7 +3,6 @@ import Logging
 import NIOCore
 import NIOHTTP1
 import TollgateCore
-import TollgateLedger
 import TollgateRedis
 
 /// Forwards one request to an instance and streams the answer back, all on the connection's

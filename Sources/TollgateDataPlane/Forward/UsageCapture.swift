@@ -3,7 +3,8 @@ import TollgateCore
 
 /// For a stream whose usage the gateway asked for on the client's behalf: passes every SSE
 /// event through except the usage-only one (`"choices":[]` with `usage`), whose counters it
-/// keeps. Events split across reads are held back until complete.
+/// keeps. Events split across reads are held back until complete; events end at an empty line
+/// under `SSELineReader`'s rule (CRLF, LF or CR), as `StreamAssembler` reads them.
 struct InjectedUsageFilter {
     private var carry: ByteBuffer?
     private(set) var usage: TokenUsage?
@@ -20,7 +21,7 @@ struct InjectedUsageFilter {
             data = part
         }
         // Up to the end of the last complete event.
-        let end = data.withUnsafeReadableBytes { Self.lastEventEnd($0) }
+        let end = data.withUnsafeReadableBytes { SSELineReader.lastEventEnd(in: $0) }
         guard end > 0 else {
             carry = data
             return nil
@@ -36,8 +37,7 @@ struct InjectedUsageFilter {
         out.reserveCapacity(complete.readableBytes)
         complete.withUnsafeReadableBytes { raw in
             var start = 0
-            while start < raw.count {
-                let stop = Self.eventEnd(raw, from: start) ?? raw.count
+            for stop in SSELineReader.eventEnds(in: raw) + [raw.count] where stop > start {
                 let event = UnsafeRawBufferPointer(rebasing: raw[start..<stop])
                 if Self.hasEmptyChoices(event), let u = UsageScanner.lastUsage(in: event) {
                     usage = u
@@ -54,26 +54,6 @@ struct InjectedUsageFilter {
     mutating func remainder() -> ByteBuffer? {
         defer { carry = nil }
         return carry
-    }
-
-    static func lastEventEnd(_ b: UnsafeRawBufferPointer) -> Int {
-        var i = b.count - 1
-        while i >= 1 {
-            if b[i] == 0x0A && b[i - 1] == 0x0A { return i + 1 }
-            if b[i] == 0x0A && i >= 3 && b[i - 1] == 0x0D && b[i - 2] == 0x0A && b[i - 3] == 0x0D { return i + 1 }
-            i -= 1
-        }
-        return 0
-    }
-
-    static func eventEnd(_ b: UnsafeRawBufferPointer, from start: Int) -> Int? {
-        var i = start + 1
-        while i < b.count {
-            if b[i] == 0x0A && b[i - 1] == 0x0A { return i + 1 }
-            if b[i] == 0x0A && i >= start + 3 && b[i - 1] == 0x0D && b[i - 2] == 0x0A && b[i - 3] == 0x0D { return i + 1 }
-            i += 1
-        }
-        return nil
     }
 
     /// `"choices"` `:` `[` `]` with any JSON whitespace between them (Python's `json.dumps`

@@ -3,7 +3,6 @@ import NIOCore
 import NIOHTTP1
 import NIOPosix
 import TollgateCore
-import TollgateLedger
 
 /// Owns every instance's `InstanceHealth` on one event loop, runs the active probes, receives
 /// passive failure reports from the data-plane loops, and publishes `GatewayState` snapshots.

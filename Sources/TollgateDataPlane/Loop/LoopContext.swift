@@ -4,7 +4,6 @@ import Logging
 import NIOCore
 import NIOPosix
 import TollgateCore
-import TollgateLedger
 import TollgateRedis
 
 /// Counters of one event loop. Written only by that loop (relaxed atomics, so no lock and no
@@ -60,14 +59,9 @@ final class LoopContext {
     static let usageBatch = 256
     /// Calendar windows of the quotas, cached per loop.
     private var quotaCalendar = QuotaCalendar(timeZone: TimeZone(identifier: "UTC")!)
-    private var quotaZone = TimeZone(identifier: "UTC")!
 
     func quotaWindows(_ settings: QuotaSettings, nowMs: Int64) -> QuotaCalendar.Current {
-        if settings.timeZone != quotaZone {
-            quotaZone = settings.timeZone
-            quotaCalendar = QuotaCalendar(timeZone: quotaZone)
-        }
-        return quotaCalendar.current(atMs: nowMs)
+        quotaCalendar.current(atMs: nowMs, in: settings.timeZone)
     }
 
     /// This loop's own Redis connection (quotas shared by replicas, the cache); nil without Redis.

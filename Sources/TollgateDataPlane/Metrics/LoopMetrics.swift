@@ -2,7 +2,6 @@ import Atomics
 import TollgateCore
 import NIOConcurrencyHelpers
 import NIOCore
-import TollgateLedger
 
 /// The labelled counters and latency histograms of one event loop, for `/metrics`.
 ///

@@ -1,17 +1,18 @@
 import Foundation
 import NIOConcurrencyHelpers
-import TollgateLedger
+import TollgateCore
 
-/// Where the event loops hand their usage records: the ledger's writer thread. Each loop
+/// Where the event loops hand their usage records: the ledger's writer thread (any
+/// `UsageRecordSink`; the server passes the ledger's `UsageWriter`). Each loop
 /// collects records on its own and hands them over in batches (one lock per batch, never
 /// per request); keys' last-use times ride along.
 public final class UsageSink: Sendable {
-    public let writer: UsageWriter
+    public let writer: any UsageRecordSink
     /// Written into every record, so that merged reports can tell replicas apart.
     public let replica: String?
     private let lastUsed = NIOLockedValueBox<[String: Int64]>([:])
 
-    public init(writer: UsageWriter, replica: String? = nil) {
+    public init(writer: any UsageRecordSink, replica: String? = nil) {
         self.writer = writer
         self.replica = replica
     }
@@ -25,7 +26,7 @@ public final class UsageSink: Sendable {
         }
     }
 
-    /// True while the ledger's backlog is full (`UsageWriter.isSaturated`): new requests
+    /// True while the ledger's backlog is full (`UsageRecordSink.isSaturated`): new requests
     /// should be refused with 503 and `Retry-After` (`GatewayError.ledgerSaturated`) rather
     /// than answered without a record.
     public var isSaturated: Bool { writer.isSaturated }
@@ -38,10 +39,6 @@ public final class UsageSink: Sendable {
         }
     }
 }
-
-/// Unix time in milliseconds.
-@inline(__always)
-func wallClockMs() -> Int64 { Int64(Date().timeIntervalSince1970 * 1000) }
 
 /// Builds the answer to `GET /v1/usage` for one department from the query string
 /// (`period=2026-11`, or `from=2026-11-01&to=2026-11-30`). Blocking: runs on a thread pool.

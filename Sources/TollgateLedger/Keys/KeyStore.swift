@@ -124,21 +124,12 @@ public final class KeyStore: Sendable {
     static let maxLifetime = Duration.seconds(Int64(maxLifetimeDays) * 86_400)
 
     /// Parses `--expires`: a positive whole number and a unit — `s`, `m`, `h`, `d` or `w`
-    /// (`90d`, `12h`, `30m`) — of at most `maxLifetimeDays` days.
+    /// (`90d`, `12h`, `30m`; `DurationText`'s key lifetimes) — of at most `maxLifetimeDays` days.
     public static func parseDuration(_ text: String) throws -> Duration {
-        let trimmed = text.trimmingCharacters(in: .whitespaces)
-        guard let unit = trimmed.last, let value = Int64(trimmed.dropLast()), value > 0,
-              trimmed.dropLast().allSatisfy(\.isASCII) else { throw LedgerError.invalidDuration(text) }
-        let seconds: Int64
-        switch unit {
-        case "s": seconds = 1
-        case "m": seconds = 60
-        case "h": seconds = 3_600
-        case "d": seconds = 86_400
-        case "w": seconds = 604_800
-        default: throw LedgerError.invalidDuration(text)
-        }
-        let (total, overflow) = value.multipliedReportingOverflow(by: seconds * 1000)
+        let (number, unit) = DurationText.split(text, units: DurationText.lifetimeUnits)
+        guard let unit, let value = Int64(number), value > 0,
+              number.allSatisfy(\.isASCII) else { throw LedgerError.invalidDuration(text) }
+        let (total, overflow) = value.multipliedReportingOverflow(by: unit.nanoseconds / 1_000_000)
         guard !overflow, total <= maxLifetime.wholeMilliseconds else { throw LedgerError.durationTooLong(text, maxDays: maxLifetimeDays) }
         return .milliseconds(total)
     }

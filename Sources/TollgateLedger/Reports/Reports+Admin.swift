@@ -1,4 +1,5 @@
 import GRDB
+import TollgateCore
 
 /// The admin page's queries. Times are Unix milliseconds; ranges are half-open.
 extension Reports {

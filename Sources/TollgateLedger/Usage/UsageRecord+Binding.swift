@@ -1,5 +1,34 @@
 import CSQLite
 import GRDB
+import TollgateCore
+
+/// How the ledger bounds what it stores.
+extension UsageRecord {
+    /// The largest token count the ledger stores (2^40, about 10^12). Counts come from the
+    /// instances (`usage`) and from quota reservations, both outside the gateway's control;
+    /// clamped on the way in, a row can neither be refused by SQLite nor make `sum()` over a
+    /// department overflow (2^23 such rows still sum below 2^63), which used to fail quota
+    /// seeding and with it `serve` at start.
+    public static let maxTokens: Int64 = 1 << 40
+    /// The largest latency or time to first token stored, in milliseconds (about 115 days).
+    public static let maxMilliseconds: Double = 1e10
+
+    /// A token count as the ledger stores it: nil stays nil, negatives become 0, and counts
+    /// above `maxTokens` become `maxTokens`.
+    @inline(__always)
+    static func storedTokens(_ value: Int?) -> Int64? {
+        guard let value else { return nil }
+        return min(max(Int64(value), 0), maxTokens)
+    }
+
+    /// A duration in milliseconds as the ledger stores it: NaN and negatives become 0,
+    /// anything above `maxMilliseconds` (including infinity) becomes `maxMilliseconds`.
+    @inline(__always)
+    static func storedMilliseconds(_ value: Double) -> Double {
+        guard value > 0 else { return 0 }  // NaN compares false
+        return min(value, maxMilliseconds)
+    }
+}
 
 /// Binds a usage row straight to the prepared insert statement with SQLite's C API. Building
 /// GRDB `StatementArguments` for each row boxed its 18 values (about half of the writer's CPU

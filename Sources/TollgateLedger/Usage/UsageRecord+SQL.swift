@@ -1,4 +1,5 @@
 import GRDB
+import TollgateCore
 
 extension UsageRecord {
     static let insertSQL = """

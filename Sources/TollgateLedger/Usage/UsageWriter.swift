@@ -1,6 +1,7 @@
 import Foundation
 import GRDB
 import Logging
+import TollgateCore
 
 /// Commits usage records to the ledger from one dedicated writer thread.
 ///
@@ -47,7 +48,7 @@ import Logging
 /// **Shutdown deadline.** `close(timeout:)` gives the writer until the deadline to commit
 /// what is pending; past it, it stops retrying, logs how many rows could not be written and
 /// returns that number, so that SIGTERM with a full disk ends instead of waiting forever.
-public final class UsageWriter: Sendable {
+public final class UsageWriter: UsageRecordSink, Sendable {
     /// The longest the writer sleeps when nothing is pending.
     public let interval: Duration
     /// The most records committed in one transaction.

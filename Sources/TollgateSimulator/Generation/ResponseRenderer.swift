@@ -1,29 +1,12 @@
 import NIOCore
+import TollgateCore
 
 /// Builds the JSON and server-sent-event bytes of the simulator's answers by concatenation:
 /// no `Codable`, no per-chunk encoder, so a zero-latency instance costs little more than its sockets.
 enum ResponseRenderer {
-    /// `text` escaped for use inside a JSON string literal.
+    /// `text` escaped for use inside a JSON string literal (the gateway's `JSONString`).
     static func jsonEscaped(_ text: String) -> String {
-        guard text.utf8.contains(where: { $0 < 0x20 || $0 == UInt8(ascii: "\"") || $0 == UInt8(ascii: "\\") }) else {
-            return text
-        }
-        var escaped = ""
-        escaped.reserveCapacity(text.utf8.count + 8)
-        for scalar in text.unicodeScalars {
-            switch scalar {
-            case "\"": escaped += "\\\""
-            case "\\": escaped += "\\\\"
-            case "\n": escaped += "\\n"
-            case "\r": escaped += "\\r"
-            case "\t": escaped += "\\t"
-            case _ where scalar.value < 0x20:
-                let hex = String(scalar.value, radix: 16)
-                escaped += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
-            default: escaped.unicodeScalars.append(scalar)
-            }
-        }
-        return escaped
+        JSONString.escaped(text)
     }
 
     /// The OpenAI error body: `{"error":{"message":…,"type":…,"param":…,"code":null}}`.

@@ -36,8 +36,8 @@ final class GatewayFixture: Sendable {
             sims.append(try await SimulatedInstance.start(name: "qwen-\(i)", port: 0, gpu: String(i % gpus), configuration: simulator, group: group))
         }
         var config = GatewayConfiguration()
-        config.listen = Endpoint(host: "127.0.0.1", port: 0)
-        config.admin = Endpoint(host: "127.0.0.1", port: 0)
+        config.listen = ListenAddress(host: "127.0.0.1", port: 0)
+        config.admin = ListenAddress(host: "127.0.0.1", port: 0)
         config.eventLoops = 2
         config.health.probeInterval = .milliseconds(100)
         config.health.probeTimeout = .milliseconds(500)

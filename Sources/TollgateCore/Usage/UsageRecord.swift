@@ -10,7 +10,8 @@ public enum CacheOutcome: String, Sendable, Codable, CaseIterable {
     case off
 }
 
-/// One row of the `usage` table: one request Tollgate answered.
+/// One row of the `usage` table: one request Tollgate answered. A plain value, built by the
+/// data plane and stored by the ledger (`UsageRecord+Binding.swift`, `+SQL.swift` there).
 public struct UsageRecord: Sendable, Equatable {
     /// Unix time of the request, milliseconds.
     public var timeMs: Int64
@@ -65,31 +66,6 @@ public struct UsageRecord: Sendable, Equatable {
         self.promptPreview = promptPreview
         self.reservedTokens = reservedTokens
         self.replica = replica
-    }
-
-    /// The largest token count the ledger stores (2^40, about 10^12). Counts come from the
-    /// instances (`usage`) and from quota reservations, both outside the gateway's control;
-    /// clamped on the way in, a row can neither be refused by SQLite nor make `sum()` over a
-    /// department overflow (2^23 such rows still sum below 2^63), which used to fail quota
-    /// seeding and with it `serve` at start.
-    public static let maxTokens: Int64 = 1 << 40
-    /// The largest latency or time to first token stored, in milliseconds (about 115 days).
-    public static let maxMilliseconds: Double = 1e10
-
-    /// A token count as the ledger stores it: nil stays nil, negatives become 0, and counts
-    /// above `maxTokens` become `maxTokens`.
-    @inline(__always)
-    static func storedTokens(_ value: Int?) -> Int64? {
-        guard let value else { return nil }
-        return min(max(Int64(value), 0), maxTokens)
-    }
-
-    /// A duration in milliseconds as the ledger stores it: NaN and negatives become 0,
-    /// anything above `maxMilliseconds` (including infinity) becomes `maxMilliseconds`.
-    @inline(__always)
-    static func storedMilliseconds(_ value: Double) -> Double {
-        guard value > 0 else { return 0 }  // NaN compares false
-        return min(value, maxMilliseconds)
     }
 
     /// How many characters of the last user message `promptPreview` keeps.
