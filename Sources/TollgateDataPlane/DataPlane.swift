@@ -16,7 +16,7 @@ public final class DataPlane: Sendable {
     /// One per event loop; sum them to read a total.
     public let counters: [LoopCounters]
     let logger: Logger
-    private let contexts: [ObjectIdentifier: NIOLoopBound<LoopContext>]
+    let contexts: [ObjectIdentifier: NIOLoopBound<LoopContext>]
     private let serverChannel = NIOLockedValueBox<(any Channel)?>(nil)
     private let generation = NIOLockedValueBox(1)
 

@@ -310,18 +310,33 @@ final class LedgerTests: XCTestCase {
         await rig.stop()
     }
 
-    /// A key revoked by another process (`tollgate keys revoke`) is refused within the refresh interval.
-    func testRevocationByAnotherWriterIsPickedUp() async throws {
+    /// A key created or revoked by another process (`tollgate keys`) works or is refused within
+    /// half a second: the gateway re-reads the keys every 500 ms (README, "Commands").
+    func testKeysWrittenByAnotherProcessAreInForceWithinHalfASecond() async throws {
+        XCTAssertEqual(LedgerSettings(databasePath: "", migrationsDirectory: "").keyRefreshInterval, .milliseconds(500))
         let rig = try await start(instances: 1)
-        let created = try rig.ledger.keys.create(department: "support", label: "svc", expiresIn: nil)
-        let client = try await HTTPTestClient.connect(port: rig.port, group: rig.group)
-        let accepted = await rig.gateway.dataPlane.monitor.eventually { try? await client.chat(key: created.key).status == 200 }
-        XCTAssertTrue(accepted)
         let other = try LedgerDatabase.open(path: rig.dir.appendingPathComponent("ledger.sqlite").path,
                                             migrations: MigrationLoader.load(directory: repository.appendingPathComponent("migrations").path))
+        let client = try await HTTPTestClient.connect(port: rig.port, group: rig.group)
+        // How long until `status` is answered, asking every 10 ms (at most 3 s).
+        func timeUntil(_ key: String, answers status: Int) async throws -> Duration? {
+            let start = ContinuousClock.now
+            while ContinuousClock.now - start < .seconds(3) {
+                if try await client.chat(key: key, extra: #","max_tokens":1"#).status == status { return ContinuousClock.now - start }
+                try await Task.sleep(for: .milliseconds(10))
+            }
+            return nil
+        }
+        // The claim is 500 ms; the margin is for the refresh itself (an SQLite read, the snapshot
+        // published to both loops) and a request on a loaded, shared 2-core machine. A refresh
+        // every second or more, or none, fails it.
+        let bound = Duration.milliseconds(500 + 300)
+        let created = try KeyStore(database: other).create(department: "support", label: "svc", expiresIn: nil)
+        let accepted = try await timeUntil(created.key, answers: 200)
+        XCTAssertLessThan(try XCTUnwrap(accepted, "the new key is never accepted"), bound)
         _ = try KeyStore(database: other).revoke(prefix: created.info.prefix)
-        let refused = await rig.gateway.dataPlane.monitor.eventually { try? await client.chat(key: created.key).status == 401 }
-        XCTAssertTrue(refused)
+        let refused = try await timeUntil(created.key, answers: 401)
+        XCTAssertLessThan(try XCTUnwrap(refused, "the revoked key is never refused"), bound)
         await client.close()
         await rig.stop()
     }
@@ -420,8 +435,14 @@ final class LedgerTests: XCTestCase {
             try await group.waitForAll()
         }
         let tokens = rig.sims.reduce(0) { $0 + $1.stats.promptTokens + $1.stats.completionTokens }
-        // Each request reserves ~25 tokens (prompt estimate + max_tokens) and uses 14.
-        XCTAssertLessThan(tokens, 300 + 25 * 40, "bounded by concurrent reservations")
+        // Each request reserves the prompt's JSON bytes / 4 plus max_tokens, and uses less. A
+        // reservation is one compare-and-swap that succeeds only below the limit, so however
+        // many race for the last of it, what the admitted requests use stays below the limit
+        // plus one reservation (README, "Quotas"). No timing is involved: no margin.
+        let reservation = reservationEstimate(promptBytes: #"[{"role":"user","content":"hello"}]"#.utf8.count, maxTokens: 10,
+                                              defaultMaxTokens: QuotaSettings().defaultMaxTokens)
+        XCTAssertLessThan(tokens, 300 + reservation, "overshoot at most one reservation (\(reservation) tokens)")
+        XCTAssertGreaterThanOrEqual(tokens, 300 - reservation, "the limit was used up")
         XCTAssertLessThan(ok.value, 120, "some were refused")
         await rig.stop()
     }

@@ -51,6 +51,39 @@ final class LocalCacheTests: XCTestCase {
         XCTAssertTrue(byBytes.get("huge", nowMs: 1) == nil, "an answer over an eighth of the budget is not kept")
     }
 
+    /// README: each loop keeps "up to 1,024 answers and 32 MB". The tier every loop gets, at its
+    /// defaults: the 1,025th answer evicts the first; 33 answers of 1 MiB keep 32 of them.
+    func testEachLoopsTierHoldsAtMost1024AnswersAnd32MB() async throws {
+        let gw = try await GatewayFixture.start(instances: 1)
+        var tiers: [(Int, Int, Int64)] = []
+        for bound in gw.dataPlane.contexts.values {
+            tiers.append(try await bound.eventLoop.submit {
+                let tier = bound.value.localCache
+                return (tier.capacity, tier.byteBudget, tier.lifetimeMs)
+            }.get())
+        }
+        await gw.stop()
+        XCTAssertEqual(tiers.count, 2)
+        for (capacity, budget, lifetime) in tiers {
+            XCTAssertEqual(capacity, 1024)
+            XCTAssertEqual(budget, 32 * 1024 * 1024)
+            XCTAssertEqual(lifetime, 2_000)
+        }
+
+        let byCount = LocalCacheTier()
+        for i in 0...1024 { byCount.put("k\(i)", answer: answer("\(i)"), ttlMs: 60_000, nowMs: 0) }
+        XCTAssertEqual(byCount.count, 1024)
+        XCTAssertNil(byCount.get("k0", nowMs: 1), "the oldest went")
+        XCTAssertNotNil(byCount.get("k1", nowMs: 1))
+        XCTAssertNotNil(byCount.get("k1024", nowMs: 1))
+
+        let byBytes = LocalCacheTier()
+        for i in 0..<33 { byBytes.put("m\(i)", answer: answer("", bytes: 1024 * 1024), ttlMs: 60_000, nowMs: 0) }
+        XCTAssertEqual(byBytes.count, 32, "32 MiB of answers at most")
+        XCTAssertNil(byBytes.get("m0", nowMs: 1))
+        XCTAssertNotNil(byBytes.get("m32", nowMs: 1))
+    }
+
     func testPurgeByPrefixOrAll() {
         let tier = LocalCacheTier()
         for key in ["tollgate:cache:department:a:1", "tollgate:cache:department:ab:2", "tollgate:cache:shared:3"] {

@@ -30,6 +30,12 @@ struct Answer: Sendable {
 
 struct ConnectionClosed: Error {}
 
+/// No complete answer within the client's timeout (the connection is closed then).
+struct AnswerTimedOut: Error, CustomStringConvertible {
+    var timeout: Duration
+    var description: String { "no complete answer within \(timeout)" }
+}
+
 /// A keep-alive HTTP/1.1 test client: one connection, requests one after another.
 final class HTTPTestClient: Sendable {
     let channel: any Channel
@@ -50,9 +56,10 @@ final class HTTPTestClient: Sendable {
     private init(channel: any Channel) { self.channel = channel }
 
     /// Sends a request and waits for the whole answer; `abortAfterFirstPart` closes the
-    /// connection once the first body part arrived and returns what came.
+    /// connection once the first body part arrived and returns what came. A test never waits
+    /// forever: past `timeout` the request fails with `AnswerTimedOut` and the connection closes.
     func send(_ method: HTTPMethod = .POST, _ path: String, body: String? = nil, headers: [(String, String)] = [],
-              abortAfterFirstPart: Bool = false) async throws -> Answer {
+              abortAfterFirstPart: Bool = false, timeout: Duration = .seconds(60)) async throws -> Answer {
         var head = HTTPRequestHead(version: .http1_1, method: method, uri: path)
         if !headers.contains(where: { $0.0.lowercased() == "host" }) { head.headers.add(name: "host", value: "127.0.0.1") }
         for (n, v) in headers { head.headers.add(name: n, value: v) }
@@ -62,6 +69,12 @@ final class HTTPTestClient: Sendable {
         }
         let promise = channel.eventLoop.makePromise(of: Answer.self)
         let request = PendingRequest(head: head, body: body, abortAfterFirstPart: abortAfterFirstPart, promise: promise)
+        let channel = self.channel
+        let deadline = channel.eventLoop.scheduleTask(in: timeAmount(timeout)) {
+            promise.fail(AnswerTimedOut(timeout: timeout))  // ignored when the answer came first
+            channel.close(promise: nil)
+        }
+        promise.futureResult.whenComplete { _ in deadline.cancel() }
         channel.writeAndFlush(request).cascadeFailure(to: promise)
         return try await promise.futureResult.get()
     }
@@ -165,8 +178,18 @@ final class RawTestClient: Sendable {
         try await channel.writeAndFlush(channel.allocator.buffer(string: text))
     }
 
-    /// Everything the server sent, once it closed the connection.
-    func readUntilClosed() async throws -> String { try await received.futureResult.get() }
+    /// Everything the server sent, once it closed the connection; past `timeout` the
+    /// connection is closed by the client instead and `AnswerTimedOut` thrown.
+    func readUntilClosed(timeout: Duration = .seconds(30)) async throws -> String {
+        let received = self.received
+        let channel = self.channel
+        let deadline = channel.eventLoop.scheduleTask(in: timeAmount(timeout)) {
+            received.fail(AnswerTimedOut(timeout: timeout))
+            channel.close(promise: nil)
+        }
+        received.futureResult.whenComplete { _ in deadline.cancel() }
+        return try await received.futureResult.get()
+    }
 
     var isActive: Bool { channel.isActive }
 }
@@ -181,4 +204,9 @@ private final class RawCollector: ChannelInboundHandler {
     }
     func channelInactive(context: ChannelHandlerContext) { promise.succeed(text) }
     func errorCaught(context: ChannelHandlerContext, error: any Error) { context.close(promise: nil) }
+}
+
+/// A `Duration` as NIO's `TimeAmount`.
+func timeAmount(_ duration: Duration) -> TimeAmount {
+    .nanoseconds(duration.components.seconds * 1_000_000_000 + duration.components.attoseconds / 1_000_000_000)
 }
