@@ -45,15 +45,16 @@ final class QuotaAdmissionTests: XCTestCase {
         await gw.stop()
     }
 
-    /// Every try failed (502) or timed out (504): nothing was generated, no token is charged.
-    /// (Tokens only: `requests_per_minute` still counts such a request — see issue #14.)
-    func testARequestNoInstanceAnsweredCostsNoTokens() async throws {
+    /// Every try failed (502) or timed out (504): nothing was generated, no token is charged, and
+    /// the request does not count against `requests_per_minute` either.
+    func testARequestNoInstanceAnsweredCostsNothing() async throws {
         try await QuotaHeaderTests.avoidMinuteBoundary()
         let gw = try await GatewayFixture.start(instances: 2, gpus: 2) { config in
             config.health.probePath = ""
             config.health.maxFails = 0
             config.timeouts.perTry = .milliseconds(200)
-            config.departments[1].quota = QuotaLimits(tokensPerMinute: 1_000_000, tokensPerDay: 1_000_000, tokensPerMonth: 1_000_000)
+            config.departments[1].quota = QuotaLimits(requestsPerMinute: 100, tokensPerMinute: 1_000_000, tokensPerDay: 1_000_000,
+                                                      tokensPerMonth: 1_000_000)
         }
         var hung = SimulatorConfiguration()
         hung.hang = true
@@ -68,7 +69,7 @@ final class QuotaAdmissionTests: XCTestCase {
         XCTAssertTrue(statuses.allSatisfy { [502, 504].contains($0) }, "\(statuses)")
         let nothing = await gw.eventually(timeout: .seconds(2)) {
             let u = self.usage(gw, department: 1)
-            return u[.tokensPerMinute] == 0 && u[.tokensPerDay] == 0 && u[.tokensPerMonth] == 0
+            return u[.tokensPerMinute] == 0 && u[.tokensPerDay] == 0 && u[.tokensPerMonth] == 0 && u[.requestsPerMinute] == 0
         }
         XCTAssertTrue(nothing, "tokens charged: \(usage(gw, department: 1))")
         await client.close()

@@ -391,7 +391,8 @@ final class Exchange: UpstreamDelegate {
             ttftMs: stream ? firstChunk.map { Double(($0 - received).nanoseconds) / 1e6 } : nil,
             cache: cache?.outcome ?? .off, stream: stream, cacheKey: cache?.key.hex,
             promptPreview: cache?.preview.flatMap { PromptPrivacy.preview($0, policy: state.table.departments[department].promptPreview) },
-            reservedTokens: reservation.tokens), settling: reservation, spent: spent, in: state.quotas)
+            reservedTokens: reservation.tokens), settling: reservation, spent: spent, in: state.quotas,
+            unanswered: firstByte == nil && status >= 500)
         loop.logger.info("request", metadata: [
             "request_id": "\(requestID)",
             "department": "\(state.table.departments[department].name)",

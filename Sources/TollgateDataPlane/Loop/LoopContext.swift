@@ -168,8 +168,9 @@ final class LoopContext {
     /// (forwarded, cached, refused, or left by its client): its reservation is settled to what it
     /// used (`spent`, 0 to give it all back), it is counted in the metrics — with or without a
     /// ledger — and its ledger row is kept (handed over every 100 ms or every 256 rows).
-    func end(_ record: UsageRecord, settling reservation: QuotaBook.Reservation? = nil, spent: Int = 0, in quotas: QuotaBook? = nil) {
-        if let reservation, let quotas { quotas.settle(reservation, actualTokens: spent) }
+    func end(_ record: UsageRecord, settling reservation: QuotaBook.Reservation? = nil, spent: Int = 0, in quotas: QuotaBook? = nil,
+             unanswered: Bool = false) {
+        if let reservation, let quotas { quotas.settle(reservation, actualTokens: spent, refundRequest: unanswered) }
         counters.metrics.count(record)
         guard usageSink != nil else { return }
         var r = record

@@ -119,8 +119,13 @@ public final class QuotaBook: Sendable {
     }
 
     /// Replaces a reservation by what the request really used.
-    public func settle(_ r: Reservation, actualTokens: Int) {
+    /// `refundRequest`: no instance answered, so the request itself costs nothing either (its
+    /// `requests_per_minute` count is given back).
+    public func settle(_ r: Reservation, actualTokens: Int, refundRequest: Bool = false) {
         let d = departments[r.department]
+        if refundRequest, d.limits.requestsPerMinute != nil {
+            d.counters[QuotaMeter.requestsPerMinute.rawValue].adjust(window: r.minute, by: -1)
+        }
         let delta = QuotaAmount.clamp(actualTokens) - QuotaAmount.clamp(r.tokens)
         guard delta != 0 else { return }
         if d.limits.tokensPerMinute != nil { d.counters[QuotaMeter.tokensPerMinute.rawValue].adjust(window: r.minute, by: delta) }
