@@ -56,8 +56,11 @@ public func fuzzUsageCapture(_ data: UnsafePointer<UInt8>, _ size: Int) -> Int32
                   "a spaced usage-only event is forwarded: \(show(spaced.out)), usage \(String(describing: spaced.usage))")
     }
 
-    // bodyAskingForUsage on a JSON object with members: still JSON, include_usage true.
-    if let object = foundationJSON(stream) as? [String: Any], !object.isEmpty || strictCheck("empty-body-usage") {
+    // bodyAskingForUsage on a body the gateway forwards (RequestScanner accepted it; not
+    // JSONSerialization alone, which reads trailing commas), with members: still JSON,
+    // include_usage true.
+    if (try? RequestScanner.scan(stream)) != nil, let object = foundationJSON(stream) as? [String: Any],
+       !object.isEmpty || strictCheck("empty-body-usage") {
         let asked = bodyAskingForUsage(ByteBuffer(bytes: stream))
         let bytes = Array(asked.readableBytesView)
         guard var result = foundationJSON(bytes) as? [String: Any] else { fuzzFail("bodyAskingForUsage breaks \(show(stream)): \(show(bytes))") }

@@ -33,4 +33,12 @@ final class InjectedUsageFilterTests: XCTestCase {
         XCTAssertEqual(out, "data: {\"choices\":[{\"delta\":{}}]}\n\n")
         XCTAssertEqual(tokens, 2)
     }
+
+    func testAskingForUsageKeepsTheBodyJSON() throws {
+        for (body, expected) in [(#"{"stream":true}"#, #"{"stream":true,"stream_options":{"include_usage":true}}"#),
+                                 ("{}", #"{"stream_options":{"include_usage":true}}"#),
+                                 ("{ \n }", #"{ \#n "stream_options":{"include_usage":true}}"#)] {
+            XCTAssertEqual(String(buffer: bodyAskingForUsage(ByteBuffer(string: body))), expected)
+        }
+    }
 }

@@ -105,19 +105,20 @@ struct InjectedUsageFilter {
 /// its usage in a final event.
 func bodyAskingForUsage(_ body: ByteBuffer) -> ByteBuffer {
     var view = body
-    let end = body.withUnsafeReadableBytes { raw -> Int? in
+    // The object's closing brace, and whether it has members (`{}` takes no comma).
+    let found = body.withUnsafeReadableBytes { raw -> (end: Int, empty: Bool)? in
         var i = raw.count - 1
-        while i >= 0 {
-            if raw[i] == UInt8(ascii: "}") { return i }
-            i -= 1
-        }
-        return nil
+        while i >= 0, raw[i] != UInt8(ascii: "}") { i -= 1 }
+        guard i >= 0 else { return nil }
+        var j = i - 1
+        while j >= 0, raw[j] == 0x20 || raw[j] == 0x09 || raw[j] == 0x0A || raw[j] == 0x0D { j -= 1 }
+        return (i, j >= 0 && raw[j] == UInt8(ascii: "{"))
     }
-    guard let end else { return body }
+    guard let found else { return body }
     var out = ByteBuffer()
     out.reserveCapacity(body.readableBytes + 48)
-    var head = view.readSlice(length: end)!
+    var head = view.readSlice(length: found.end)!
     out.writeBuffer(&head)
-    out.writeString(#","stream_options":{"include_usage":true}}"#)
+    out.writeString(found.empty ? #""stream_options":{"include_usage":true}}"# : #","stream_options":{"include_usage":true}}"#)
     return out
 }
