@@ -84,18 +84,20 @@ private func filtered(_ reads: [[UInt8]]) -> (out: [UInt8], usage: TokenUsage?) 
 }
 
 /// Events, each with the blank line that ends it; the last one may be unterminated.
+/// Events as the SSE specification cuts them (WHATWG, "Parsing an event stream"), written here
+/// apart from `SSELineReader`: a line ends at CRLF, LF or CR; an empty line ends an event.
 private func events(_ b: [UInt8]) -> [(bytes: [UInt8], complete: Bool)] {
     var result: [(bytes: [UInt8], complete: Bool)] = []
-    var start = 0
-    var i = 0
+    var start = 0, lineStart = 0, i = 0
     while i < b.count {
-        let end = i >= start + 1 && b[i] == 0x0A && b[i - 1] == 0x0A
-            || i >= start + 3 && b[i] == 0x0A && b[i - 1] == 0x0D && b[i - 2] == 0x0A && b[i - 3] == 0x0D
-        if end {
-            result.append((Array(b[start...i]), true))
-            start = i + 1
+        guard b[i] == 0x0A || b[i] == 0x0D else { i += 1; continue }
+        let empty = i == lineStart
+        i += (b[i] == 0x0D && i + 1 < b.count && b[i + 1] == 0x0A) ? 2 : 1
+        lineStart = i
+        if empty {
+            result.append((Array(b[start..<i]), true))
+            start = i
         }
-        i += 1
     }
     if start < b.count { result.append((Array(b[start...]), false)) }
     return result

@@ -53,4 +53,18 @@ final class UsageWatcherTests: XCTestCase {
                        TokenUsage(promptTokens: 5, completionTokens: 9))
         XCTAssertNil(feed([#"{"content":"say \"usage\":{\"prompt_tokens\":99} please"}"#]))
     }
+
+    /// Found by fuzzing: with two `"usage"` keys whose objects were open when a part ended, only
+    /// the later one was kept, and the earlier object, closing in a later part, was lost.
+    func testAnOpenUsageObjectIsKeptWithWhatItHolds() {
+        let body = #"{"usage":{"prompt_tokens":9,"completion_tokens":2,"note":""usage":{"prompt_tokens":1"},"x":1}"#
+        let whole = feed([body])
+        XCTAssertEqual(whole, TokenUsage(promptTokens: 9, completionTokens: 2))
+        for size in [5, 20, 33, 40] {
+            var parts: [String] = []
+            var rest = Substring(body)
+            while !rest.isEmpty { parts.append(String(rest.prefix(size))); rest = rest.dropFirst(size) }
+            XCTAssertEqual(feed(parts), whole, "parts of \(size)")
+        }
+    }
 }

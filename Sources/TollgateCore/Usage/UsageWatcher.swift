@@ -22,9 +22,9 @@ public struct UsageWatcher: Sendable {
         window.withUnsafeBytes { bytes in
             if let found = UsageScanner.lastUsage(in: bytes) { usage = found }
         }
-        // Keep the last `"usage"` whose object may still be arriving, else a short tail.
+        // Keep from the first `"usage"` whose object may still be arriving, else a short tail.
         let cut = window.withUnsafeBytes { bytes -> Int in
-            if let start = UsageScanner.lastIncompleteUsage(in: bytes), bytes.count - start <= Self.maxObjectBytes {
+            if let start = UsageScanner.firstIncompleteUsage(in: bytes), bytes.count - start <= Self.maxObjectBytes {
                 return max(0, start - Self.keep)
             }
             return max(0, bytes.count - Self.keep)
@@ -34,13 +34,15 @@ public struct UsageWatcher: Sendable {
 }
 
 extension UsageScanner {
-    /// The offset of the last `"usage"` member name (outside a string) whose object does not end
-    /// within `bytes`; nil when there is none.
-    static func lastIncompleteUsage(in bytes: UnsafeRawBufferPointer) -> Int? {
+    /// The offset of the first `"usage"` member name (outside a string) whose object does not
+    /// end within `bytes`; nil when there is none. The first: an object still open runs to the
+    /// end, so it holds every later one (found by fuzzing: keeping only the last, inner one lost
+    /// the outer object once it closed).
+    static func firstIncompleteUsage(in bytes: UnsafeRawBufferPointer) -> Int? {
         let key = Array("\"usage\"".utf8)
         guard bytes.count >= key.count else { return nil }
-        var i = bytes.count - key.count
-        while i >= 0 {
+        var i = 0
+        while i <= bytes.count - key.count {
             if bytes[i] == UInt8(ascii: "\""), bytes[i + 1] == UInt8(ascii: "u") {
                 var same = true
                 for k in 0..<key.count where bytes[i + k] != key[k] { same = false; break }
@@ -48,12 +50,10 @@ extension UsageScanner {
                     var slashes = 0
                     var j = i - 1
                     while j >= 0, bytes[j] == UInt8(ascii: "\\") { slashes += 1; j -= 1 }
-                    if slashes % 2 == 0 {
-                        return objectEnds(bytes, after: i + key.count) ? nil : i
-                    }
+                    if slashes % 2 == 0, !objectEnds(bytes, after: i + key.count) { return i }
                 }
             }
-            i -= 1
+            i += 1
         }
         return nil
     }
