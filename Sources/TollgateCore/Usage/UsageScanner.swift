@@ -58,30 +58,35 @@ public enum UsageScanner {
         i += 1
         space()
         guard i < b.count, b[i] == UInt8(ascii: "{") else { return nil }
-        // The object's end: counters are flat integers, so the first '}' at depth 1 closes it
-        // (nested *_tokens_details objects are skipped by depth).
+        guard let end = closingBrace(b, openingAt: i) else { return nil }
+        let object = UnsafeRawBufferPointer(rebasing: b[i...end])
+        guard let prompt = integer(after: "\"prompt_tokens\"", in: object) else { return nil }
+        let completion = integer(after: "\"completion_tokens\"", in: object) ?? 0
+        return TokenUsage(promptTokens: prompt, completionTokens: completion)
+    }
+
+    /// The index of the `}` that closes the object opening at `open`, skipping strings and nested
+    /// objects (counters are flat integers; `*_tokens_details` objects are skipped by depth); nil
+    /// when it does not close within `b`.
+    static func closingBrace(_ b: UnsafeRawBufferPointer, openingAt open: Int) -> Int? {
         var depth = 0
-        var end = i
+        var i = open
         var inString = false
-        while end < b.count {
-            let c = b[end]
+        while i < b.count {
+            let c = b[i]
             if inString {
-                if c == UInt8(ascii: "\\") { end += 1 } else if c == UInt8(ascii: "\"") { inString = false }
+                if c == UInt8(ascii: "\\") { i += 1 } else if c == UInt8(ascii: "\"") { inString = false }
             } else if c == UInt8(ascii: "\"") {
                 inString = true
             } else if c == UInt8(ascii: "{") {
                 depth += 1
             } else if c == UInt8(ascii: "}") {
                 depth -= 1
-                if depth == 0 { break }
+                if depth == 0 { return i }
             }
-            end += 1
+            i += 1
         }
-        guard end < b.count else { return nil }
-        let object = UnsafeRawBufferPointer(rebasing: b[i...end])
-        guard let prompt = integer(after: "\"prompt_tokens\"", in: object) else { return nil }
-        let completion = integer(after: "\"completion_tokens\"", in: object) ?? 0
-        return TokenUsage(promptTokens: prompt, completionTokens: completion)
+        return nil
     }
 
     private static func integer(after name: String, in b: UnsafeRawBufferPointer) -> Int? {

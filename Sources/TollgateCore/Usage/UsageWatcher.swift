@@ -68,22 +68,7 @@ extension UsageScanner {
         while i < b.count, b[i] == 0x20 || b[i] == 0x0A || b[i] == 0x0D || b[i] == 0x09 { i += 1 }
         guard i < b.count else { return false }
         guard b[i] == UInt8(ascii: "{") else { return true }
-        var depth = 0
-        var inString = false
-        while i < b.count {
-            let c = b[i]
-            if inString {
-                if c == UInt8(ascii: "\\") { i += 1 } else if c == UInt8(ascii: "\"") { inString = false }
-            } else if c == UInt8(ascii: "\"") {
-                inString = true
-            } else if c == UInt8(ascii: "{") {
-                depth += 1
-            } else if c == UInt8(ascii: "}") {
-                depth -= 1
-                if depth == 0 { return true }
-            }
-            i += 1
-        }
-        return false
+        return closingBrace(b, openingAt: i) != nil
     }
 }
+
