@@ -8,6 +8,9 @@
 /// - a failed connect, a close before the answer's head, a per-try timeout, a 101 or other 1xx
 ///   head: another try, counted against the instance;
 /// - a 502/503/504 head: another try while tries remain, else that answer is delivered as is;
+/// - no retry at all once `stopRetrying()` was called: the retry budget is spent, or every
+///   eligible instance is full and the answer was a saturation answer (503, 429) — retrying it
+///   on another full instance only adds load (then the 502/503/504 is delivered as it is);
 /// - a pooled connection the instance had already closed (closed before the head, having served
 ///   earlier requests) is retried once without counting a try or blaming the instance.
 public struct Failover: Sendable, Equatable {
@@ -19,6 +22,8 @@ public struct Failover: Sendable, Equatable {
     /// Why the last try failed: what the client gets when no try is left.
     public private(set) var lastError: GatewayError?
     private var staleRetryUsed = false
+    /// No further try (the retry budget is spent, or the pool is saturated).
+    public private(set) var retriesStopped = false
 
     public init(maxAttempts: Int) {
         self.maxAttempts = max(1, maxAttempts)
@@ -33,8 +38,14 @@ public struct Failover: Sendable, Equatable {
 
     /// Before each try.
     public func next() -> Next {
-        attempts < maxAttempts ? .pick(excluding: tried) : .giveUp(lastError)
+        attempts < maxAttempts && !(retriesStopped && attempts > 0) ? .pick(excluding: tried) : .giveUp(lastError)
     }
+
+    /// No retry from now on: the next failure is the client's answer.
+    public mutating func stopRetrying() { retriesStopped = true }
+
+    /// Whether a status is a saturation answer (the instance is full, not broken).
+    public static func isSaturation(_ status: Int) -> Bool { status == 503 || status == 429 }
 
     /// A try begins on `instance`. Returns whether it is a retry (for the retry counter).
     @discardableResult
@@ -78,7 +89,7 @@ public struct Failover: Sendable, Equatable {
     public mutating func answered(status: Int, error: GatewayError) -> Action {
         switch status {
         case 502, 503, 504:
-            if attempts < maxAttempts {
+            if attempts < maxAttempts && !retriesStopped {
                 lastError = error
                 return .retry(blame: true)
             }
