@@ -205,6 +205,22 @@ struct Reader {
         return value
     }
 
+    /// A share written `10%` or `0.1`, as per mille in `0...max`.
+    mutating func perMille(_ map: inout MapReader, _ key: String, max: Int) -> Int? {
+        guard let node = map.take(key) else { return nil }
+        var text = node.scalar?.string ?? ""
+        var scale = 1000.0
+        if text.hasSuffix("%") {
+            text.removeLast()
+            scale = 10
+        }
+        guard let value = Double(text), value.isFinite, value >= 0, (value * scale).rounded() <= Double(max) else {
+            fail(map.file, map.keyPath(key), node, "expected a share between 0% and \(max / 10)% (e.g. 10% or 0.1)")
+            return nil
+        }
+        return Int((value * scale).rounded())
+    }
+
     /// A duration of at most `ConfigurationBounds.maxDuration` (a year).
     mutating func duration(_ map: inout MapReader, _ key: String, allowZero: Bool = false) -> Duration? {
         guard let node = map.take(key) else { return nil }
@@ -270,6 +286,19 @@ struct Reader {
         }
         section(&map, "retry") { r, m in
             if let v = r.int(&m, "attempts", min: 1, max: 10) { config.retry.attempts = v }
+            if let v = r.perMille(&m, "budget", max: 1000) { config.retry.budgetPerMille = v }
+            if let v = r.int(&m, "min_retries", min: 0, max: ConfigurationBounds.maxCount) { config.retry.minRetries = v }
+        }
+        section(&map, "admission") { r, m in
+            if let v = r.perMille(&m, "min_share", max: 500) { config.admission.minSharePerMille = v }
+            r.section(&m, "lanes") { r, lanes in
+                for lane in Lane.allCases {
+                    r.section(&lanes, lane.name) { r, l in
+                        if let d = r.duration(&l, "timeout") { config.admission[lane].timeout = d }
+                        if let n = r.int(&l, "max_queue", min: 0, max: ConfigurationBounds.maxCount) { config.admission[lane].maxQueue = n }
+                    }
+                }
+            }
         }
         section(&map, "health") { r, m in
             if let v = r.int(&m, "max_fails", min: 0, max: ConfigurationBounds.maxCount) { config.health.maxFails = v }
@@ -282,6 +311,10 @@ struct Reader {
             if let v = r.duration(&m, "probe_timeout") { config.health.probeTimeout = v }
             if let v = r.int(&m, "unhealthy_threshold", min: 1, max: 1_000) { config.health.unhealthyThreshold = v }
             if let v = r.int(&m, "healthy_threshold", min: 1, max: 1_000) { config.health.healthyThreshold = v }
+            if let v = r.string(&m, "metrics_path") {
+                if !v.isEmpty && !v.hasPrefix("/") { r.fail(m, "metrics_path", "must start with / (or be empty)") }
+                config.health.metricsPath = v
+            }
         }
         section(&map, "auth") { r, m in
             config.auth.anonymousDepartment = r.string(&m, "anonymous_department")
@@ -388,8 +421,9 @@ struct Reader {
         } else {
             fail(m, "instances", "missing (the instances of this pool)")
         }
+        let maxInFlight = int(&m, "max_in_flight", min: 0, max: ConfigurationBounds.maxCount) ?? 0
         guard let name else { return nil }
-        return PoolConfiguration(name: name, models: models, policy: policy, instances: instances)
+        return PoolConfiguration(name: name, models: models, policy: policy, instances: instances, maxInFlight: maxInFlight)
     }
 
     mutating func instance(_ node: Node, file: String, key: String) -> InstanceConfiguration? {
@@ -454,8 +488,16 @@ struct Reader {
             fail(m, "route", "at least one group needs a weight above 0")
         }
         let promptPreview = self.promptPreview(&m)
+        var priority = Lane.standard
+        if let text = string(&m, "priority") {
+            if let lane = Lane(name: text), text == lane.name { priority = lane } else {
+                fail(m, "priority", "\"\(text)\" is not one of interactive, standard, batch")
+            }
+        }
+        let queueWeight = int(&m, "queue_weight", min: 1, max: 1000) ?? 1
         guard let name else { return nil }
-        return DepartmentConfiguration(name: name, keys: keys, route: route, quota: quota, cache: cache, promptPreview: promptPreview)
+        return DepartmentConfiguration(name: name, keys: keys, route: route, quota: quota, cache: cache, promptPreview: promptPreview,
+                                       priority: priority, queueWeight: queueWeight)
     }
 }
 

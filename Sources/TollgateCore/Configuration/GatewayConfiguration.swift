@@ -21,6 +21,14 @@
 ///   request: 600s                              # whole request including the streamed answer
 /// retry:
 ///   attempts: 3                                # tries in all (1 = no retry), on distinct instances
+///   budget: 20%                                # retries under way at most this share of requests in flight...
+///   min_retries: 3                             # ...but always this many (Envoy's retry budget)
+/// admission:                                   # the waiting line when every eligible instance is full
+///   min_share: 10%                             # freed slots a waiting lower lane gets at least
+///   lanes:                                     # per lane: queue timeout and length bound
+///     interactive: {timeout: 10s, max_queue: 1000}
+///     standard: {timeout: 30s, max_queue: 1000}
+///     batch: {timeout: 120s, max_queue: 5000}
 /// health:
 ///   max_fails: 3                               # failures within fail_timeout eject an instance...
 ///   fail_timeout: 30s                          # ...for fail_timeout (nginx semantics)
@@ -29,6 +37,7 @@
 ///   probe_timeout: 2s
 ///   unhealthy_threshold: 2                     # consecutive failed probes to mark down
 ///   healthy_threshold: 2                       # consecutive good probes to mark up
+///   metrics_path: ""                           # e.g. /metrics: read vLLM's load metrics with each probe
 /// auth:
 ///   anonymous_department: null                 # department for requests without a key; null = 401
 ///   admin_key_file: null                       # file with the admin key (env TOLLGATE_ADMIN_KEY wins)
@@ -45,11 +54,14 @@
 ///   - name: qwen
 ///     models: [qwen2.5-0.5b-instruct]
 ///     policy: round_robin                      # smooth weighted round-robin | least_in_flight
+///     max_in_flight: 0                         # default limit of its instances; 0 = unlimited
 ///     instances:
 ///       - {name: qwen-0, url: "http://127.0.0.1:8001", labels: {gpu: "0"}, weight: 1, max_in_flight: 0, api_key: null}
 /// departments:
 ///   - name: customer-service
 ///     keys: [{sha256: <hex of the key's SHA-256>, label: demo}]
+///     priority: standard                       # interactive | standard | batch: its lane when instances are full
+///     queue_weight: 1                          # its share against the other departments of its lane
 ///     quota: {requests_per_minute: 600, tokens_per_minute: 200000, tokens_per_day: 5000000, tokens_per_month: 100000000}
 ///     cache: {mode: always, ttl: 10m, shared: false}   # overrides the top-level cache policy
 ///     route:                                   # shares by instance labels; omitted = whole pool by weight
@@ -66,6 +78,8 @@ public struct GatewayConfiguration: Sendable, Equatable {
     public var limits = RequestLimits()
     public var timeouts = Timeouts()
     public var retry = RetryPolicy()
+    /// The waiting line when every eligible instance is full (`admission:`).
+    public var admission = AdmissionSettings()
     public var health = HealthSettings()
     public var auth = AuthSettings()
     public var quotas = QuotaSettings()
@@ -120,7 +134,43 @@ public struct Timeouts: Sendable, Equatable {
 public struct RetryPolicy: Sendable, Equatable {
     /// Tries in all, each on a different instance while there are untried ones.
     public var attempts = 3
+    /// `budget`: retries under way at most this share of the requests in flight (per mille).
+    public var budgetPerMille = 200
+    /// `min_retries`: retries always allowed at once, whatever the budget gives.
+    public var minRetries = 3
     public init() {}
+
+    public var budget: RetryBudget { RetryBudget(perMille: budgetPerMille, minimum: minRetries) }
+}
+
+/// One lane's waiting rules.
+public struct LaneSettings: Sendable, Equatable {
+    /// A request that waited this long gets 503 `queue_timeout` with `Retry-After`.
+    public var timeout: Duration
+    /// Requests waiting in the lane at most (over all event loops); past it 503 `queue_full` at once.
+    public var maxQueue: Int
+    public init(timeout: Duration, maxQueue: Int) {
+        self.timeout = timeout
+        self.maxQueue = maxQueue
+    }
+}
+
+/// `admission:` — how requests wait when every eligible instance is at its `max_in_flight`.
+public struct AdmissionSettings: Sendable, Equatable {
+    /// `min_share`: per mille of the freed slots a waiting lower lane gets at least.
+    public var minSharePerMille = 100
+    /// `lanes.interactive`, `lanes.standard`, `lanes.batch`, indexed by `Lane.rawValue`.
+    public var lanes: [LaneSettings] = [
+        LaneSettings(timeout: .seconds(10), maxQueue: 1000),
+        LaneSettings(timeout: .seconds(30), maxQueue: 1000),
+        LaneSettings(timeout: .seconds(120), maxQueue: 5000),
+    ]
+    public init() {}
+
+    public subscript(lane: Lane) -> LaneSettings {
+        get { lanes[lane.rawValue] }
+        set { lanes[lane.rawValue] = newValue }
+    }
 }
 
 public struct HealthSettings: Sendable, Equatable {
@@ -132,6 +182,9 @@ public struct HealthSettings: Sendable, Equatable {
     public var probeTimeout: Duration = .seconds(2)
     public var unhealthyThreshold = 2
     public var healthyThreshold = 2
+    /// Path of the instances' Prometheus metrics (vLLM's `/metrics`), read with each probe;
+    /// empty: not read.
+    public var metricsPath = ""
     public init() {}
 }
 
@@ -158,11 +211,14 @@ public struct PoolConfiguration: Sendable, Equatable {
     public var models: [String]
     public var policy: BalancingPolicy
     public var instances: [InstanceConfiguration]
-    public init(name: String, models: [String], policy: BalancingPolicy = .roundRobin, instances: [InstanceConfiguration]) {
+    /// `max_in_flight`: the limit of each instance that sets none of its own; 0 = unlimited.
+    public var maxInFlight: Int
+    public init(name: String, models: [String], policy: BalancingPolicy = .roundRobin, instances: [InstanceConfiguration], maxInFlight: Int = 0) {
         self.name = name
         self.models = models
         self.policy = policy
         self.instances = instances
+        self.maxInFlight = maxInFlight
     }
 }
 
@@ -248,8 +304,14 @@ public struct DepartmentConfiguration: Sendable, Equatable {
     public var cache: CachePolicy?
     /// What the ledger keeps of this department's prompts; nil: the top-level `prompt_preview`.
     public var promptPreview: PromptPreviewPolicy?
+    /// `priority`: its lane when the instances are full.
+    public var priority: Lane
+    /// `queue_weight`: its share against the other departments of its lane (1…1000).
+    public var queueWeight: Int
     public init(name: String, keys: [KeyEntry] = [], route: [RouteGroup] = [], quota: QuotaLimits = QuotaLimits(), cache: CachePolicy? = nil,
-                promptPreview: PromptPreviewPolicy? = nil) {
+                promptPreview: PromptPreviewPolicy? = nil, priority: Lane = .standard, queueWeight: Int = 1) {
+        self.priority = priority
+        self.queueWeight = queueWeight
         self.name = name
         self.keys = keys
         self.route = route

@@ -51,6 +51,9 @@ public final class RoutingTable: Sendable {
         /// What the ledger keeps of this department's prompts (its own `prompt_preview`, else
         /// the global one), resolved once per table: apply it with `PromptPrivacy.preview`.
         public let promptPreview: PromptPreviewPolicy
+        /// Its lane when the instances are full, and its weight inside that lane.
+        public let lane: Lane
+        public let queueWeight: Int
     }
 
     public let configuration: GatewayConfiguration
@@ -75,7 +78,7 @@ public final class RoutingTable: Sendable {
                 members.append(instances.count)
                 instances.append(Instance(
                     index: instances.count, name: inst.name, pool: p, url: inst.url, labels: inst.labels,
-                    weight: inst.weight, maxInFlight: inst.maxInFlight, apiKey: inst.apiKey))
+                    weight: inst.weight, maxInFlight: inst.maxInFlight > 0 ? inst.maxInFlight : pool.maxInFlight, apiKey: inst.apiKey))
             }
             pools.append(Pool(name: pool.name, models: pool.models, policy: pool.policy, instances: members))
             for model in pool.models where modelIndex[model] == nil { modelIndex[model] = p }
@@ -87,7 +90,8 @@ public final class RoutingTable: Sendable {
                 Self.effectiveWeights(route: dept.route, pool: pool.instances.map { instances[$0] })
             }
             departments.append(Department(index: d, name: dept.name, candidates: candidates,
-                                          promptPreview: dept.promptPreview ?? configuration.promptPreview))
+                                          promptPreview: dept.promptPreview ?? configuration.promptPreview,
+                                          lane: dept.priority, queueWeight: dept.queueWeight))
             for key in dept.keys {
                 if let digest = KeyDigest(hex: key.sha256) { keyIndex[digest] = d }
             }
@@ -149,10 +153,22 @@ public final class RoutingTable: Sendable {
                 out += inst.maxInFlight > 0 ? "  max_in_flight \(inst.maxInFlight)\n" : "\n"
             }
         }
+        if instances.contains(where: { $0.maxInFlight > 0 }) {
+            // What happens when those limits are reached (README "When the GPUs are full").
+            let a = configuration.admission
+            func text(_ d: Duration) -> String {
+                let ms = d.milliseconds
+                return ms % 1000 == 0 ? "\(ms / 1000)s" : "\(ms)ms"
+            }
+            let lanes = Lane.allCases.map { "\($0.name) \(text(a[$0].timeout)) / \(a[$0].maxQueue)" }.joined(separator: ", ")
+            out += "when full, requests wait (timeout / max_queue): \(lanes); min share \(a.minSharePerMille / 10)%"
+            out += "; retry budget \(configuration.retry.budgetPerMille / 10)% (min \(configuration.retry.minRetries))\n"
+        }
         out += "departments:\n"
         for dept in departments {
             let keys = configuration.departments[dept.index].keys.count
-            out += "  \(dept.name) (\(keys) key\(keys == 1 ? "" : "s"))\n"
+            out += "  \(dept.name) (\(keys) key\(keys == 1 ? "" : "s"))"
+            out += dept.lane == .standard && dept.queueWeight == 1 ? "\n" : "  priority \(dept.lane.name), queue weight \(dept.queueWeight)\n"
             for (p, candidates) in dept.candidates.enumerated() {
                 let total = candidates.reduce(0) { $0 + $1.weight }
                 let shares = candidates.map { c -> String in
