@@ -286,6 +286,31 @@ final class SimulatorTests: XCTestCase {
         XCTAssertEqual(instance.activeGenerations, 0)
     }
 
+    /// `/metrics` speaks vLLM's metric names: requests waiting for a slot, generations running,
+    /// and the share of slots in use as the KV cache's usage.
+    func testMetricsUseVLLMsNames() async throws {
+        let instance = try await self.start {
+            $0.capacity = 1
+            $0.tokensPerSecond = 20
+        }
+        let idle = try await self.get(instance, "/metrics")
+        XCTAssertEqual(idle.status, .ok)
+        XCTAssertTrue(idle.body.contains("vllm:num_requests_waiting{model_name=\"qwen2.5-0.5b-instruct\"} 0.0\n"), idle.body)
+        XCTAssertTrue(idle.body.contains("vllm:num_requests_running{model_name=\"qwen2.5-0.5b-instruct\"} 0.0\n"), idle.body)
+        XCTAssertTrue(idle.body.contains("vllm:kv_cache_usage_perc{model_name=\"qwen2.5-0.5b-instruct\"} 0.0\n"), idle.body)
+        let body = self.chatBody(maxTokens: 10)  // 500 ms each
+        let group: any EventLoopGroup = self.group
+        let port = instance.port
+        async let first = TestHTTPClient.send(port: port, method: .POST, path: "/v1/chat/completions", json: body, group: group)
+        async let second = TestHTTPClient.send(port: port, method: .POST, path: "/v1/chat/completions", json: body, group: group)
+        _ = try await self.waitForStats(instance) { _ in instance.queuedGenerations == 1 }
+        let busy = try await self.get(instance, "/metrics")
+        XCTAssertTrue(busy.body.contains("vllm:num_requests_waiting{model_name=\"qwen2.5-0.5b-instruct\"} 1.0\n"), busy.body)
+        XCTAssertTrue(busy.body.contains("vllm:num_requests_running{model_name=\"qwen2.5-0.5b-instruct\"} 1.0\n"), busy.body)
+        XCTAssertTrue(busy.body.contains("vllm:kv_cache_usage_perc{model_name=\"qwen2.5-0.5b-instruct\"} 1.0\n"), busy.body)
+        _ = try await (first, second)
+    }
+
     func testErrorRateOneAnswers500() async throws {
         let instance = try await self.start { $0.errorRate = 1 }
         let response = try await self.post(instance, "/v1/chat/completions", self.chatBody())

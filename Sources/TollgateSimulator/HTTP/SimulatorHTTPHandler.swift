@@ -155,6 +155,12 @@ final class SimulatorHTTPHandler: ChannelInboundHandler, RemovableChannelHandler
                 + ResponseRenderer.jsonEscaped(self.core.gpu) + #""}"#
             self.respond(head: head, status: .ok, json: body, context: context)
 
+        case "/metrics":
+            // vLLM's load metrics under their own names, so that the gateway's `health.metrics_path`
+            // reads a simulated instance as it reads a real one.
+            guard head.method == .GET else { return self.methodNotAllowed(head: head, allow: "GET", context: context) }
+            self.respondText(head: head, text: Self.metricsText(core: self.core, model: settings.modelJSON), context: context)
+
         case "/v1/models":
             guard head.method == .GET else { return self.methodNotAllowed(head: head, allow: "GET", context: context) }
             let body = #"{"object":"list","data":[{"id":""# + settings.modelJSON + #"","object":"model","created":"#
@@ -422,6 +428,39 @@ final class SimulatorHTTPHandler: ChannelInboundHandler, RemovableChannelHandler
     }
 
     // MARK: Writing answers
+
+    /// `/metrics` in Prometheus text format: requests waiting for a generation slot, generations
+    /// running, and the share of slots in use standing in for the KV cache's usage.
+    static func metricsText(core: SimulatorCore, model: String) -> String {
+        let waiting = core.scheduler.queued, running = core.scheduler.active
+        let capacity = core.currentSettings.configuration.capacity
+        let usage = capacity > 0 ? min(1, Double(running) / Double(capacity)) : 0
+        let labels = "{model_name=\"\(model)\"}"
+        return """
+            # HELP vllm:num_requests_waiting Number of requests waiting to be processed.
+            # TYPE vllm:num_requests_waiting gauge
+            vllm:num_requests_waiting\(labels) \(Double(waiting))
+            # HELP vllm:num_requests_running Number of requests in model execution batches.
+            # TYPE vllm:num_requests_running gauge
+            vllm:num_requests_running\(labels) \(Double(running))
+            # HELP vllm:kv_cache_usage_perc KV-cache usage. 1 means 100 percent usage.
+            # TYPE vllm:kv_cache_usage_perc gauge
+            vllm:kv_cache_usage_perc\(labels) \(usage)
+
+            """
+    }
+
+    private func respondText(head: HTTPRequestHead, text: String, context: ChannelHandlerContext) {
+        self.settle { _ in }
+        let body = context.channel.allocator.buffer(string: text)
+        var headers = HTTPHeaders()
+        headers.add(name: "content-type", value: "text/plain; version=0.0.4")
+        headers.add(name: "content-length", value: String(body.readableBytes))
+        Self.addConnectionHeader(to: &headers, version: head.version, keepAlive: head.isKeepAlive)
+        context.write(self.wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: .ok, headers: headers))), promise: nil)
+        context.write(self.wrapOutboundOut(.body(.byteBuffer(body))), promise: nil)
+        self.writeEnd(keepAlive: head.isKeepAlive, context: context)
+    }
 
     private func respond(
         head: HTTPRequestHead,
