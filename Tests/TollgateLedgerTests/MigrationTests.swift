@@ -7,7 +7,7 @@ import XCTest
 final class MigrationTests: LedgerTestCase {
     func testAppliesInOrderAndRecordsChecksums() throws {
         let ledger = try openLedger()
-        XCTAssertEqual(try ledger.appliedMigrations(), ["0001_usage.sql", "0002_api_keys.sql"])
+        XCTAssertEqual(try ledger.appliedMigrations(), ["0001_usage.sql", "0002_api_keys.sql", "0003_usage_queue.sql"])
         try ledger.close()
 
         let queue = try DatabaseQueue(path: path("ledger.sqlite"))
@@ -35,7 +35,7 @@ final class MigrationTests: LedgerTestCase {
             try Row.fetchAll(db, sql: "SELECT * FROM tollgate_migrations ORDER BY name")
         }
         let again = try openLedger()
-        XCTAssertEqual(try again.appliedMigrations(), ["0001_usage.sql", "0002_api_keys.sql"])
+        XCTAssertEqual(try again.appliedMigrations(), ["0001_usage.sql", "0002_api_keys.sql", "0003_usage_queue.sql"])
         try again.close()
         let after = try DatabaseQueue(path: path("ledger.sqlite")).read { db in
             try Row.fetchAll(db, sql: "SELECT * FROM tollgate_migrations ORDER BY name")
@@ -63,11 +63,11 @@ final class MigrationTests: LedgerTestCase {
     func testDatabaseNewerThanTheCodeIsRefused() throws {
         try openLedger().close()
         try DatabaseQueue(path: path("ledger.sqlite")).write { db in
-            try db.execute(sql: "INSERT INTO tollgate_migrations VALUES ('0003_from_the_future.sql', 'abc', '2027-01-01')")
+            try db.execute(sql: "INSERT INTO tollgate_migrations VALUES ('0009_from_the_future.sql', 'abc', '2027-01-01')")
         }
         let error = ledgerError(try openLedger())
         XCTAssertEqual(error?.codeString, "database_newer_than_code")
-        XCTAssertTrue(error?.description.contains("0003_from_the_future.sql") ?? false)
+        XCTAssertTrue(error?.description.contains("0009_from_the_future.sql") ?? false)
         let readOnly = ledgerError(try LedgerDatabase.open(
             path: path("ledger.sqlite"), migrations: MigrationLoader.load(directory: Self.repositoryMigrations), readOnly: true))
         XCTAssertEqual(readOnly?.codeString, "database_newer_than_code")
@@ -101,30 +101,30 @@ final class MigrationTests: LedgerTestCase {
         let migrations = try copyMigrations()
         try LedgerDatabase.open(path: path("ledger.sqlite"), migrations: MigrationLoader.load(directory: migrations)).close()
 
-        try write("CREATE INDEX usage_request ON usage (request_id);\n", to: "\(migrations)/0003_usage_request_index.sql")
+        try write("CREATE INDEX usage_request ON usage (request_id);\n", to: "\(migrations)/0004_usage_request_index.sql")
         let ledger = try LedgerDatabase.open(path: path("ledger.sqlite"), migrations: MigrationLoader.load(directory: migrations))
-        XCTAssertEqual(try ledger.appliedMigrations().last, "0003_usage_request_index.sql")
+        XCTAssertEqual(try ledger.appliedMigrations().last, "0004_usage_request_index.sql")
         try ledger.close()
 
-        try write("CREATE TABLE half (x INTEGER);\nINSERT INTO nowhere VALUES (1);\n", to: "\(migrations)/0004_broken.sql")
+        try write("CREATE TABLE half (x INTEGER);\nINSERT INTO nowhere VALUES (1);\n", to: "\(migrations)/0005_broken.sql")
         let error = ledgerError(try LedgerDatabase.open(path: path("ledger.sqlite"), migrations: MigrationLoader.load(directory: migrations)))
         XCTAssertEqual(error?.codeString, "migration_failed")
-        XCTAssertTrue(error?.description.contains("0004_broken.sql") ?? false)
+        XCTAssertTrue(error?.description.contains("0005_broken.sql") ?? false)
         let (half, applied) = try DatabaseQueue(path: path("ledger.sqlite")).read { db in
             (try db.tableExists("half"), try String.fetchAll(db, sql: "SELECT name FROM tollgate_migrations"))
         }
         XCTAssertFalse(half, "the failed migration is rolled back whole")
-        XCTAssertFalse(applied.contains("0004_broken.sql"))
+        XCTAssertFalse(applied.contains("0005_broken.sql"))
     }
 
     func testAMigrationAddedBeforeAnAppliedOneIsRefused() throws {
         let migrations = try copyMigrations()
-        try write("CREATE TABLE later (x INTEGER);\n", to: "\(migrations)/0005_later.sql")
+        try write("CREATE TABLE later (x INTEGER);\n", to: "\(migrations)/0006_later.sql")
         try LedgerDatabase.open(path: path("ledger.sqlite"), migrations: MigrationLoader.load(directory: migrations)).close()
-        try write("CREATE TABLE earlier (x INTEGER);\n", to: "\(migrations)/0003_earlier.sql")
+        try write("CREATE TABLE earlier (x INTEGER);\n", to: "\(migrations)/0004_earlier.sql")
         let error = ledgerError(try LedgerDatabase.open(path: path("ledger.sqlite"), migrations: MigrationLoader.load(directory: migrations)))
         XCTAssertEqual(error?.codeString, "migration_out_of_order")
-        XCTAssertTrue(error?.description.contains("0003_earlier.sql") ?? false)
+        XCTAssertTrue(error?.description.contains("0004_earlier.sql") ?? false)
     }
 
     func testReadOnlyNeedsAnExistingLedger() throws {

@@ -140,7 +140,7 @@ final class UsageWriterTests: LedgerTestCase {
             timeMs: 1_793_491_200_123, requestID: "req-1", department: "legal", keyPrefix: "tg-AbCd1234",
             model: "m", endpoint: "embeddings", instance: nil, status: 503, promptTokens: nil,
             completionTokens: nil, latencyMs: 12.5, ttftMs: 3.25, cache: .bypass, stream: true,
-            cacheKey: "k", promptPreview: "hello", reservedTokens: 42, replica: "r2")
+            cacheKey: "k", promptPreview: "hello", reservedTokens: 42, replica: "r2", queueMs: 2500.5, errorCode: "queue_timeout")
         // Every optional the other way round, an empty text (not NULL) and text beyond ASCII.
         let other = UsageRecord(
             timeMs: 1_793_491_200_124, requestID: "req-2", department: "légal ☂", keyPrefix: nil,

@@ -40,14 +40,22 @@ public struct UsageRecord: Sendable, Equatable {
     public var reservedTokens: Int?
     /// The gateway replica that served the request.
     public var replica: String?
+    /// Time the request waited in the gateway for a free instance slot (nil: it did not wait).
+    public var queueMs: Double?
+    /// The OpenAI error code of an error the gateway answered itself (`queue_timeout`,
+    /// `queue_full`, `no_instance_available`, …); nil for answers from an instance.
+    public var errorCode: String?
 
     public init(
         timeMs: Int64, requestID: String, department: String, keyPrefix: String? = nil,
         model: String? = nil, endpoint: String, instance: String? = nil, status: Int,
         promptTokens: Int? = nil, completionTokens: Int? = nil, latencyMs: Double,
         ttftMs: Double? = nil, cache: CacheOutcome, stream: Bool, cacheKey: String? = nil,
-        promptPreview: String? = nil, reservedTokens: Int? = nil, replica: String? = nil
+        promptPreview: String? = nil, reservedTokens: Int? = nil, replica: String? = nil,
+        queueMs: Double? = nil, errorCode: String? = nil
     ) {
+        self.queueMs = queueMs
+        self.errorCode = errorCode
         self.timeMs = timeMs
         self.requestID = requestID
         self.department = department

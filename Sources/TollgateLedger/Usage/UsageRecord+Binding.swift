@@ -71,6 +71,8 @@ extension UsageRecord {
         bindText(stmt, 16, promptPreview)
         bindInt(stmt, 17, Self.storedTokens(reservedTokens))
         bindText(stmt, 18, replica)
+        if let queueMs, !queueMs.isNaN { sqlite3_bind_double(stmt, 19, Self.storedMilliseconds(queueMs)) } else { sqlite3_bind_null(stmt, 19) }
+        bindText(stmt, 20, errorCode)
     }
 }
 
