@@ -59,6 +59,47 @@ enum MetricsEndpoint {
         p.single("tollgate_connections_refused_total", "counter", "Client connections refused at limits.max_connections.", m.connectionsRefused)
         p.single("tollgate_active_requests", "gauge", "Requests being forwarded now.", m.activeRequests)
 
+        // The waiting line (README "When the GPUs are full"): per lane and department.
+        let queueKeys = m.queues.keys.sorted()
+        p.family("tollgate_queue_waiting", "gauge", "Requests waiting for a free instance slot, by lane and department.")
+        for key in queueKeys { p.sample("tollgate_queue_waiting", [("lane", key.lane.name), ("department", key.department)], m.queues[key]!.waiting) }
+        p.family("tollgate_queue_dispatched_total", "counter", "Requests that got an instance slot after waiting.")
+        for key in queueKeys { p.sample("tollgate_queue_dispatched_total", [("lane", key.lane.name), ("department", key.department)], m.queues[key]!.dispatched) }
+        p.family("tollgate_queue_shed_total", "counter",
+                 "Requests refused with 503 and Retry-After by the waiting line: reason timeout (the lane's queue timeout passed) or full (its bound).")
+        for key in queueKeys {
+            p.sample("tollgate_queue_shed_total", [("lane", key.lane.name), ("department", key.department), ("reason", "timeout")], m.queues[key]!.timedOut)
+            p.sample("tollgate_queue_shed_total", [("lane", key.lane.name), ("department", key.department), ("reason", "full")], m.queues[key]!.full)
+        }
+        p.family("tollgate_queue_wait_seconds", "histogram", "Time requests waited for a free instance slot (dispatched or timed out), by lane and department.")
+        for key in queueKeys {
+            let h = m.queues[key]!.wait
+            let labels = [("lane", key.lane.name), ("department", key.department)]
+            for (le, count) in h.cumulative {
+                p.sample("tollgate_queue_wait_seconds_bucket", labels + [("le", le.map(PrometheusText.number) ?? "+Inf")], count)
+            }
+            p.sample("tollgate_queue_wait_seconds_sum", labels, Double(h.sumMicros) / 1e6)
+            p.sample("tollgate_queue_wait_seconds_count", labels, h.count)
+        }
+        p.family("tollgate_queue_limit", "gauge", "Requests a lane may hold waiting (admission.lanes.*.max_queue), over all event loops.")
+        for lane in Lane.allCases { p.sample("tollgate_queue_limit", [("lane", lane.name)], table.configuration.admission[lane].maxQueue) }
+        p.family("tollgate_instance_max_in_flight", "gauge", "Concurrent requests allowed to the instance (0: unlimited), over all event loops.")
+        for inst in table.instances {
+            p.sample("tollgate_instance_max_in_flight", [("instance", inst.name), ("pool", table.pools[inst.pool].name)], inst.maxInFlight)
+        }
+        p.family("tollgate_instance_reported_waiting", "gauge", "Requests waiting inside the instance, as its metrics said at the last probe (health.metrics_path).")
+        for inst in table.instances {
+            if let w = state.availability[inst.index].load?.waiting {
+                p.sample("tollgate_instance_reported_waiting", [("instance", inst.name), ("pool", table.pools[inst.pool].name)], w)
+            }
+        }
+        p.family("tollgate_instance_reported_kv_cache_usage", "gauge", "KV-cache usage (0-1) the instance reported at the last probe.")
+        for inst in table.instances {
+            if let u = state.availability[inst.index].load?.kvCacheUsage {
+                p.sample("tollgate_instance_reported_kv_cache_usage", [("instance", inst.name), ("pool", table.pools[inst.pool].name)], u)
+            }
+        }
+
         let now = NIODeadline.now().uptimeNanoseconds
         let instanceLabels = table.instances.map { [("instance", $0.name), ("pool", table.pools[$0.pool].name)] }
         p.family("tollgate_instance_up", "gauge", "1 when the instance may receive requests (probes up, not ejected).")

@@ -22,6 +22,8 @@ public struct GatewayError: Error, Sendable, Equatable {
         case reportsBusy = "reports_busy"
         case ledgerSaturated = "ledger_saturated"
         case ledgerUnavailable = "ledger_unavailable"
+        case queueTimeout = "queue_timeout"
+        case queueFull = "queue_full"
     }
 
     private let code: Code
@@ -96,6 +98,31 @@ public struct GatewayError: Error, Sendable, Equatable {
     public static func overloaded(_ what: String, retryAfter: Int = 1) -> GatewayError {
         GatewayError(.overloaded, status: 503, type: "server_error", message: "The gateway is overloaded: \(what). Retry shortly.",
                      retryAfter: retryAfter)
+    }
+
+    /// Every instance the request may use stayed full for its lane's whole queue timeout. A 503
+    /// with `Retry-After`: the OpenAI SDKs retry it.
+    public static func queueTimeout(lane: Lane, waitedMs: Int64, retryAfter: Int) -> GatewayError {
+        GatewayError(.queueTimeout, status: 503, type: "server_error",
+                     message: "Every instance was busy for \(waitedMs) ms, the \(lane.name) lane's queue timeout. Retry in \(retryAfter)s.",
+                     retryAfter: retryAfter)
+    }
+
+    /// The lane's waiting line is at its bound: refused at once rather than queued.
+    public static func queueFull(lane: Lane, retryAfter: Int) -> GatewayError {
+        GatewayError(.queueFull, status: 503, type: "server_error",
+                     message: "Every instance is busy and the \(lane.name) lane's queue is full. Retry in \(retryAfter)s.",
+                     retryAfter: retryAfter)
+    }
+
+    /// `Retry-After` of a shed request, by lane: interactive callers come back soon, a batch
+    /// flood is asked to hold back longer (every client coming back at once is what filled it).
+    public static func shedRetryAfter(_ lane: Lane) -> Int {
+        switch lane {
+        case .interactive: 1
+        case .standard: 2
+        case .batch: 5
+        }
     }
 
     /// At most `limit` characters of a client's text, for messages that quote it back.

@@ -9,7 +9,7 @@ import TollgateRedis
 /// event loop. Tries instances until one answers, within the attempt limit; once the first
 /// byte of an answer went to the client there is no retry, only a close on failure
 /// (the same line as swift-nio-examples' connect-proxy draws).
-final class Exchange: UpstreamDelegate {
+final class Exchange: UpstreamDelegate, SlotWaiter {
     /// How a forwarded request's answer ends.
     enum Ending {
         /// The answer is complete: write the end of the response.
@@ -22,6 +22,8 @@ final class Exchange: UpstreamDelegate {
 
     private enum Phase {
         case starting
+        /// Every instance it may use is full: waiting in this loop's line (`WaitingLine`).
+        case queued(id: UInt64)
         case connecting(instance: Int)
         case awaitingHead(instance: Int, connection: UpstreamConnection)
         case streaming(instance: Int, connection: UpstreamConnection, keepAlive: Bool)
@@ -69,6 +71,14 @@ final class Exchange: UpstreamDelegate {
     /// When the request was written to the instance of the current try (metrics).
     private var sent: NIODeadline?
     private var firstChunk: NIODeadline?
+    /// Its lane when the instances are full: the department's, or lower if the client asked.
+    let lane: Lane
+    /// Time spent in the waiting line, when it waited.
+    private var queuedNs: Int64?
+    /// Got its slot from the waiting line (a second wait is not taken).
+    private var granted = false
+    /// Counted in the loop's retries under way (the retry budget).
+    private var retryCounted = false
 
     init(client handler: any ClientSide, timers: ExchangeTimers, loop: LoopContext, request admitted: AdmittedRequest,
          cache: CachePlan? = nil) {
@@ -99,6 +109,8 @@ final class Exchange: UpstreamDelegate {
         // A stream to be stored asks for usage too, so that a replayed hit can carry it.
         self.injectedUsage = summary.stream && !summary.includeUsage && endpoint != .embeddings && (metered || cache?.store == true)
         self.body = injectedUsage ? bodyAskingForUsage(body) : body
+        self.lane = Lane.effective(declared: state.table.departments[caller.department].lane,
+                                   header: request.head.headers.first(name: "x-tollgate-priority"))
     }
 
     private var config: GatewayConfiguration { state.table.configuration }
@@ -121,11 +133,32 @@ final class Exchange: UpstreamDelegate {
         case .pick(let tried):
             excluding = tried
         }
+        let retry = failover.attempts > 0
+        if retry && !retryCounted {
+            // The retry budget: retries under way at most a share of the requests in flight.
+            let active = loop.counters.activeRequests.load(ordering: .relaxed)
+            guard config.retry.budget.allows(retrying: loop.waitingLine.retrying, inFlight: active) else {
+                return fail(failover.lastError ?? .noInstanceAvailable(model: model))
+            }
+        }
         guard let instance = loop.select(state, department: department, pool: pool, excluding: excluding) else {
+            // The first try of a request whose instances are all busy waits for a slot; a retry
+            // does not (every other instance is full: sending it again only adds load).
+            if !retry && !granted && loop.everyEligibleIsFull(state, department: department, pool: pool) { return waitForSlot() }
             loop.counters.noInstance.wrappingIncrement(ordering: .relaxed)
             return fail(failover.lastError ?? .noInstanceAvailable(model: model))
         }
-        if failover.began(instance) { loop.counters.retries.wrappingIncrement(ordering: .relaxed) }
+        if !retry && !granted {
+            loop.waitingLine.charge(pool: pool, department: department, weight: state.table.departments[department].queueWeight, lane: lane,
+                                    cost: reservation.tokens)
+        }
+        if failover.began(instance) {
+            loop.counters.retries.wrappingIncrement(ordering: .relaxed)
+            if !retryCounted {
+                retryCounted = true
+                loop.waitingLine.retrying += 1
+            }
+        }
         let info = state.table.instances[instance]
         loop.began(instance: instance)
         counted = (instance, loop.generation, info.identity)
@@ -150,6 +183,39 @@ final class Exchange: UpstreamDelegate {
                               error: .upstreamUnavailable("\(info.name): \(describe(error))"))
             }
         }
+    }
+
+    // MARK: Waiting for a slot
+
+    private func waitForSlot() {
+        let settings = config.admission
+        let bound = SlotShare.of(limit: settings[lane].maxQueue, loops: loop.loopCount, loop: loop.index, instance: 0)
+        let offer = loop.waitingLine.enqueue(
+            self, pool: pool, department: department, departmentName: state.table.departments[department].name,
+            weight: state.table.departments[department].queueWeight, lane: lane, cost: reservation.tokens, settings: settings,
+            boundShare: bound)
+        switch offer {
+        case .queued(let id):
+            phase = .queued(id: id)
+        case .full:
+            queuedNs = 0
+            fail(.queueFull(lane: lane, retryAfter: GatewayError.shedRetryAfter(lane)))
+        }
+    }
+
+    func slotGranted(waitedNs: Int64) {
+        guard case .queued = phase else { return }
+        queuedNs = waitedNs
+        granted = true
+        phase = .starting
+        tryNext()
+    }
+
+    func queueTimedOut(waitedNs: Int64) {
+        guard case .queued = phase else { return }
+        queuedNs = waitedNs
+        phase = .starting
+        fail(.queueTimeout(lane: lane, waitedMs: waitedNs / 1_000_000, retryAfter: GatewayError.shedRetryAfter(lane)))
     }
 
     private func send(on connection: UpstreamConnection, instance: Int) {
@@ -204,6 +270,11 @@ final class Exchange: UpstreamDelegate {
                 return
             }
             let info = state.table.instances[instance]
+            // A saturation answer while every other instance is full too: no retry, it would
+            // only be refused again (or add to a queue inside another instance).
+            if Failover.isSaturation(code) && loop.everyEligibleIsFull(state, department: department, pool: pool, excluding: failover.tried) {
+                failover.stopRetrying()
+            }
             switch failover.answered(status: code, error: .upstreamUnavailable("\(info.name) answered \(code)")) {
             case .retry:
                 connection.handler.delegate = nil
@@ -314,6 +385,9 @@ final class Exchange: UpstreamDelegate {
 
     func clientClosed() {
         switch phase {
+        case .queued(let id):
+            // It leaves the line at once; its row says 499 and its reservation goes back.
+            loop.waitingLine.cancel(id, pool: pool)
         case .awaitingHead(_, let connection), .streaming(_, let connection, _):
             connection.handler.delegate = nil
             connection.handler.close()  // cancels the generation on the instance
@@ -349,6 +423,9 @@ final class Exchange: UpstreamDelegate {
             connection.handler.delegate = nil
             connection.handler.close()
             finish(.abort, outcome: "request_timeout")
+        case .queued(let id):
+            loop.waitingLine.cancel(id, pool: pool)
+            fail(.upstreamTimeout)
         case .starting, .finished:
             break
         }
@@ -369,6 +446,10 @@ final class Exchange: UpstreamDelegate {
         if let cache, cache.leader, !flightCompleted { loop.singleFlight.complete(cache.key, with: nil) }
         phase = .finished
         releaseInFlight()
+        if retryCounted {
+            retryCounted = false
+            loop.waitingLine.retrying -= 1
+        }
         loop.counters.activeRequests.wrappingDecrement(ordering: .relaxed)
         timers.clear()
         let handler = self.handler
@@ -384,6 +465,13 @@ final class Exchange: UpstreamDelegate {
         // request refused by the instance's context limit was charged its whole reservation).
         let spent = usage?.totalTokens ?? (firstByte != nil && (200..<300).contains(status) ? reservation.tokens : 0)
         let latency = Double((now - received).nanoseconds) / 1e6
+        if sent != nil {
+            // Fair shares are settled to what the request really used.
+            loop.waitingLine.settle(pool: pool, department: department, lane: lane, estimated: reservation.tokens,
+                                    actual: usage?.totalTokens ?? reservation.tokens)
+        }
+        var errorCode: String?
+        if case .error(let e) = ending { errorCode = e.codeString }
         loop.end(UsageRecord(
             timeMs: wallClockMs() - Int64(latency), requestID: requestID, department: state.table.departments[department].name,
             keyPrefix: caller.keyPrefix, model: model, endpoint: endpoint.name, instance: instance, status: status,
@@ -391,8 +479,11 @@ final class Exchange: UpstreamDelegate {
             ttftMs: stream ? firstChunk.map { Double(($0 - received).nanoseconds) / 1e6 } : nil,
             cache: cache?.outcome ?? .off, stream: stream, cacheKey: cache?.key.hex,
             promptPreview: cache?.preview.flatMap { PromptPrivacy.preview($0, policy: state.table.departments[department].promptPreview) },
-            reservedTokens: reservation.tokens), settling: reservation, spent: spent, in: state.quotas,
-            unanswered: firstByte == nil && status >= 500)
+            reservedTokens: reservation.tokens, queueMs: queuedNs.map { Double($0) / 1e6 }, errorCode: errorCode),
+            settling: reservation, spent: spent, in: state.quotas,
+            // Nothing answered (an error before any byte, or a request that never reached an
+            // instance — shed, or left while waiting): the request costs nothing.
+            unanswered: firstByte == nil && (status >= 500 || sent == nil))
         loop.logger.info("request", metadata: [
             "request_id": "\(requestID)",
             "department": "\(state.table.departments[department].name)",
@@ -404,6 +495,8 @@ final class Exchange: UpstreamDelegate {
             "stream": "\(stream)",
             "attempts": "\(failover.attempts)",
             "outcome": "\(outcome)",
+            "lane": "\(lane.name)",
+            "queue_ms": "\(queuedNs.map { Double($0 / 1000) / 1000 } ?? 0)",
         ])
     }
 

@@ -18,6 +18,8 @@ public final class HealthMonitor: Sendable {
 
     final class MonitorState {
         var health: [String: InstanceHealth] = [:]
+        /// Load reported by each instance's metrics (`health.metrics_path`), by identity.
+        var load: [String: InstanceLoad] = [:]
         var probeTask: RepeatedTask?
         var probing: Set<String> = []
         var stopped = false
@@ -66,6 +68,7 @@ public final class HealthMonitor: Sendable {
             }
             let reschedule = self.store.load().table.configuration.health != table.configuration.health || s.probeTask == nil
             s.health = health
+            if table.configuration.health.metricsPath.isEmpty { s.load = [:] }
             s.keyTable = KeyTable(table: table, keys: s.activeKeys)
             s.quotas = QuotaBook(table: table, previous: s.quotas ?? self.store.load().quotas)
             self.publish(table: table)
@@ -118,7 +121,7 @@ public final class HealthMonitor: Sendable {
         let s = state.value
         let availability = table.instances.map { inst -> Availability in
             guard let h = s.health[inst.identity] else { return .up }
-            return Availability(probeUp: h.probeUp, ejectedUntil: h.ejectedUntil ?? 0)
+            return Availability(probeUp: h.probeUp, ejectedUntil: h.ejectedUntil ?? 0, load: s.load[inst.identity])
         }
         store.store(GatewayState(table: table, availability: availability, keys: s.keyTable, quotas: s.quotas))
     }
@@ -153,6 +156,7 @@ public final class HealthMonitor: Sendable {
                     let ok = (try? result.get()) ?? false
                     let action = h.recordProbe(success: ok, at: self.clock())
                     s.health[identity] = h
+                    if !settings.metricsPath.isEmpty && ok { self.readMetrics(of: inst, path: settings.metricsPath, timeout: settings.probeTimeout) }
                     switch action {
                     case .markedDown:
                         self.logger.warning("instance marked down by probes", metadata: ["instance": "\(name)"])
@@ -168,8 +172,59 @@ public final class HealthMonitor: Sendable {
     }
 }
 
+extension HealthMonitor {
+    /// Reads an instance's Prometheus metrics after a good probe and publishes its load when it
+    /// changed (a snapshot swap per change, not per request). A failed read forgets the last one:
+    /// stale load must not keep an instance "full".
+    fileprivate func readMetrics(of inst: RoutingTable.Instance, path: String, timeout: Duration) {
+        let identity = inst.identity
+        Probe.fetch(url: inst.url, path: inst.url.basePath + path, apiKey: inst.apiKey, timeout: .nanoseconds(timeout.nanoseconds),
+                    on: eventLoop).assumeIsolated().whenComplete { result in
+            let s = self.state.value
+            guard s.health[identity] != nil else { return }
+            let load = (try? result.get()).flatMap { $0 }.map { InstanceLoad.parse($0) }
+            let reported = load.flatMap { $0.isEmpty ? nil : $0 }
+            guard s.load[identity] != reported else { return }
+            s.load[identity] = reported
+            self.publish(table: self.store.load().table)
+        }
+    }
+}
+
 /// One active health probe: a fresh connection, `GET path`, success on a 2xx head.
 enum Probe {
+    /// `GET path` on a fresh connection: the body of a 2xx answer as text, at most
+    /// `InstanceLoad.maxBytes` of it (the rest is not read); nil on any failure.
+    static func fetch(url: UpstreamURL, path: String, apiKey: String?, timeout: TimeAmount, on eventLoop: any EventLoop) -> EventLoopFuture<String?> {
+        let promise = eventLoop.makePromise(of: String?.self)
+        let bootstrap = ClientBootstrap(group: eventLoop)
+            .connectTimeout(timeout)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHTTPClientHandlers()
+                    try channel.pipeline.syncOperations.addHandler(BodyCollector(promise: promise, limit: InstanceLoad.maxBytes))
+                }
+            }
+        bootstrap.connect(host: url.host, port: url.port).assumeIsolated().whenComplete { result in
+            switch result {
+            case .failure:
+                promise.succeed(nil)
+            case .success(let channel):
+                var headers = HTTPHeaders([("Host", url.hostHeader), ("User-Agent", "tollgate-probe"), ("Connection", "close")])
+                if let apiKey { headers.add(name: "Authorization", value: "Bearer \(apiKey)") }
+                let head = HTTPRequestHead(version: .http1_1, method: .GET, uri: path, headers: headers)
+                channel.write(HTTPClientRequestPart.head(head), promise: nil)
+                channel.writeAndFlush(HTTPClientRequestPart.end(nil), promise: nil)
+                let timer = eventLoop.scheduleTask(in: timeout) { promise.succeed(nil) }
+                promise.futureResult.whenComplete { _ in
+                    timer.cancel()
+                    channel.close(promise: nil)
+                }
+            }
+        }
+        return promise.futureResult
+    }
+
     static func run(url: UpstreamURL, path: String, apiKey: String?, timeout: TimeAmount, on eventLoop: any EventLoop) -> EventLoopFuture<Bool> {
         let promise = eventLoop.makePromise(of: Bool.self)
         let bootstrap = ClientBootstrap(group: eventLoop)
@@ -214,6 +269,40 @@ private final class ProbeHandler: ChannelInboundHandler {
     func channelInactive(context: ChannelHandlerContext) { promise.succeed(false) }
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         promise.succeed(false)
+        context.close(promise: nil)
+    }
+}
+
+/// Collects a 2xx answer's body up to `limit` bytes (what is past it is cut: the text is read
+/// bounded), then succeeds with it as text.
+private final class BodyCollector: ChannelInboundHandler {
+    typealias InboundIn = HTTPClientResponsePart
+    let promise: EventLoopPromise<String?>
+    let limit: Int
+    private var body: ByteBuffer?
+    init(promise: EventLoopPromise<String?>, limit: Int) {
+        self.promise = promise
+        self.limit = limit
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch unwrapInboundIn(data) {
+        case .head(let head):
+            if (200..<300).contains(Int(head.status.code)) { body = context.channel.allocator.buffer(capacity: 4096) } else { promise.succeed(nil) }
+        case .body(var part):
+            guard var b = body else { return }
+            body = nil
+            let room = limit - b.readableBytes
+            if room > 0, let slice = part.readSlice(length: min(room, part.readableBytes)) { b.writeImmutableBuffer(slice) }
+            body = b
+            if b.readableBytes >= limit { promise.succeed(String(buffer: b)) }
+        case .end:
+            promise.succeed(body.map { String(buffer: $0) })
+        }
+    }
+    func channelInactive(context: ChannelHandlerContext) { promise.succeed(nil) }
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        promise.succeed(nil)
         context.close(promise: nil)
     }
 }

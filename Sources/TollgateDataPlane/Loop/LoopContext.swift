@@ -75,6 +75,8 @@ final class LoopContext {
     /// Answers `GET /v1/usage`; runs on `threadPool`, never on the loop.
     let usageReporter: UsageReporter?
     let threadPool: NIOThreadPool
+    /// Requests waiting for a free instance slot on this loop (`Admission/WaitingLine`).
+    let waitingLine: WaitingLine
 
     init(eventLoop: any EventLoop, index: Int, loopCount: Int, monitor: HealthMonitor, counters: LoopCounters, logger: Logger,
          clock: @escaping MonotonicClock, usageSink: UsageSink?, usageReporter: UsageReporter?, threadPool: NIOThreadPool) {
@@ -90,7 +92,11 @@ final class LoopContext {
         self.clock = clock
         let random = UInt32.random(in: 0...UInt32.max)
         self.requestPrefix = "req-" + String(random, radix: 16) + String(index, radix: 16) + "-"
+        self.waitingLine = WaitingLine(eventLoop: eventLoop, clock: clock)
         counters.metrics.attach(self)
+        waitingLine.canDispatch = { [unowned self] pool, department in
+            self.hasFreeSlot(self.monitor.store.load(), department: department, pool: pool)
+        }
     }
 
     /// A fresh request id: random per process and loop, then a counter.
@@ -133,28 +139,69 @@ final class LoopContext {
         let slot = department * t.pools.count + pool
         var balancer = balancers[slot] ?? Balancer(policy: t.pools[pool].policy, weights: candidates.map(\.weight))
         let now = clock()
-        let loops = loopCount
         let choice = balancer.select(
             isAvailable: { c in
                 let i = candidates[c].instance
-                guard state.availability[i].isAvailable(at: now), !excluded.contains(i) else { return false }
-                let limit = t.instances[i].maxInFlight
-                return limit == 0 || self.inFlight[i] < (limit + loops - 1) / loops
+                return state.availability[i].isAvailable(at: now) && !excluded.contains(i) && !self.isFull(state, i)
             },
-            inFlight: { c in self.inFlight[candidates[c].instance] })
+            // Least-in-flight also counts what the instance says waits inside it.
+            inFlight: { c in
+                let i = candidates[c].instance
+                return self.inFlight[i] + (state.availability[i].load?.waiting ?? 0)
+            })
         balancers[slot] = balancer
         return choice.map { candidates[$0].instance }
+    }
+
+    /// This loop's share of `instance`'s `max_in_flight` is taken, or the instance itself says it
+    /// is saturated (requests wait inside it: `health.metrics_path`) and this loop already has one
+    /// there — one each keeps its metrics moving without filling its own queue.
+    @inline(__always)
+    func isFull(_ state: GatewayState, _ i: Int) -> Bool {
+        let limit = state.table.instances[i].maxInFlight
+        if limit > 0 && inFlight[i] >= SlotShare.of(limit: limit, loops: loopCount, loop: index, instance: i) { return true }
+        if let load = state.availability[i].load, load.saturated, inFlight[i] > 0 { return true }
+        return false
+    }
+
+    /// Why `select` found nothing: some instance `department` may use is available but full
+    /// (the request may wait for a slot), or none is available at all.
+    func everyEligibleIsFull(_ state: GatewayState, department: Int, pool: Int, excluding excluded: [Int] = []) -> Bool {
+        adopt(state)
+        let now = clock()
+        var anyFull = false
+        for c in state.table.departments[department].candidates[pool] where c.weight > 0 && !excluded.contains(c.instance) {
+            guard state.availability[c.instance].isAvailable(at: now) else { continue }
+            if !isFull(state, c.instance) { return false }
+            anyFull = true
+        }
+        return anyFull
+    }
+
+    /// Whether `department` has an available instance with a free slot in `pool` (the waiting line asks).
+    func hasFreeSlot(_ state: GatewayState, department: Int, pool: Int) -> Bool {
+        adopt(state)
+        let now = clock()
+        guard department < state.table.departments.count, pool < state.table.pools.count else { return false }
+        return state.table.departments[department].candidates[pool].contains { c in
+            c.weight > 0 && state.availability[c.instance].isAvailable(at: now) && !isFull(state, c.instance)
+        }
     }
 
     /// In-flight bookkeeping; `generation` is the table the request counted itself under.
     func began(instance: Int) { inFlight[instance] += 1 }
 
+    /// A request left `instance`: its slot goes at once to whoever waits for one on this loop.
     func ended(instance: Int, generation: Int, identity: String) {
+        var freed: Int?
         if generation == self.generation {
             inFlight[instance] -= 1
+            freed = instance
         } else if let t = table, let i = t.instances.firstIndex(where: { $0.identity == identity }) {
             inFlight[i] = max(0, inFlight[i] - 1)
+            freed = i
         }
+        if let freed, let t = table { waitingLine.slotFreed(pool: t.instances[freed].pool) }
     }
 
     func connectionPool(for url: UpstreamURL) -> UpstreamConnectionPool {

@@ -11,6 +11,8 @@ public struct MetricsSnapshot: Sendable {
     public var requests: [LoopMetrics.RequestKey: Int] = [:]
     /// In-flight requests per instance, indexed like `state.table.instances`.
     public var inFlight: [Int]
+    /// The waiting lines of every loop, per lane and department.
+    public var queues: [QueueFigures.Key: QueueFigures] = [:]
     public var requestDuration = HistogramSnapshot(boundsMicros: LoopHistogram.latencyBoundsMicros,
                                                    counts: Array(repeating: 0, count: LoopHistogram.latencyBoundsMicros.count + 1), sumMicros: 0)
     public var upstreamLatency = HistogramSnapshot(boundsMicros: LoopHistogram.latencyBoundsMicros,
@@ -44,6 +46,7 @@ public struct MetricsSnapshot: Sendable {
 
     mutating func add(_ loop: LoopMetricsSnapshot) {
         requests.merge(loop.requests, uniquingKeysWith: +)
+        for (key, figures) in loop.queues { queues[key, default: QueueFigures()].add(figures) }
         if loop.inFlight.count == inFlight.count {
             for i in inFlight.indices { inFlight[i] += loop.inFlight[i] }
         }

@@ -77,7 +77,9 @@ public final class LoopMetrics: @unchecked Sendable {
         guard let loop = owner.withLockedValue({ $0 }) else { return nil }
         return loop.submit {
             var inFlight = Array(repeating: 0, count: state.table.instances.count)
+            var queues: [QueueFigures.Key: QueueFigures] = [:]
             if let context = self.context {
+                queues = context.waitingLine.snapshot()
                 // Bring an idle loop up to the table (as its next request would); never back
                 // to an older one, should a reload have happened since `state` was read.
                 if context.generation < state.table.generation { context.adopt(state) }
@@ -86,7 +88,7 @@ public final class LoopMetrics: @unchecked Sendable {
                 }
             }
             return LoopMetricsSnapshot(
-                requests: self.requests, inFlight: inFlight,
+                requests: self.requests, inFlight: inFlight, queues: queues,
                 requestDuration: self.requestDuration.snapshot(), upstreamLatency: self.upstreamLatency.snapshot(),
                 timeToFirstToken: self.timeToFirstToken.snapshot(), gatewayOverhead: self.gatewayOverhead.snapshot())
         }
@@ -97,6 +99,7 @@ public final class LoopMetrics: @unchecked Sendable {
 struct LoopMetricsSnapshot: Sendable {
     var requests: [LoopMetrics.RequestKey: Int]
     var inFlight: [Int]
+    var queues: [QueueFigures.Key: QueueFigures]
     var requestDuration: HistogramSnapshot
     var upstreamLatency: HistogramSnapshot
     var timeToFirstToken: HistogramSnapshot
