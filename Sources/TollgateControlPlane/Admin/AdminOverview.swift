@@ -123,6 +123,37 @@ struct AdminOverview: Encodable, Sendable {
         var latencyMs: Double
     }
 
+    /// One lane and department of the waiting lines, live since start (`/metrics`' figures).
+    struct Queue: Encodable, Sendable {
+        var lane: String
+        var department: String
+        var waiting: Int
+        var dispatched: Int
+        var timedOut: Int
+        var full: Int
+        var shed: Int
+        var meanWaitMs: Double
+        /// Upper bound of the bucket holding the 95th percentile wait (nil: past the last bound).
+        var p95WaitMs: Double?
+    }
+
+    /// The capacity panel: one verdict per pool with its evidence.
+    struct Capacity: Encodable, Sendable {
+        var pool: String
+        var verdict: String
+        var summary: String
+        var roomPerSecond: Int?
+        var evidence: [String]
+        var forwarded: Int
+        var meanLatencyMs: Double
+        var upstreamTimeouts: Int
+        var waited: Int
+        var meanWaitMs: Double
+        var shed: Int
+        var waitingNow: Int
+        var slots: Int?
+    }
+
     struct Redis: Encodable, Sendable {
         var configured: Bool
         var availableConnections: Int
@@ -164,6 +195,12 @@ struct AdminOverview: Encodable, Sendable {
     var instances: [Instance]
     var recentErrors: [ErrorRow]
     var live: Live
+    /// The waiting lines per lane and department (live, since start).
+    var queues: [Queue]
+    /// Per pool, over the window: add instances, or the room left.
+    var capacity: [Capacity]
+    /// Per department, over the window: GPU seconds used and saved by the cache.
+    var gpu: [GPUTime]
 
     static let topPromptCount = 10
     static let recentErrorCount = 15
@@ -188,6 +225,8 @@ struct AdminOverview: Encodable, Sendable {
             var instances: [InstanceLatency] = []
             var errors: [UsageRecord] = []
             var monthTokens: [String: Int] = [:]
+            var capacity: [CapacityRow] = []
+            var gpu: [GPUTime] = []
         }
         let figures: LedgerFigures
         if let ledger = services.ledger {
@@ -201,6 +240,8 @@ struct AdminOverview: Encodable, Sendable {
                 f.prompts = try Reports.topCachedPrompts(database: ledger, from: fromMs, limit: topPromptCount)
                 f.instances = try Reports.instanceLatencies(database: ledger, from: fromMs, to: toMs)
                 f.errors = try Reports.recentErrors(database: ledger, limit: recentErrorCount)
+                f.capacity = try Reports.capacityRows(database: ledger, from: fromMs, to: toMs)
+                f.gpu = try Reports.gpuTime(database: ledger, from: fromMs, to: toMs)
                 for name in names {
                     f.monthTokens[name] = try Reports.tokenSums(database: ledger, department: name, since: windows.monthStart).tokens
                 }
@@ -266,6 +307,14 @@ struct AdminOverview: Encodable, Sendable {
             ledgerQueueDepth: services.writer?.queueDepth, ledgerLastWriteLatencyMs: services.writer?.lastWriteLatencyMs,
             ledgerCommittedRows: services.writer?.committedRows)
 
+        let queues = metrics.queues.sorted { $0.key < $1.key }.map { key, q in
+            Queue(lane: key.lane.name, department: key.department, waiting: q.waiting, dispatched: q.dispatched, timedOut: q.timedOut,
+                  full: q.full, shed: q.shed, meanWaitMs: q.wait.count > 0 ? Double(q.wait.sumMicros) / Double(q.wait.count) / 1000 : 0,
+                  p95WaitMs: q.wait.percentileBoundMs(0.95))
+        }
+        let capacity = capacityPanel(table: table, rows: figures.capacity, metrics: metrics,
+                                     windowSeconds: Double(min(nowMs, toMs) - fromMs) / 1000)
+
         return AdminOverview(
             window: window.rawValue, windowLabel: window.label, fromMs: fromMs, toMs: toMs, generatedMs: nowMs,
             timeZone: settings.timeZone.identifier, ledger: services.ledger != nil, cache: cache,
@@ -275,7 +324,59 @@ struct AdminOverview: Encodable, Sendable {
                 ErrorRow(timeMs: $0.timeMs, requestID: $0.requestID, department: $0.department, instance: $0.instance,
                          model: $0.model, status: $0.status, latencyMs: $0.latencyMs)
             },
-            live: live)
+            live: live, queues: queues, capacity: capacity, gpu: figures.gpu)
+    }
+
+    /// The ledger's per-instance figures summed per pool, the live waiting lines beside them,
+    /// judged by `CapacityAdvice`.
+    static func capacityPanel(table: RoutingTable, rows: [CapacityRow], metrics: MetricsSnapshot, windowSeconds: Double) -> [Capacity] {
+        var byPool = Array(repeating: CapacityRow(instance: nil, model: nil, requests: 0, latencySumMs: 0, busySumMs: 0, waited: 0, waitSumMs: 0,
+                                                  upstreamTimeouts: 0, shed: 0), count: table.pools.count)
+        var forwarded = Array(repeating: 0, count: table.pools.count)
+        let instanceIndex = Dictionary(table.instances.map { ($0.name, $0.pool) }, uniquingKeysWith: { a, _ in a })
+        for row in rows {
+            guard let pool = row.instance.flatMap({ instanceIndex[$0] }) ?? row.model.flatMap({ table.pool(forModel: $0) }) else { continue }
+            byPool[pool].latencySumMs += row.latencySumMs
+            byPool[pool].busySumMs += row.busySumMs
+            byPool[pool].waited += row.waited
+            byPool[pool].waitSumMs += row.waitSumMs
+            byPool[pool].upstreamTimeouts += row.upstreamTimeouts
+            byPool[pool].shed += row.shed
+            if row.instance != nil { forwarded[pool] += row.requests }
+        }
+        // Waiting now: the lines are per department; a department's waiting requests count for
+        // every pool it may use (with one pool, as usual, that is exact).
+        let waitingNow = metrics.queues.values.reduce(0) { $0 + $1.waiting }
+        return table.pools.indices.map { p in
+            let r = byPool[p]
+            let limits = table.pools[p].instances.map { table.instances[$0].maxInFlight }
+            let slots: Int? = limits.contains(0) ? nil : limits.reduce(0, +)
+            let f = CapacityAdvice.Figures(
+                pool: table.pools[p].name, windowSeconds: windowSeconds, forwarded: forwarded[p],
+                meanLatencyMs: forwarded[p] > 0 ? r.latencySumMs / Double(forwarded[p] + r.shed) : 0,
+                meanBusyMs: forwarded[p] > 0 ? r.busySumMs / Double(forwarded[p]) : 0,
+                upstreamTimeouts: r.upstreamTimeouts, waited: r.waited, meanWaitMs: r.waited > 0 ? r.waitSumMs / Double(r.waited) : 0,
+                shed: r.shed, waitingNow: table.pools.count == 1 ? waitingNow : 0, slots: slots)
+            let advice = CapacityAdvice(f)
+            return Capacity(pool: f.pool, verdict: advice.verdict.rawValue, summary: advice.summary, roomPerSecond: advice.roomPerSecond,
+                            evidence: advice.evidence, forwarded: f.forwarded, meanLatencyMs: f.meanLatencyMs, upstreamTimeouts: f.upstreamTimeouts,
+                            waited: f.waited, meanWaitMs: f.meanWaitMs, shed: f.shed, waitingNow: f.waitingNow, slots: f.slots)
+        }
+    }
+}
+
+extension HistogramSnapshot {
+    /// The upper bound (ms) of the bucket that holds quantile `q`; nil when empty or past the last bound.
+    func percentileBoundMs(_ q: Double) -> Double? {
+        let total = count
+        guard total > 0 else { return nil }
+        let target = Int((Double(total) * q).rounded(.up))
+        var seen = 0
+        for (i, c) in counts.enumerated() {
+            seen += c
+            if seen >= target { return i < boundsMicros.count ? Double(boundsMicros[i]) / 1000 : nil }
+        }
+        return nil
     }
 }
 

@@ -103,6 +103,8 @@ enum AdminPageHTML {
         b += chart(o, zone: zone)
         b += departments(o)
         b += quotas(o, zone: zone)
+        b += capacity(o)
+        b += queues(o)
         b += instances(o)
         b += "<div class=\"grid2\">"
         b += prompts(o)
@@ -110,6 +112,55 @@ enum AdminPageHTML {
         b += "</div></main>"
         return document(title: "Tollgate admin — \(o.windowLabel)", body: b)
     }
+
+    // MARK: When the GPUs are full
+
+    /// Per pool: the original set-up's scaling rules and the waiting line's, with the evidence.
+    private static func capacity(_ o: AdminOverview) -> String {
+        var s = "<section aria-label=\"Capacity\"><h2>Capacity</h2>"
+        for c in o.capacity {
+            let cls = c.verdict == "add_instances" ? "down" : (c.verdict == "has_room" ? "up" : "ejected")
+            s += "<p><span class=\"badge \(cls)\" data-metric=\"capacity-verdict\" data-pool=\"\(HTML.escape(c.pool))\" data-value=\"\(c.verdict)\">\(HTML.escape(c.verdict.replacingOccurrences(of: "_", with: " ")))</span> "
+            s += "<b data-metric=\"capacity-summary\" data-pool=\"\(HTML.escape(c.pool))\">\(HTML.escape(c.summary))</b></p>"
+            if !c.evidence.isEmpty {
+                s += "<ul>" + c.evidence.map { "<li>\(HTML.escape($0))</li>" }.joined() + "</ul>"
+            }
+            s += "<p class=\"muted\">\(HTML.integer(c.forwarded)) forwarded, mean latency \(HTML.escape(ms(c.meanLatencyMs))), \(c.upstreamTimeouts) upstream timeouts, \(c.waited) waited (mean \(HTML.escape(ms(c.meanWaitMs)))), \(c.shed) shed, \(c.waitingNow) waiting now, \(c.slots.map { "\($0) slots" } ?? "no limit")</p>"
+        }
+        s += "<p class=\"muted\">Rules: mean latency over 2.5 s, upstream timeouts piling up, sustained queueing (over 20% of requests waited, 0.5 s on average) or shed requests → add instances; else the room at 80% of the slots busy.</p>"
+        if !o.gpu.isEmpty {
+            s += "<div class=\"scroll\"><table><thead><tr><th>Department</th><th class=\"num\">GPU-seconds used</th><th class=\"num\">GPU-seconds saved by the cache</th></tr></thead><tbody>"
+            for g in o.gpu {
+                s += "<tr><td>\(HTML.escape(g.department))</td>"
+                s += "<td class=\"num\" data-metric=\"gpu-seconds-used\" data-department=\"\(HTML.escape(g.department))\" data-value=\"\(HTML.raw(g.usedSeconds))\">\(HTML.escape(oneDecimal(g.usedSeconds)))</td>"
+                s += "<td class=\"num\" data-metric=\"gpu-seconds-saved\" data-department=\"\(HTML.escape(g.department))\" data-value=\"\(HTML.raw(g.savedByCacheSeconds))\">\(HTML.escape(oneDecimal(g.savedByCacheSeconds)))</td></tr>"
+            }
+            s += "</tbody></table></div>"
+        }
+        return s + "</section>"
+    }
+
+    /// The waiting lines per lane and department, live since start.
+    private static func queues(_ o: AdminOverview) -> String {
+        var s = "<section aria-label=\"Waiting lines\"><h2>Waiting for a free instance (since start)</h2>"
+        guard !o.queues.isEmpty else { return s + "<p class=\"muted\">No request has waited: every instance had a free slot.</p></section>" }
+        s += "<div class=\"scroll\"><table><thead><tr><th>Lane</th><th>Department</th><th class=\"num\">Waiting</th><th class=\"num\">Got a slot</th><th class=\"num\">Mean wait</th><th class=\"num\">p95 wait ≤</th><th class=\"num\">Shed (timeout)</th><th class=\"num\">Shed (full)</th></tr></thead><tbody>"
+        for q in o.queues {
+            let attrs = "data-lane=\"\(HTML.escape(q.lane))\" data-department=\"\(HTML.escape(q.department))\""
+            s += "<tr><td>\(HTML.escape(q.lane))</td><td>\(HTML.escape(q.department))</td>"
+            s += "<td class=\"num\" data-metric=\"queue-waiting\" \(attrs) data-value=\"\(q.waiting)\">\(HTML.integer(q.waiting))</td>"
+            s += "<td class=\"num\">\(HTML.integer(q.dispatched))</td>"
+            s += "<td class=\"num\" data-metric=\"queue-mean-wait-ms\" \(attrs) data-value=\"\(HTML.raw(q.meanWaitMs))\">\(HTML.escape(ms(q.meanWaitMs)))</td>"
+            s += "<td class=\"num\">\(q.p95WaitMs.map { HTML.escape(ms($0)) } ?? "–")</td>"
+            s += "<td class=\"num\" data-metric=\"queue-shed\" \(attrs) data-value=\"\(q.shed)\">\(HTML.integer(q.timedOut))</td>"
+            s += "<td class=\"num\">\(HTML.integer(q.full))</td></tr>"
+        }
+        return s + "</tbody></table></div></section>"
+    }
+
+    private static func ms(_ v: Double) -> String { v >= 1000 ? oneDecimal(v / 1000) + " s" : "\(Int(v.rounded())) ms" }
+
+    private static func oneDecimal(_ v: Double) -> String { String(format: "%.1f", v) }
 
     private static func kpi(_ metric: String, value: String, raw: String, label: String) -> String {
         "<div class=\"kpi\"><b data-metric=\"\(metric)\" data-value=\"\(raw)\">\(value)</b><span>\(HTML.escape(label))</span></div>"
