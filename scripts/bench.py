@@ -24,6 +24,7 @@ import time
 
 MODEL = "qwen2.5-0.5b-instruct"
 KEY = "tg-bench-key"
+BATCH_KEY = "tg-bench-batch-key"
 CANNED = (
     '{"id":"chatcmpl-bench","object":"chat.completion","created":1764460800,"model":"qwen2.5-0.5b-instruct",'
     '"choices":[{"index":0,"message":{"role":"assistant","content":"Hello! How can I help you today?"},'
@@ -262,6 +263,224 @@ def run_hey(url, seconds, concurrency, headers, body):
     return {"rps": rps, "mean_s": mean, "success": codes.get(200, 0) / max(1, total), "requests": total}
 
 
+# Part 4: overload — the gateway holds the queue (README "When the GPUs are full").
+
+async def _http_client(port, body, headers, stop_at, out, department, lane_timeout):
+    """One client on one keep-alive connection: POST, read the whole answer, again, until
+    `stop_at` (perf_counter); the request in flight then is still answered. A 503 with
+    Retry-After is waited out (at most 1 s), as the OpenAI SDKs do. Appends
+    (department, status, seconds, has Retry-After, end time) per request to `out`."""
+    import asyncio
+    reader = writer = None
+    request = _stream_request("127.0.0.1", "/v1/chat/completions", body, headers)
+    try:
+        while time.perf_counter() < stop_at:
+            if writer is None:
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            sent = time.perf_counter()
+            writer.write(request)
+            status, retry_after, close = 0, None, False
+            try:
+                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), lane_timeout + 60)
+                lines = head.decode("latin-1").split("\r\n")
+                status = int(lines[0].split()[1])
+                length, chunked = 0, False
+                for line in lines[1:]:
+                    name, _, value = line.partition(":")
+                    name, value = name.strip().lower(), value.strip()
+                    if name == "content-length":
+                        length = int(value)
+                    elif name == "transfer-encoding" and "chunked" in value.lower():
+                        chunked = True
+                    elif name == "retry-after":
+                        retry_after = value
+                    elif name == "connection" and value.lower() == "close":
+                        close = True
+                if chunked:
+                    while True:
+                        size = int((await reader.readuntil(b"\r\n")).split(b";")[0], 16)
+                        await reader.readexactly(size + 2)
+                        if size == 0:
+                            break
+                else:
+                    await reader.readexactly(length)
+            except (asyncio.IncompleteReadError, asyncio.TimeoutError, ConnectionError, ValueError, IndexError):
+                status, close = 0, True
+            end = time.perf_counter()
+            out.append((department, status, end - sent, retry_after is not None, end))
+            if close:
+                writer.close()
+                writer = None
+            if status in (429, 503) and retry_after is not None:
+                await asyncio.sleep(min(1.0, float(retry_after)))
+    finally:
+        if writer is not None:
+            writer.close()
+
+
+def overload_run(port, clients, seconds, lane_timeout):
+    """`clients`: (department, count, body, headers). Runs them all for `seconds`; returns the
+    per-request records and the measured span (from the start to the last answer)."""
+    import asyncio
+
+    async def main():
+        out = []
+        start = time.perf_counter()
+        stop_at = start + seconds
+        tasks = []
+        for department, count, body, headers in clients:
+            for _ in range(count):
+                tasks.append(_http_client(port, body, headers, stop_at, out, department, lane_timeout))
+        await asyncio.gather(*tasks, return_exceptions=True)
+        return out, start
+    out, start = asyncio.run(main())
+    return out, start
+
+
+def overload_summary(records, start, seconds):
+    """Per department: requests, success share, p50/p99 of successful answers, completions/s,
+    shed (503), and the largest time a refused request took."""
+    by = {}
+    for department, status, took, retry_after, end in records:
+        d = by.setdefault(department, {"n": 0, "ok": [], "shed": 0, "shed_no_retry_after": 0, "other": 0, "max_refusal_s": 0.0})
+        d["n"] += 1
+        if status == 200:
+            d["ok"].append(took)
+        elif status in (429, 503):
+            d["shed"] += 1
+            d["max_refusal_s"] = max(d["max_refusal_s"], took)
+            if not retry_after:
+                d["shed_no_retry_after"] += 1
+        else:
+            d["other"] += 1
+    result = {}
+    for department, d in by.items():
+        result[department] = {
+            "requests": d["n"], "success": len(d["ok"]) / max(1, d["n"]),
+            "p50_s": pct(d["ok"], 50), "p99_s": pct(d["ok"], 99), "completions_per_s": len(d["ok"]) / seconds,
+            "completions": len(d["ok"]), "shed": d["shed"], "shed_without_retry_after": d["shed_no_retry_after"],
+            "failed": d["other"], "max_refusal_s": d["max_refusal_s"],
+        }
+    result["_goodput"] = sum(len(d["ok"]) for d in by.values()) / seconds
+    return result
+
+
+def overload_part(args, procs, tmp, key_hashes):
+    """Eight simulated instances of 10 concurrent decodes each (the article's calibration: about
+    0.2 s a request); customer-service (interactive, 3/4 to GPU0) with 10 clients alone, then
+    with a batch department flooding with 300 clients; through nginx (the original set-up) and
+    through the gateway, in one run. Returns the figures."""
+    base = free_port()
+    while any(not _port_free(base + i) for i in range(8)):
+        base = free_port()
+    fleet = procs.start([args.tollgate, "sim", "--instances", "8", "--base-port", str(base), "--gpus", "4",
+                         "--ttft-ms", "90", "--tokens-per-second", "50", "--capacity", "10", "--default-tokens", "8"])
+    ng_port = free_port()
+    servers = "".join(f"server 127.0.0.1:{base + i} max_fails=3 fail_timeout=30s; " for i in range(8))
+    conf = nginx_conf(tmp, "overload-nginx", args.loops, f"""
+    server {{
+        listen 127.0.0.1:{ng_port} backlog=4096;
+        location / {{
+            proxy_pass http://qwen;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_buffering off;
+        }}
+    }}""", upstream=f"upstream qwen {{ {servers} keepalive 512; }}")
+    procs.start(["nginx", "-p", tmp, "-c", conf, "-g", "daemon off;"])
+    cs_hash, batch_hash = key_hashes
+    gw, gw_port = start_gateway(
+        procs, args, tmp, "overload", cs_hash, [(f"qwen-{i}", f"http://127.0.0.1:{base + i}", i % 4) for i in range(8)],
+        top="health: {probe_interval: 1s, metrics_path: /metrics}\nadmission: {min_share: 10%}\n",
+        pool="    max_in_flight: 10\n",
+        department=f"""    priority: interactive
+    route:
+      - {{match: {{gpu: "0"}}, weight: 3}}
+      - {{match: {{}}, weight: 1}}
+  - name: batch
+    priority: batch
+    keys: [{{sha256: {batch_hash}}}]
+""", name_override="customer-service")
+    for i in range(8):
+        wait_port(base + i)
+    wait_port(ng_port)
+    wait_port(gw_port)
+    body = json.dumps({"model": MODEL, "temperature": 0.7, "messages": [{"role": "user", "content": "Where is my parcel?"}]}).encode()
+    cs_gw = [("Authorization", f"Bearer {KEY}")]
+    batch_gw = [("Authorization", f"Bearer {BATCH_KEY}")]
+    seconds, lane_timeout = args.overload_seconds, 120
+    # Warm-up: connections on both paths.
+    overload_run(ng_port, [("customer-service", 10, body, [])], 2, lane_timeout)
+    overload_run(gw_port, [("customer-service", 10, body, cs_gw)], 2, lane_timeout)
+    runs = {}
+    import sqlite3
+    ledger = os.path.join(tmp, "overload", "ledger.sqlite")
+
+    def ledger_rows():
+        db = sqlite3.connect(ledger)
+        try:
+            return db.execute("SELECT count(*) FROM usage").fetchone()[0]
+        finally:
+            db.close()
+    time.sleep(0.5)  # the warm-up's rows reach the ledger (every 100 ms)
+    rows_before = ledger_rows()
+    for name, port, cs_h, b_h in (("nginx", ng_port, [], []), ("gateway", gw_port, cs_gw, batch_gw)):
+        alone, start = overload_run(port, [("customer-service", 10, body, cs_h)], seconds / 2, lane_timeout)
+        runs[name + " alone"] = overload_summary(alone, start, seconds / 2)
+        flood, start = overload_run(port, [("customer-service", 10, body, cs_h), ("batch", 300, body, b_h)], seconds, lane_timeout)
+        runs[name + " flood"] = overload_summary(flood, start, seconds)
+        runs[name + " flood"]["_sent"] = {d: sum(1 for r in flood if r[0] == d) for d in ("customer-service", "batch")}
+        runs[name + " alone"]["_sent"] = {"customer-service": len(alone)}
+    # The gateway's ledger: every request it received has its row (SIGTERM drains and flushes).
+    gw.send_signal(signal.SIGTERM)
+    gw.wait(timeout=60)
+    db = sqlite3.connect(ledger)
+    shed_rows = db.execute("SELECT error_code, count(*) FROM usage WHERE error_code IS NOT NULL GROUP BY error_code").fetchall()
+    db.close()
+    fleet.terminate()
+    return {"runs": runs, "ledger_rows": ledger_rows() - rows_before, "ledger_error_codes": dict(shed_rows), "seconds": seconds}
+
+
+def print_overload(o):
+    runs, seconds = o["runs"], o["seconds"]
+    print(f"\nOverload: 8 simulated instances × 10 concurrent decodes (TTFT 90 ms, 8 tokens at 50/s); customer-service "
+          f"(interactive, 3/4 to GPU0) 10 clients alone ({seconds / 2:g} s), then with batch flooding 300 clients ({seconds:g} s):")
+    print(f"{'run':<18}{'department':<18}{'requests':>9}{'success':>9}{'p50 s':>8}{'p99 s':>8}{'compl/s':>9}{'shed':>6}{'no R-A':>7}{'failed':>7}")
+    for run, r in runs.items():
+        for d in ("customer-service", "batch"):
+            if d not in r:
+                continue
+            x = r[d]
+            print(f"{run:<18}{d:<18}{x['requests']:>9}{x['success'] * 100:>8.1f}%{x['p50_s']:>8.3f}{x['p99_s']:>8.3f}"
+                  f"{x['completions_per_s']:>9.1f}{x['shed']:>6}{x['shed_without_retry_after']:>7}{x['failed']:>7}")
+        print(f"{'':<18}{'pool goodput':<18}{'':>9}{'':>9}{'':>8}{'':>8}{r['_goodput']:>9.1f}")
+    ga, gf, nf = runs["gateway alone"]["customer-service"], runs["gateway flood"]["customer-service"], runs["nginx flood"]["customer-service"]
+    batch = runs["gateway flood"].get("batch", {"completions": 0})
+    total = gf["completions"] + batch["completions"]
+    sent = runs["gateway alone"]["_sent"]["customer-service"] + sum(runs["gateway flood"]["_sent"].values())
+    checks = [
+        ("customer-service p50 under flood ≤ 1.25× alone", gf["p50_s"] <= 1.25 * ga["p50_s"], f"{gf['p50_s']:.3f} s vs {ga['p50_s']:.3f} s ({gf['p50_s'] / ga['p50_s']:.2f}×)"),
+        ("customer-service p99 under flood ≤ 1.5× alone", gf["p99_s"] <= 1.5 * ga["p99_s"], f"{gf['p99_s']:.3f} s vs {ga['p99_s']:.3f} s ({gf['p99_s'] / ga['p99_s']:.2f}×)"),
+        ("goodput ≥ 0.95× nginx", runs["gateway flood"]["_goodput"] >= 0.95 * runs["nginx flood"]["_goodput"],
+         f"{runs['gateway flood']['_goodput']:.1f}/s vs {runs['nginx flood']['_goodput']:.1f}/s"),
+        ("batch ≥ 10% of completions", batch["completions"] >= 0.1 * max(1, total), f"{batch['completions']} of {total}"),
+        ("every request answered, or refused with Retry-After within its lane timeout",
+         all(x["failed"] == 0 and x["shed_without_retry_after"] == 0 for run in ("gateway alone", "gateway flood") for k, x in runs[run].items() if not k.startswith("_")),
+         "; ".join(f"{k}: {x['failed']} failed, {x['shed']} shed (max {x['max_refusal_s']:.2f} s)" for k, x in runs["gateway flood"].items() if not k.startswith("_"))),
+        ("nothing unaccounted in the ledger", o["ledger_rows"] == sent,
+         f"{o['ledger_rows']} rows for {sent} requests sent; error codes {o['ledger_error_codes']}"),
+    ]
+    print(f"\nvs nginx under the flood: customer-service p50 {nf['p50_s']:.3f} s, p99 {nf['p99_s']:.3f} s")
+    for name, ok, detail in checks:
+        print(f"  [{'ok' if ok else 'MISSED'}] {name}: {detail}")
+    return {"overload_cs_alone_p50_s": round(ga["p50_s"], 3), "overload_cs_flood_p50_s": round(gf["p50_s"], 3),
+            "overload_cs_flood_p99_s": round(gf["p99_s"], 3), "overload_nginx_cs_flood_p50_s": round(nf["p50_s"], 3),
+            "overload_nginx_cs_flood_p99_s": round(nf["p99_s"], 3),
+            "overload_goodput": round(runs["gateway flood"]["_goodput"], 1), "overload_nginx_goodput": round(runs["nginx flood"]["_goodput"], 1),
+            "overload_batch_share": round(batch["completions"] / max(1, total), 3),
+            "overload_checks_passed": sum(1 for _, ok, _ in checks if ok), "overload_checks": len(checks)}
+
+
 def rss_mb(pid):
     with open(f"/proc/{pid}/status") as f:
         for line in f:
@@ -273,7 +492,7 @@ def rss_mb(pid):
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def start_gateway(procs, args, tmp, name, key_hash, instances, pool="", department="", top="", redis_port=None):
+def start_gateway(procs, args, tmp, name, key_hash, instances, pool="", department="", top="", redis_port=None, name_override="bench"):
     """Writes a gateway configuration under tmp/name — one pool of `instances` (name, url,
     gpu label or None) serving MODEL, one department `bench` with the benchmark key, plus the
     given YAML lines — and starts `tollgate serve` on it with its own ledger. Returns
@@ -294,7 +513,7 @@ event_loops: {args.loops}
 {pool}    instances:
 {listed}
 departments:
-  - name: bench
+  - name: {name_override}
     keys: [{{sha256: {key_hash}}}]
 {department}""")
     command = [args.tollgate, "serve", "--config", directory, "--log-level", "warning",
@@ -355,11 +574,12 @@ def main():
     ap.add_argument("--stream-ramp", type=float, default=1.0,
                     help="seconds over which the streams' requests start (each lasts longer, so all are in flight at once)")
     ap.add_argument("--article-seconds", type=int, default=30, help="length of each hey run of the third part (0 skips it)")
+    ap.add_argument("--overload-seconds", type=float, default=20, help="length of the flood in the overload part")
     ap.add_argument("--parts", default="throughput,streams,article",
-                    help="comma-separated parts to run: throughput (wrk table), streams, article")
+                    help="comma-separated parts to run: throughput (wrk table), streams, article, overload")
     args = ap.parse_args()
     parts = set(args.parts.split(","))
-    if not parts <= {"throughput", "streams", "article"}:
+    if not parts <= {"throughput", "streams", "article", "overload"}:
         ap.error(f"unknown part in --parts: {args.parts}")
     if "streams" not in parts:
         args.streams = 0
@@ -512,6 +732,12 @@ def main():
             article = {"one": one, "eight": eight}
             fleet.terminate()
             ar_gw.terminate()
+
+        # Part 4: overload (README "When the GPUs are full").
+        overload = {}
+        if "overload" in parts:
+            batch_hash = subprocess.run([args.tollgate, "hash-key", BATCH_KEY], capture_output=True, text=True, check=True).stdout.strip()
+            overload = overload_part(args, procs, tmp, (key_hash, batch_hash))
     finally:
         procs.stop_all()
         shutil.rmtree(tmp, ignore_errors=True)
@@ -549,6 +775,8 @@ def main():
         summary.update({"seed_one_rps": round(one["rps"], 1), "seed_one_success": round(one["success"], 4),
                         "seed_eight_rps": round(eight["rps"], 1), "seed_eight_success": round(eight["success"], 4),
                         "seed_ratio": round(eight["rps"] / one["rps"], 2)})
+    if overload:
+        summary.update(print_overload(overload))
     if args.json:
         print(json.dumps(summary))
 
