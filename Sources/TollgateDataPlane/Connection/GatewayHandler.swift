@@ -27,9 +27,25 @@ final class GatewayHandler: ChannelDuplexHandler, ClientSide {
         case forwarding(Exchange)
         /// `GET /v1/usage`: the department's own report, read off the event loop once the request is complete.
         case usageReport(head: HTTPRequestHead, requestID: String, department: String)
-        /// A local answer is being written (or computed off the loop).
+        /// Answering here: a local answer being written or computed off the loop, a Redis
+        /// lookup under way, a cached answer.
         case responding
+        /// Waiting for an identical request already at an instance (single flight).
+        case following(Follower)
         case closed
+    }
+
+    /// Pipelined request parts waiting for the current answer to end (NIO's pipelining handler
+    /// did this before; it also stopped reading during every answer, which cost two `epoll_ctl`
+    /// calls per request).
+    private struct Pipeline {
+        var parts = CircularBuffer<HTTPServerRequestPart>()
+        /// A `read` was asked for and not passed on: it is passed on when the queue empties and
+        /// the client reads again.
+        var readHeld = false
+        /// The queue is being handed on (a request answered synchronously meanwhile must not
+        /// start a second pass).
+        var draining = false
     }
 
     let loop: LoopContext
@@ -37,19 +53,10 @@ final class GatewayHandler: ChannelDuplexHandler, ClientSide {
     let remoteAddress: String
     private var state = State.idle
     private(set) var context: ChannelHandlerContext?
-    private var keepAlive = true
-    /// Pipelined request parts waiting for the current answer to end (NIO's pipelining
-    /// handler did this before; it also stopped reading during every answer, which cost two
-    /// `epoll_ctl` calls per request).
-    private var pipelined = CircularBuffer<HTTPServerRequestPart>()
-    private var readHeld = false
-    private var drainingPipelined = false
-    /// Frames every answer on this connection (see `ResponseWriter`).
+    private var pipeline = Pipeline()
+    /// Frames every answer on this connection, and knows what the request being answered asks
+    /// of it: its method (a `HEAD` gets no body, whichever path answers), HTTP/1.0, keep-alive.
     private var writer = ResponseWriter()
-    /// The method of the request being answered: a `HEAD` gets no body, whichever path answers.
-    private var answeringMethod = HTTPMethod.GET
-    /// The request being answered is HTTP/1.0 (no chunked framing for it).
-    private var answeringHTTP10 = false
     /// Per-connection timers, re-armed by each request without rescheduling (see `DeadlineTimer`).
     private var bodyTimer: DeadlineTimer?
     /// The deadlines of the exchange in progress (per connection, re-armed by each request).
@@ -91,8 +98,8 @@ final class GatewayHandler: ChannelDuplexHandler, ClientSide {
         // A pipelined request — its head arrives while the previous answer is still going out —
         // waits its turn, and so does everything after it. So does a request that arrives while
         // the client is not reading its answers: answering it would only grow the outbound buffer.
-        if !pipelined.isEmpty || (isHead(part) && (!isIdle || !context.channel.isWritable)) {
-            pipelined.append(part)
+        if !pipeline.parts.isEmpty || (isHead(part) && (!isIdle || !context.channel.isWritable)) {
+            pipeline.parts.append(part)
             return
         }
         handle(part, context: context)
@@ -103,10 +110,10 @@ final class GatewayHandler: ChannelDuplexHandler, ClientSide {
     /// while the client is not reading (the channel is not writable), which bounds what is
     /// written to it to one read's answers past the high-water mark.
     func read(context: ChannelHandlerContext) {
-        if pipelined.isEmpty && context.channel.isWritable {
+        if pipeline.parts.isEmpty && context.channel.isWritable {
             context.read()
         } else {
-            readHeld = true
+            pipeline.readHeld = true
         }
     }
 
@@ -116,16 +123,16 @@ final class GatewayHandler: ChannelDuplexHandler, ClientSide {
 
     /// Hands queued pipelined parts on, in order, once the connection is idle again.
     private func drainPipelined(_ context: ChannelHandlerContext) {
-        guard !drainingPipelined else { return }  // a request answered while draining: the loop below goes on
-        drainingPipelined = true
-        defer { drainingPipelined = false }
-        while let part = pipelined.first {
+        guard !pipeline.draining else { return }  // a request answered while draining: the loop below goes on
+        pipeline.draining = true
+        defer { pipeline.draining = false }
+        while let part = pipeline.parts.first {
             if isHead(part) && (!isIdle || !context.channel.isWritable) { return }
-            pipelined.removeFirst()
+            pipeline.parts.removeFirst()
             handle(part, context: context)
         }
-        if readHeld && context.channel.isWritable {
-            readHeld = false
+        if pipeline.readHeld && context.channel.isWritable {
+            pipeline.readHeld = false
             context.read()
         }
     }
@@ -140,7 +147,7 @@ final class GatewayHandler: ChannelDuplexHandler, ClientSide {
                 let limit = pending.state.table.configuration.limits.maxBodyBytes
                 if pending.body.readableBytes + chunk.readableBytes > limit {
                     state = .responding
-                    keepAlive = false
+                    writer.request.keepAlive = false
                     recordLocal(pending, status: 413, model: nil)
                     respond(.error(.bodyTooLarge(limit: limit)), head: pending.head, requestID: pending.requestID)
                     return
@@ -158,7 +165,7 @@ final class GatewayHandler: ChannelDuplexHandler, ClientSide {
                 state = .responding
                 dispatch(pending)
             case .discarding(let answer, let close, let head, let requestID):
-                if close { keepAlive = false }
+                if close { writer.request.keepAlive = false }
                 state = .responding
                 respond(answer, head: head, requestID: requestID, log: answer.error != nil)
             case .usageReport(let head, let requestID, let department):
@@ -171,14 +178,20 @@ final class GatewayHandler: ChannelDuplexHandler, ClientSide {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        if case .forwarding(let exchange) = state { exchange.clientClosed() }
-        if let f = follower {
-            follower = nil
-            f.abandon()
-        }
-        state = .closed
+        clientLeft()
         connectionGone()
         context.fireChannelInactive()
+    }
+
+    /// The client is gone (or its connection broke): a request under way ends as its client left.
+    private func clientLeft() {
+        let left = state
+        state = .closed
+        switch left {
+        case .forwarding(let exchange): exchange.clientClosed()
+        case .following(let follower): follower.abandon()
+        default: break
+        }
     }
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
@@ -186,10 +199,10 @@ final class GatewayHandler: ChannelDuplexHandler, ClientSide {
             exchange.clientWritabilityChanged(context.channel.isWritable)
         }
         if context.channel.isWritable {
-            if !pipelined.isEmpty {
+            if !pipeline.parts.isEmpty {
                 if isIdle { drainPipelined(context) }
-            } else if readHeld {
-                readHeld = false
+            } else if pipeline.readHeld {
+                pipeline.readHeld = false
                 context.read()
             }
         }
@@ -211,8 +224,7 @@ final class GatewayHandler: ChannelDuplexHandler, ClientSide {
                 break
             }
         }
-        if case .forwarding(let exchange) = state { exchange.clientClosed() }
-        state = .closed
+        clientLeft()
         context.close(promise: nil)
     }
 
@@ -223,12 +235,11 @@ final class GatewayHandler: ChannelDuplexHandler, ClientSide {
     private func receivedHead(_ head: HTTPRequestHead, context: ChannelHandlerContext) {
         guardHandler.requestHeadReceived()
         loop.counters.requests.wrappingIncrement(ordering: .relaxed)
-        answeringMethod = head.method
-        answeringHTTP10 = head.version.major == 1 && head.version.minor == 0
         // NIO's parser stops for good after a CONNECT or an Upgrade request (it expects the
         // connection to change protocols): answer it, then close.
         let switchesProtocol = head.method == .CONNECT || head.headers.contains(name: "upgrade")
-        keepAlive = head.isKeepAlive && !loop.draining && !switchesProtocol
+        writer.request = ResponseWriter.Request(method: head.method, http10: head.version.major == 1 && head.version.minor == 0,
+                                                keepAlive: head.isKeepAlive && !loop.draining && !switchesProtocol)
         let requestID = Self.acceptedRequestID(head.headers) ?? loop.nextRequestID()
         let state = loop.monitor.store.load()
         let table = state.table
@@ -250,7 +261,7 @@ final class GatewayHandler: ChannelDuplexHandler, ClientSide {
                 // The client waits for our word before sending its body, or announced more than
                 // the gateway would ever read: answer now and close rather than wait for a body
                 // that will not come, or read one nobody wants.
-                keepAlive = false
+                writer.request.keepAlive = false
                 self.state = .responding
                 respond(answer, head: head, requestID: requestID)
                 return
@@ -296,7 +307,7 @@ final class GatewayHandler: ChannelDuplexHandler, ClientSide {
         if let length = head.headers.first(name: "content-length").flatMap(Int.init), length > limit {
             // Answer at once and close rather than read a body we will not take.
             loop.counters.clientErrors.wrappingIncrement(ordering: .relaxed)
-            keepAlive = false
+            writer.request.keepAlive = false
             self.state = .responding
             recordLocal(GatewayRequest(state: state, head: head, requestID: requestID, caller: caller, endpoint: endpoint,
                                        body: ByteBuffer(), started: .now()), status: 413, model: nil)
@@ -316,14 +327,14 @@ final class GatewayHandler: ChannelDuplexHandler, ClientSide {
         switch state {
         case .receiving(let pending):
             state = .responding
-            keepAlive = false
+            writer.request.keepAlive = false
             loop.counters.clientErrors.wrappingIncrement(ordering: .relaxed)
             recordLocal(pending, status: 408, model: nil)
             respond(.error(.requestTimeout), head: pending.head, requestID: pending.requestID)
         case .discarding(_, _, let head, let requestID), .usageReport(let head, let requestID, _):
             // A body nobody will use, still not finished: answer 408 and close.
             state = .responding
-            keepAlive = false
+            writer.request.keepAlive = false
             loop.counters.clientErrors.wrappingIncrement(ordering: .relaxed)
             respond(.error(.requestTimeout), head: head, requestID: requestID)
         default:
@@ -425,7 +436,7 @@ final class GatewayHandler: ChannelDuplexHandler, ClientSide {
                     self.loop.counters.cacheMisses.wrappingIncrement(ordering: .relaxed)
                     self.startExchange(admitted, cache: lookup.plan(.miss, store: store, leader: true))
                 } else {
-                    self.follower = Follower(requestID: requestID, abandon: { [weak self] in
+                    let follower = Follower(requestID: requestID, abandon: { [weak self] in
                         // The client left while it waited: nothing was used, and the request has its row.
                         self?.recordLocal(pending, status: 499, model: model, stream: summary.stream, releasing: reservation)
                     }) { [weak self] answer in
@@ -436,6 +447,7 @@ final class GatewayHandler: ChannelDuplexHandler, ClientSide {
                         self.loop.counters.cacheMisses.wrappingIncrement(ordering: .relaxed)
                         self.startExchange(admitted, cache: lookup.plan(.miss, store: store, leader: false))
                     }
+                    self.state = .following(follower)
                 }
             case .failure:
                 self.loop.counters.cacheBypasses.wrappingIncrement(ordering: .relaxed)
@@ -451,11 +463,10 @@ final class GatewayHandler: ChannelDuplexHandler, ClientSide {
         let abandon: () -> Void
         let resume: (CachedAnswer?) -> Void
     }
-    private var follower: Follower?
 
     fileprivate func followerResumed(requestID: String, answer: CachedAnswer?) {
-        guard let f = follower, f.requestID == requestID, case .responding = state, context != nil else { return }
-        follower = nil
+        guard case .following(let f) = state, f.requestID == requestID, context != nil else { return }
+        state = .responding
         f.resume(answer)
     }
 
@@ -485,7 +496,7 @@ final class GatewayHandler: ChannelDuplexHandler, ClientSide {
         // The whole answer serialized into one buffer: one write, one iovec.
         var buffer = context.channel.allocator.buffer(capacity: 256 + answer.body.count + events.count * 8)
         writer.head(into: &buffer, status: 200, headers: headers, contentLength: summary.stream ? nil : answer.body.count,
-                    method: answeringMethod, close: !keepAlive || loop.draining, http10: answeringHTTP10)
+                    closing: loop.draining)
         if summary.stream {
             for event in events { writer.body(ByteBuffer(bytes: event), into: &buffer) }
         } else {
@@ -539,11 +550,11 @@ final class GatewayHandler: ChannelDuplexHandler, ClientSide {
     private func writeEnd(_ context: ChannelHandlerContext, with pending: ByteBuffer? = nil) {
         var buffer = pending ?? context.channel.allocator.buffer(capacity: 8)
         let wellFramed = writer.end(into: &buffer)
-        if keepAlive && !loop.draining && wellFramed {
+        if writer.request.keepAlive && !loop.draining && wellFramed {
             state = .idle
             guardHandler.responseCompleted()
             context.writeAndFlush(wrapOutboundOut(buffer), promise: nil)
-            if !pipelined.isEmpty || readHeld { drainPipelined(context) }
+            if !pipeline.parts.isEmpty || pipeline.readHeld { drainPipelined(context) }
         } else {
             state = .closed
             context.writeAndFlush(wrapOutboundOut(buffer)).assumeIsolated().whenComplete { _ in context.close(promise: nil) }
@@ -555,8 +566,7 @@ final class GatewayHandler: ChannelDuplexHandler, ClientSide {
     func beginAnswer(status: Int, headers: [(String, String)], contentLength: Int?) {
         guard let context else { return }
         var buffer = context.channel.allocator.buffer(capacity: 512)
-        writer.head(into: &buffer, status: status, headers: headers, contentLength: contentLength, method: answeringMethod,
-                    close: !keepAlive || loop.draining, http10: answeringHTTP10)
+        writer.head(into: &buffer, status: status, headers: headers, contentLength: contentLength, closing: loop.draining)
         context.write(wrapOutboundOut(buffer), promise: nil)
     }
 
@@ -591,7 +601,7 @@ final class GatewayHandler: ChannelDuplexHandler, ClientSide {
         let length = answer.body.utf8.count
         var buffer = context.channel.allocator.buffer(capacity: 256 + length)
         writer.head(into: &buffer, status: Int(answer.status.code), headers: headers, contentLength: length,
-                    method: head?.method ?? answeringMethod, close: !keepAlive || loop.draining)
+                    closing: loop.draining)
         writer.body(ByteBuffer(string: answer.body), into: &buffer)
         writeEnd(context, with: buffer)
         if log, let head, let error = answer.error {
