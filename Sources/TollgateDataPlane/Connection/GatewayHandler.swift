@@ -170,7 +170,7 @@ final class GatewayHandler: ChannelDuplexHandler, ClientSide {
                 respond(answer, head: head, requestID: requestID, log: answer.error != nil)
             case .usageReport(let head, let requestID, let department):
                 state = .responding
-                answerUsage(head: head, requestID: requestID, department: department, context: context)
+                answerUsage(head: head, requestID: requestID, department: department)
             default:
                 break
             }
@@ -365,8 +365,6 @@ final class GatewayHandler: ChannelDuplexHandler, ClientSide {
     // MARK: Dispatch
 
     private func dispatch(_ pending: GatewayRequest) {
-        let state = pending.state
-        let table = state.table
         if loop.ledgerSaturated {
             // The ledger cannot keep up (a full or failing disk): refuse rather than serve a
             // request whose row would be lost. No row for the refusal either.
@@ -397,62 +395,50 @@ final class GatewayHandler: ChannelDuplexHandler, ClientSide {
         case .bypass(let plan):
             startExchange(admitted, cache: plan)
         case .hit(let answer, let lookup):
-            if !answerFromCache(answer, admitted, preview: lookup.keys.preview) { lookUpInRedis(admitted, lookup) }
+            if let reply = CachedReply(answer, for: admitted, loop: loop) {
+                answerFromCache(reply, admitted, preview: lookup.keys.preview)
+            } else {
+                lookUpInRedis(admitted, lookup)
+            }
         case .lookup(let lookup):
             lookUpInRedis(admitted, lookup)
         }
     }
 
-    /// A Redis lookup; on a miss, lead a single flight or follow the one already going.
     private func lookUpInRedis(_ admitted: AdmittedRequest, _ lookup: CacheLookup) {
-        let pending = admitted.request, summary = admitted.summary, model = admitted.model, reservation = admitted.reservation
-        let keys = lookup.keys, preview = keys.preview, store = lookup.decision.store
-        lookup.redis.get(keys.redisKey).assumeIsolated().whenComplete { [weak self] result in
-            guard let self else { return }
-            guard case .responding = self.state, self.context != nil else {
-                // The client left while Redis answered: its reservation back, and its row.
-                self.recordLocal(pending, status: 499, model: model, stream: summary.stream, releasing: reservation)
-                return
-            }
-            switch result {
-            case .success(let stored?):
-                if let answer = try? CachedAnswer.decode(stored) {
-                    // Asked again: keep the answer in this loop's memory, and the body's key.
-                    self.loop.localCache.put(keys.redisKey, answer: answer, ttlMs: lookup.policy.ttl.milliseconds, nowMs: wallClockMs())
-                    if let remember = keys.remember { self.loop.keyMemo.store(remember.entry(pending.body), slot: remember.slot) }
-                    if self.answerFromCache(answer, admitted, preview: preview) {
-                        return
-                    }
-                }
-                fallthrough
-            case .success(nil):
-                let bound = NIOLoopBound(self, eventLoop: self.loop.eventLoop)
-                let requestID = pending.requestID
-                let eventLoop = self.loop.eventLoop
-                let leads = self.loop.singleFlight.join(keys.key) { answer in
-                    eventLoop.execute { bound.value.followerResumed(requestID: requestID, answer: answer) }
-                }
-                if leads {
-                    self.loop.counters.cacheMisses.wrappingIncrement(ordering: .relaxed)
-                    self.startExchange(admitted, cache: lookup.plan(.miss, store: store, leader: true))
+        let requestID = admitted.request.requestID
+        lookup.lookUp(admitted, loop: loop,
+                      isWanted: { [weak self] in
+                          guard let self, self.context != nil, case .responding = self.state else { return false }
+                          return true
+                      },
+                      flightEnded: { [weak self] answer in self?.followerResumed(requestID: requestID, answer: answer) },
+                      found: { [weak self] found in self?.cacheFound(found, admitted, lookup) })
+    }
+
+    private func cacheFound(_ found: CacheLookup.Found, _ admitted: AdmittedRequest, _ lookup: CacheLookup) {
+        let preview = lookup.keys.preview
+        switch found {
+        case .abandoned:
+            // The client left while Redis answered: its reservation back, and its row.
+            recordLocal(admitted.request, status: 499, model: admitted.model, stream: admitted.summary.stream, releasing: admitted.reservation)
+        case .hit(let reply):
+            answerFromCache(reply, admitted, preview: preview)
+        case .lead(let plan), .bypass(let plan):
+            startExchange(admitted, cache: plan)
+        case .follow:
+            state = .following(Follower(requestID: admitted.request.requestID, abandon: { [weak self] in
+                // The client left while it waited: nothing was used, and the request has its row.
+                self?.recordLocal(admitted.request, status: 499, model: admitted.model, stream: admitted.summary.stream,
+                                  releasing: admitted.reservation)
+            }, resume: { [weak self] answer in
+                guard let self else { return }
+                if let answer, let reply = CachedReply(answer, for: admitted, loop: self.loop) {
+                    self.answerFromCache(reply, admitted, preview: preview)
                 } else {
-                    let follower = Follower(requestID: requestID, abandon: { [weak self] in
-                        // The client left while it waited: nothing was used, and the request has its row.
-                        self?.recordLocal(pending, status: 499, model: model, stream: summary.stream, releasing: reservation)
-                    }) { [weak self] answer in
-                        guard let self else { return }
-                        if let answer, self.answerFromCache(answer, admitted, preview: preview) {
-                            return
-                        }
-                        self.loop.counters.cacheMisses.wrappingIncrement(ordering: .relaxed)
-                        self.startExchange(admitted, cache: lookup.plan(.miss, store: store, leader: false))
-                    }
-                    self.state = .following(follower)
+                    self.startExchange(admitted, cache: lookup.followerPlan(loop: self.loop))
                 }
-            case .failure:
-                self.loop.counters.cacheBypasses.wrappingIncrement(ordering: .relaxed)
-                self.startExchange(admitted, cache: lookup.plan(.bypass, store: false, leader: false))
-            }
+            }))
         }
     }
 
@@ -464,54 +450,38 @@ final class GatewayHandler: ChannelDuplexHandler, ClientSide {
         let resume: (CachedAnswer?) -> Void
     }
 
-    fileprivate func followerResumed(requestID: String, answer: CachedAnswer?) {
+    private func followerResumed(requestID: String, answer: CachedAnswer?) {
         guard case .following(let f) = state, f.requestID == requestID, context != nil else { return }
         state = .responding
         f.resume(answer)
     }
 
-    /// Answers from a stored answer: as JSON, or replayed as an SSE stream. `false` when it
-    /// cannot be replayed in the form asked for (then the request goes upstream).
-    private func answerFromCache(_ answer: CachedAnswer, _ admitted: AdmittedRequest, preview: String?) -> Bool {
-        let pending = admitted.request, state = pending.state, summary = admitted.summary, model = admitted.model
-        guard let context, case .responding = self.state else { return false }
-        var events: [[UInt8]] = []
-        if summary.stream {
-            guard let replay = try? StreamReplayer.events(from: answer.body, includeUsage: summary.includeUsage) else { return false }
-            events = replay
+    /// Answers from a stored answer, in one write. A hit uses no instance: the whole reservation
+    /// goes back.
+    private func answerFromCache(_ reply: CachedReply, _ admitted: AdmittedRequest, preview: String?) {
+        let pending = admitted.request, state = pending.state, summary = admitted.summary
+        guard let context, case .responding = self.state else {
+            recordLocal(pending, status: 499, model: admitted.model, stream: summary.stream, releasing: admitted.reservation)
+            return
         }
         loop.counters.cacheHits.wrappingIncrement(ordering: .relaxed)
-        let nowMs = wallClockMs()
-        var headers: [(String, String)] = []
-        headers.reserveCapacity(12)
-        headers.append(("content-type", summary.stream ? "text/event-stream" : answer.contentType))
-        if summary.stream { headers.append(("cache-control", "no-cache")) }
-        headers.append(("x-cache", "HIT"))
-        headers.append(("age", String(CachedAnswer.ageSeconds(createdMs: answer.createdMs, nowMs: nowMs))))
-        headers.append(("x-request-id", pending.requestID))
-        if !state.quotas.departments[pending.caller.department].limits.isUnlimited {
-            let windows = loop.quotaWindows(state.quotas.settings, nowMs: nowMs)
-            headers += state.quotas.headers(department: pending.caller.department, at: windows, nowMs: nowMs)
-        }
         // The whole answer serialized into one buffer: one write, one iovec.
-        var buffer = context.channel.allocator.buffer(capacity: 256 + answer.body.count + events.count * 8)
-        writer.head(into: &buffer, status: 200, headers: headers, contentLength: summary.stream ? nil : answer.body.count,
-                    closing: loop.draining)
-        if summary.stream {
-            for event in events { writer.body(ByteBuffer(bytes: event), into: &buffer) }
+        var buffer = context.channel.allocator.buffer(capacity: reply.sizeHint)
+        writer.head(into: &buffer, status: 200, headers: reply.headers, contentLength: reply.contentLength, closing: loop.draining)
+        if let json = reply.json {
+            writer.body(ByteBuffer(bytes: json), into: &buffer)
         } else {
-            writer.body(ByteBuffer(bytes: answer.body), into: &buffer)
+            for event in reply.events { writer.body(ByteBuffer(bytes: event), into: &buffer) }
         }
         let latency = Double((NIODeadline.now() - pending.started).nanoseconds) / 1e6
-        // A hit uses no instance: the whole reservation goes back.
+        let department = state.table.departments[pending.caller.department]
         loop.end(UsageRecord(
-            timeMs: nowMs - Int64(latency), requestID: pending.requestID, department: state.table.departments[pending.caller.department].name,
-            keyPrefix: pending.caller.keyPrefix, model: model, endpoint: pending.endpoint.name, instance: nil, status: 200,
+            timeMs: wallClockMs() - Int64(latency), requestID: pending.requestID, department: department.name,
+            keyPrefix: pending.caller.keyPrefix, model: admitted.model, endpoint: pending.endpoint.name, instance: nil, status: 200,
             latencyMs: latency, ttftMs: summary.stream ? latency : nil, cache: .hit, stream: summary.stream,
-            promptPreview: preview.flatMap { PromptPrivacy.preview($0, policy: state.table.departments[pending.caller.department].promptPreview) }),
+            promptPreview: preview.flatMap { PromptPrivacy.preview($0, policy: department.promptPreview) }),
             settling: admitted.reservation, spent: 0, in: state.quotas)
         writeEnd(context, with: buffer)
-        return true
     }
 
     private func startExchange(_ admitted: AdmittedRequest, cache: CachePlan?) {
@@ -612,35 +582,10 @@ final class GatewayHandler: ChannelDuplexHandler, ClientSide {
         }
     }
 
-    /// Runs the usage report on the data plane's thread pool (SQLite blocks), then answers on
-    /// this loop. Only the caller's own department is ever read.
-    private func answerUsage(head: HTTPRequestHead, requestID: String, department: String, context: ChannelHandlerContext) {
-        guard let reporter = loop.usageReporter else {
-            respond(.error(.notFound(method: "GET", path: "/v1/usage")), head: head, requestID: requestID)
-            return
-        }
-        // Reports read SQLite on a small thread pool: each loop lets a few wait there, and
-        // refuses more rather than queue without bound behind a slow one.
-        guard loop.usageReportsRunning < LoopContext.maxUsageReports else {
-            respond(.error(.overloaded("too many usage reports at once")), head: head, requestID: requestID)
-            return
-        }
-        loop.usageReportsRunning += 1
-        let query = head.uri.split(separator: "?", maxSplits: 1).dropFirst().first.map(String.init) ?? ""
-        let loop = self.loop
-        loop.threadPool.runIfActive(eventLoop: context.eventLoop) {
-            try reporter(department, query)
-        }.assumeIsolated().whenComplete { [weak self] result in
-            loop.usageReportsRunning -= 1
-            guard let self else { return }
-            switch result {
-            case .success(let answer):
-                self.respond(LocalAnswer(status: HTTPResponseStatus(statusCode: answer.status), body: answer.body), head: head, requestID: requestID)
-            case .failure(let error):
-                // The report's own refusals come back as answers; a thrown error is the ledger's.
-                self.loop.logger.error("usage report failed", metadata: ["request_id": "\(requestID)", "error": "\(error)"])
-                self.respond(.error(.ledgerUnavailable), head: head, requestID: requestID)
-            }
+    /// `GET /v1/usage`, answered once the report is read (`LocalAnswers.usage`).
+    private func answerUsage(head: HTTPRequestHead, requestID: String, department: String) {
+        LocalAnswers.usage(department: department, uri: head.uri, requestID: requestID, loop: loop) { [weak self] answer in
+            self?.respond(answer, head: head, requestID: requestID)
         }
     }
 }

@@ -15,9 +15,8 @@ struct LocalAnswer {
     }
 }
 
-/// The data plane's own endpoints, answered from the routing snapshot without an instance:
-/// `/v1/models` and `/healthz`. (`/v1/usage` reads the ledger off the loop: see
-/// `GatewayHandler.answerUsage`.)
+/// The data plane's own endpoints, answered without an instance: `/v1/models` and `/healthz`
+/// from the routing snapshot, `/v1/usage` from the ledger off the loop (`UsageReport.swift`).
 enum LocalAnswers {
     /// `GET /v1/models`: every model name of every pool.
     static func models(_ table: RoutingTable) -> LocalAnswer {
