@@ -246,6 +246,7 @@ public final class DataPlane: Sendable {
         for task in flushTasks.withLockedValue({ $0 }) { task.cancel() }
         await flushUsage()
         monitor.stop()
+        publisher.stop()
         let sync = quotaSync
         try? await monitor.eventLoop.submit { sync.value?.stop() }.get()
         if let redis { await redis.shutdown() }

@@ -97,7 +97,7 @@ public final class Ledger: Sendable {
             return last != active
         }
         guard changed else { return nil }
-        return dataPlane.publisher.installKeys(active).map { _ in () }
+        return try dataPlane.publisher.installKeys(active).map { _ in () }
     }
 
     /// Stops the refresher, commits the pending rows (within `closeTimeout`) and stops the

@@ -1,4 +1,5 @@
 import Logging
+import NIOConcurrencyHelpers
 import NIOCore
 import TollgateCore
 
@@ -11,6 +12,13 @@ public final class SnapshotPublisher: Sendable {
     public let store: StateStore
     let logger: Logger
     private let parts: NIOLoopBoundBox<Parts>
+    /// Set when the data plane shuts down: keys installed after that (the ledger's refresh
+    /// thread may wake between the loops' end and its own) are refused, not submitted to a
+    /// loop that will never run them.
+    private let stopped = NIOLockedValueBox(false)
+
+    /// Keys installed after the data plane stopped.
+    public struct Stopped: Error {}
 
     /// What a snapshot is built from, besides the table.
     final class Parts {
@@ -44,10 +52,25 @@ public final class SnapshotPublisher: Sendable {
         publish(store.load().table)
     }
 
-    /// Swaps in the ledger's active keys (after `keys create`/`revoke`). Returns once the new
-    /// snapshot is published, so that a revocation answered by the admin API is in force.
+    /// Swaps in the ledger's active keys (after `keys create`/`revoke`). The future completes
+    /// once the new snapshot is published, so that a revocation answered by the admin API is in
+    /// force. Throws `Stopped` once the data plane has stopped (a future on its loops would never
+    /// complete, nor would anything chained to it).
     @discardableResult
-    public func installKeys(_ keys: [ActiveKey]) -> EventLoopFuture<KeyTable> {
+    public func installKeys(_ keys: [ActiveKey]) throws -> EventLoopFuture<KeyTable> {
+        // Checked and submitted under the lock that `stop` takes, so no submission can follow it.
+        try stopped.withLockedValue { stopped in
+            if stopped { throw Stopped() }
+            return submitKeys(keys)
+        }
+    }
+
+    /// Refuses further key installs; called before the loops shut down.
+    func stop() {
+        stopped.withLockedValue { $0 = true }
+    }
+
+    private func submitKeys(_ keys: [ActiveKey]) -> EventLoopFuture<KeyTable> {
         eventLoop.submit {
             let p = self.parts.value
             p.activeKeys = keys
