@@ -57,8 +57,9 @@ final class Exchange: UpstreamDelegate, SlotWaiter {
     /// The answer collected for the cache: a JSON body, or a stream being assembled.
     private var cacheBody: [UInt8]?
     private var assembler: StreamAssembler?
-    /// This single flight's followers have been told how it ended.
-    private var flightCompleted = false
+    /// The complete answer, when it may be shared: a leader's followers get it where the
+    /// request ends (`LoopContext.end`); without one they go upstream themselves.
+    private var flightAnswer: CachedAnswer?
     /// Usage is read from the answer (for the ledger or a quota).
     private let metered: Bool
 
@@ -342,7 +343,7 @@ final class Exchange: UpstreamDelegate, SlotWaiter {
         }
     }
 
-    /// A complete answer: store it (when it qualifies) and hand it to the single flight's followers.
+    /// A complete answer: store it (when it qualifies) and keep it for the single flight's followers.
     private func storeInCache() {
         guard let cache else { return }
         var answer: CachedAnswer?
@@ -356,10 +357,7 @@ final class Exchange: UpstreamDelegate, SlotWaiter {
             let ttl = TimeAmount.nanoseconds(cache.policy.ttl.nanoseconds)
             _ = cache.redis.set(cache.redisKey, to: answer.encoded(), expiresIn: ttl)
         }
-        if cache.leader {
-            flightCompleted = true
-            loop.singleFlight.complete(cache.key, with: answer)
-        }
+        flightAnswer = answer
     }
 
     func upstreamReadComplete() {
@@ -442,8 +440,6 @@ final class Exchange: UpstreamDelegate, SlotWaiter {
     private func finish(_ ending: Ending, outcome: String) {
         if case .finished = phase { return }
         let instance = counted.map { state.table.instances[$0.instance].name } ?? failover.tried.last.map { state.table.instances[$0].name }
-        // A leader that ends without a complete answer lets its followers go upstream themselves.
-        if let cache, cache.leader, !flightCompleted { loop.singleFlight.complete(cache.key, with: nil) }
         phase = .finished
         releaseInFlight()
         if retryCounted {
@@ -483,7 +479,8 @@ final class Exchange: UpstreamDelegate, SlotWaiter {
             settling: reservation, spent: spent, in: state.quotas,
             // Nothing answered (an error before any byte, or a request that never reached an
             // instance — shed, or left while waiting): the request costs nothing.
-            unanswered: firstByte == nil && (status >= 500 || sent == nil))
+            unanswered: firstByte == nil && (status >= 500 || sent == nil),
+            completingFlight: cache?.leader == true ? cache?.key : nil, with: flightAnswer)
         loop.logger.info("request", metadata: [
             "request_id": "\(requestID)",
             "department": "\(state.table.departments[department].name)",
