@@ -23,7 +23,7 @@ final class InstanceLoadTests: XCTestCase {
         let text = "vllm:gpu_cache_usage_perc{a=\"b\"} 0.5\r\nvllm:num_requests_running{engine=\"0\"} 2\r\nvllm:num_requests_running{engine=\"1\"} 3 1700000000000\r\n"
         XCTAssertEqual(InstanceLoad.parse(text), InstanceLoad(waiting: nil, running: 5, kvCacheUsage: 0.5))
         XCTAssertEqual(InstanceLoad.parse("vllm:gpu_cache_usage_perc 0.2\nvllm:kv_cache_usage_perc 0.7").kvCacheUsage, 0.7, "the newer name wins")
-        XCTAssertTrue(InstanceLoad.parse("vllm:kv_cache_usage_perc 0.995").saturated)
+        XCTAssertFalse(InstanceLoad.parse("vllm:kv_cache_usage_perc 1.0").saturated, "a full batch fills the cache by design")
     }
 
     func testHostileNumbersAreBoundedOrSkipped() {

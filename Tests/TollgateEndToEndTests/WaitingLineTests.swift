@@ -275,7 +275,7 @@ final class InstanceMetricsTests: XCTestCase {
         let pending = direct.map { client in Task { try? await client.send(.POST, "/v1/chat/completions", body: body) } }
         let busy = await gw.eventually { gw.dataPlane.state.availability[0].load == InstanceLoad(waiting: 1, running: 1, kvCacheUsage: 1) }
         XCTAssertTrue(busy, "\(String(describing: gw.dataPlane.state.availability[0].load))")
-        XCTAssertTrue(gw.dataPlane.state.availability[0].load!.saturated)
+        XCTAssertTrue(gw.dataPlane.state.availability[0].load!.saturated, "requests wait inside it")
         XCTAssertEqual(gw.dataPlane.state.availability[1].load?.waiting, 0)
         for client in direct { await client.close() }
         for task in pending { _ = await task.value }

@@ -26,9 +26,11 @@ public struct InstanceLoad: Sendable, Equatable {
     /// Nothing reported.
     public var isEmpty: Bool { waiting == nil && running == nil && kvCacheUsage == nil }
 
-    /// The instance says it cannot take more now: requests wait in its own queue, or its KV
-    /// cache is (almost) full. The gateway then treats it as full until the next probe.
-    public var saturated: Bool { (waiting ?? 0) > 0 || (kvCacheUsage ?? 0) >= 0.99 }
+    /// The instance says it cannot take more now: requests wait in its own queue. The gateway
+    /// then treats it as full until the next probe. (A KV cache near 100% is not enough: a full
+    /// batch fills it by design, and vLLM preempts — which shows as waiting — when it must.
+    /// Counting it cut a benchmark's goodput by a third.)
+    public var saturated: Bool { (waiting ?? 0) > 0 }
 
     /// The largest metrics text read; the rest is ignored.
     public static let maxBytes = 1 << 20

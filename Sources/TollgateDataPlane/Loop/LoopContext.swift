@@ -131,8 +131,9 @@ final class LoopContext {
     private func inflightOrZero(_ i: Int) -> Int { i < inFlight.count ? inFlight[i] : 0 }
 
     /// Picks an instance for `department` in `pool`, skipping unavailable, full and `excluded` ones.
-    func select(_ state: GatewayState, department: Int, pool: Int, excluding excluded: [Int]) -> Int? {
-        adopt(state)
+    func select(_ snapshot: GatewayState, department: Int, pool: Int, excluding excluded: [Int]) -> Int? {
+        adopt(snapshot)
+        let state = live(snapshot)
         let t = state.table
         let candidates = t.departments[department].candidates[pool]
         guard !candidates.isEmpty else { return nil }
@@ -166,8 +167,9 @@ final class LoopContext {
 
     /// Why `select` found nothing: some instance `department` may use is available but full
     /// (the request may wait for a slot), or none is available at all.
-    func everyEligibleIsFull(_ state: GatewayState, department: Int, pool: Int, excluding excluded: [Int] = []) -> Bool {
-        adopt(state)
+    func everyEligibleIsFull(_ snapshot: GatewayState, department: Int, pool: Int, excluding excluded: [Int] = []) -> Bool {
+        adopt(snapshot)
+        let state = live(snapshot)
         let now = clock()
         var anyFull = false
         for c in state.table.departments[department].candidates[pool] where c.weight > 0 && !excluded.contains(c.instance) {
@@ -176,6 +178,16 @@ final class LoopContext {
             anyFull = true
         }
         return anyFull
+    }
+
+    /// The newest snapshot when it has the same table as `snapshot` (same indices), else
+    /// `snapshot`: availability and reported load change between a request's start and its
+    /// selection, and the waiting line's `hasFreeSlot` must see what `select` sees — else a
+    /// slot is granted that selection then refuses.
+    @inline(__always)
+    func live(_ snapshot: GatewayState) -> GatewayState {
+        let current = monitor.store.load()
+        return current.table.generation == snapshot.table.generation ? current : snapshot
     }
 
     /// Whether `department` has an available instance with a free slot in `pool` (the waiting line asks).
