@@ -136,6 +136,11 @@ let package = Package(
         // Helpers shared by the test targets: a private redis-server per test.
         .target(
             name: "TollgateTestSupport",
+            dependencies: [
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ],
             swiftSettings: swiftSettings
         ),
         .executableTarget(
@@ -195,6 +200,7 @@ let package = Package(
             name: "TollgateSimulatorTests",
             dependencies: [
                 "TollgateSimulator",
+                "TollgateTestSupport",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),

@@ -98,13 +98,11 @@ struct AdminAuthMiddleware<Context: RequestContext>: RouterMiddleware {
             guard check.isAllowed else { return crossSiteRefusal(check) }
             return try await next(request, context)
         }
-        guard let header = request.headers[.authorization], header.lowercased().hasPrefix("bearer ") else {
+        guard case .key(let digest) = Authenticator.credential(request.headers[.authorization]) else {
             return errorResponse(.unauthorized, type: "invalid_request_error", code: "invalid_api_key", message: "The admin API needs the admin key (Authorization: Bearer ...).")
         }
-        let digest = KeyDigest(hashing: Array(header.dropFirst(7).utf8))
         if digest == admin { return try await next(request, context) }
-        let state = dataPlane.state
-        if state.keys.lookup(digest) != nil || state.table.department(forKey: digest) != nil {
+        if Authenticator.isDepartmentKey(digest, state: dataPlane.state) {
             return errorResponse(.forbidden, type: "invalid_request_error", code: "forbidden", message: "A department key cannot use the admin API.")
         }
         return errorResponse(.unauthorized, type: "invalid_request_error", code: "invalid_api_key", message: "Incorrect admin key.")

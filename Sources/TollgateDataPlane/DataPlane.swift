@@ -13,6 +13,8 @@ import TollgateRedis
 public final class DataPlane: Sendable {
     public let group: MultiThreadedEventLoopGroup
     public let monitor: HealthMonitor
+    /// Publishes the snapshots every loop reads (on the monitor's loop).
+    public let publisher: SnapshotPublisher
     /// One per event loop; sum them to read a total.
     public let counters: [LoopCounters]
     /// The fleet layer's counters (keys, events and rollups shared through Redis).
@@ -47,7 +49,8 @@ public final class DataPlane: Sendable {
         self.logger = logger
         var all: [any EventLoop] = []
         for loop in group.makeIterator() { all.append(loop) }
-        self.monitor = HealthMonitor(table: table, eventLoop: all[0], clock: clock, logger: logger)
+        self.publisher = SnapshotPublisher(table: table, eventLoop: all[0], logger: logger)
+        self.monitor = HealthMonitor(table: table, publisher: publisher, clock: clock, logger: logger)
         self.quotaSync = NIOLoopBoundBox.makeEmptyBox(valueType: QuotaSync.self, eventLoop: all[0])
         var contexts: [ObjectIdentifier: NIOLoopBound<LoopContext>] = [:]
         var counters: [LoopCounters] = []
@@ -100,7 +103,7 @@ public final class DataPlane: Sendable {
         let box = quotaSync
         try? monitor.eventLoop.submit {
             let sync = QuotaSync(monitor: monitor, redis: redis.connection(for: monitor.eventLoop), counters: counters, logger: logger)
-            sync.start(interval: monitor.store.load().table.configuration.quotas.syncInterval)
+            sync.start(interval: monitor.publisher.store.load().table.configuration.quotas.syncInterval)
             box.value = sync
         }.wait()
     }
@@ -129,7 +132,7 @@ public final class DataPlane: Sendable {
     }
 
     /// The current routing snapshot.
-    public var state: GatewayState { monitor.store.load() }
+    public var state: GatewayState { publisher.store.load() }
 
     /// Binds the listening socket and starts probing. Returns the bound address.
     @discardableResult
@@ -251,6 +254,7 @@ public final class DataPlane: Sendable {
         for task in flushTasks.withLockedValue({ $0 }) { task.cancel() }
         await flushUsage()
         monitor.stop()
+        publisher.stop()
         let sync = quotaSync
         try? await monitor.eventLoop.submit { sync.value?.stop() }.get()
         if let redis { await redis.shutdown() }

@@ -38,7 +38,7 @@ public struct LedgerSettings: Sendable {
 /// the data plane's key table in step with the `api_keys` table.
 ///
 /// It lives in TollgateServer, not TollgateLedger, because it joins the two: it pushes the
-/// keys into the data plane (`DataPlane.monitor.installKeys`), builds the data plane's
+/// keys into the data plane (`DataPlane.publisher.installKeys`), builds the data plane's
 /// `UsageSink` around its writer, and seeds the data plane's quota counters. The ledger
 /// module itself knows nothing of NIO or the data plane.
 public final class Ledger: Sendable {
@@ -97,7 +97,7 @@ public final class Ledger: Sendable {
             return last != active
         }
         guard changed else { return nil }
-        return dataPlane.monitor.installKeys(active).map { _ in () }
+        return try dataPlane.publisher.installKeys(active).map { _ in () }
     }
 
     /// Stops the refresher, commits the pending rows (within `closeTimeout`) and stops the

@@ -32,7 +32,9 @@ final class GatewayHandlerTests: XCTestCase {
         let pool = NIOThreadPool(numberOfThreads: 1)
         pool.start()
         threadPool = pool
-        let monitor = HealthMonitor(table: RoutingTable(configuration: config), eventLoop: channel.embeddedEventLoop, clock: { 0 }, logger: logger)
+        let table = RoutingTable(configuration: config)
+        let publisher = SnapshotPublisher(table: table, eventLoop: channel.embeddedEventLoop, logger: logger)
+        let monitor = HealthMonitor(table: table, publisher: publisher, clock: { 0 }, logger: logger)
         let loop = LoopContext(eventLoop: channel.embeddedEventLoop, index: 0, loopCount: 1, monitor: monitor, counters: LoopCounters(),
                                logger: logger, clock: { 0 }, usageSink: nil, usageReporter: nil, threadPool: pool)
         let guardHandler = ConnectionGuard(idleTimeout: .seconds(75), headerTimeout: .seconds(10))

@@ -8,6 +8,7 @@ import TollgateDataPlane
 import TollgateLedger
 import TollgateServer
 import TollgateSimulator
+import TollgateTestSupport
 import XCTest
 
 /// `/admin/api/*` on the control plane of a running gateway (both planes, real sockets).
@@ -62,6 +63,18 @@ final class AdminAPITests: XCTestCase {
         a = try await admin.send(.GET, "/admin/api/keys", headers: [("authorization", "Bearer \(TestKeys.engineering)")])
         XCTAssertEqual(a.status, 403)
         a = try await admin.send(.GET, "/admin/api/keys", headers: [("authorization", "Bearer tg-guess")])
+        XCTAssertEqual(a.status, 401)
+        // The credential is read by the data plane's rule (`Authenticator.credential`): the
+        // scheme in any case, spaces after it skipped — on both planes alike.
+        for header in ["bearer  \(adminKey)", "BEARER \(adminKey)"] {
+            a = try await admin.send(.GET, "/admin/api/keys", headers: [("authorization", header)])
+            XCTAssertEqual(a.status, 200, "admin API with \(header.prefix(8))…")
+        }
+        a = try await admin.send(.GET, "/admin/api/keys", headers: [("authorization", "BEARER   \(TestKeys.engineering)")])
+        XCTAssertEqual(a.status, 403, "a department key however spaced")
+        let spaced = try await data.send(.GET, "/v1/models", headers: [("authorization", "bearer  \(TestKeys.engineering)")])
+        XCTAssertEqual(spaced.status, 200)
+        a = try await admin.send(.GET, "/admin/api/keys", headers: [("authorization", "Basic \(adminKey)")])
         XCTAssertEqual(a.status, 401)
 
         // Create a key, use it, revoke it: refused at once.

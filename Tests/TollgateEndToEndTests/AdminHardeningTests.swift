@@ -2,11 +2,12 @@ import Foundation
 import GRDB
 import Logging
 import NIOCore
-import TollgateDataPlane
 import NIOHTTP1
 import TollgateCore
+import TollgateDataPlane
 import TollgateLedger
 import TollgateServer
+import TollgateTestSupport
 import XCTest
 
 /// The control plane from an attacker's side (issue #13): numbers that overflow, cross-site

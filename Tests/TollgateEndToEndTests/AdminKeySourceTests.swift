@@ -4,6 +4,7 @@ import NIOHTTP1
 import NIOPosix
 import TollgateCore
 import TollgateSimulator
+import TollgateTestSupport
 import XCTest
 
 /// README, "Admin API": the admin key is `TOLLGATE_ADMIN_KEY`, or the file named by
@@ -27,10 +28,9 @@ final class AdminKeySourceTests: XCTestCase {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("tollgate-admin-key-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: dir) }
-        let dataPort = try freePort(group: group), adminPort = try freePort(group: group)
         var yaml = """
-            listen: {host: 127.0.0.1, port: \(dataPort)}
-            admin: {host: 127.0.0.1, port: \(adminPort)}
+            listen: {host: 127.0.0.1, port: 0}
+            admin: {host: 127.0.0.1, port: 0}
             health: {probe_path: ""}
             pools:
               - {name: p, models: [qwen2.5-0.5b-instruct], instances: [{name: s, url: "http://127.0.0.1:\(sim.port)"}]}
@@ -50,19 +50,13 @@ final class AdminKeySourceTests: XCTestCase {
                              "--database", dir.appendingPathComponent("ledger.sqlite").path,
                              "--migrations", repository.appendingPathComponent("migrations").path]
         process.environment = environment.merging(["PATH": ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin"]) { a, _ in a }
-        process.standardOutput = FileHandle.nullDevice
-        process.standardError = FileHandle.nullDevice
+        let output = ProcessOutput(process)
         try process.run()
         defer {
             if process.isRunning { process.terminate() }
             process.waitUntilExit()
         }
-        var admin: HTTPTestClient?
-        for _ in 0..<200 where admin == nil {
-            admin = try? await HTTPTestClient.connect(port: adminPort, group: group)
-            if admin == nil { try await Task.sleep(for: .milliseconds(50)) }
-        }
-        let client = try XCTUnwrap(admin, "the control plane came up")
+        let client = try await HTTPTestClient.connect(port: try await output.listeningPort("control plane"), group: group)
         do {
             try await body(client)
         } catch {
@@ -72,13 +66,6 @@ final class AdminKeySourceTests: XCTestCase {
         await client.close()
         try await sim.stop()
         try await group.shutdownGracefully()
-    }
-
-    private func freePort(group: any EventLoopGroup) throws -> Int {
-        let channel = try ServerBootstrap(group: group).bind(host: "127.0.0.1", port: 0).wait()
-        let port = channel.localAddress!.port!
-        try channel.close().wait()
-        return port
     }
 
     func testTheEnvironmentsAdminKeyOpensTheAdminAPIAndWinsOverTheFile() async throws {

@@ -1,5 +1,6 @@
 import Foundation
 import TollgateCore
+import TollgateTestSupport
 import XCTest
 
 /// Every subcommand of the built `tollgate` binary, called the way README.md ("Commands")

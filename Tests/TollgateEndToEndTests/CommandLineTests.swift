@@ -1,12 +1,13 @@
 import Foundation
+import GRDB
 import NIOCore
 import NIOHTTP1
 import NIOPosix
 import TollgateCore
 import TollgateLedger
 import TollgateSimulator
+import TollgateTestSupport
 import XCTest
-import GRDB
 
 /// The `tollgate` executable itself: `check`, and `serve` with SIGHUP reload and SIGTERM drain.
 final class CommandLineTests: XCTestCase {
@@ -60,10 +61,9 @@ final class CommandLineTests: XCTestCase {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("tollgate-serve-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: dir) }
-        let port = try freePort(group: group)
         func config(department: String) -> String {
             """
-            listen: {host: 127.0.0.1, port: \(port)}
+            listen: {host: 127.0.0.1, port: 0}
             admin: {host: 127.0.0.1, port: 0}
             shutdown_grace: 10s
             pools:
@@ -77,24 +77,19 @@ final class CommandLineTests: XCTestCase {
         process.executableURL = executable
         process.arguments = ["serve", "--config", dir.path, "--database", dir.appendingPathComponent("ledger.sqlite").path,
                              "--migrations", repository.appendingPathComponent("migrations").path]
-        let out = Pipe()
-        process.standardOutput = out
-        process.standardError = out
+        let output = ProcessOutput(process)
         try process.run()
         defer { if process.isRunning { process.terminate() } }
 
-        var client: HTTPTestClient?
-        for _ in 0..<100 where client == nil {
-            client = try? await HTTPTestClient.connect(port: port, group: group)
-            if client == nil { try await Task.sleep(for: .milliseconds(50)) }
-        }
-        let c = try XCTUnwrap(client)
+        // The gateway binds port 0 and says which port it got.
+        let port = try await output.listeningPort()
+        let c = try await HTTPTestClient.connect(port: port, group: group)
         let first = try await c.chat(key: TestKeys.engineering, extra: #","max_tokens":1"#)
         XCTAssertEqual(first.status, 200)
 
         try config(department: "after").write(to: dir.appendingPathComponent("g.yaml"), atomically: true, encoding: .utf8)
         kill(process.processIdentifier, SIGHUP)
-        try await Task.sleep(for: .milliseconds(500))
+        try await output.waitFor("configuration reloaded")
 
         // SIGTERM while a 1-second stream is in flight: the stream completes, then exit 0.
         let streaming = try await HTTPTestClient.connect(port: port, group: group)
@@ -106,7 +101,7 @@ final class CommandLineTests: XCTestCase {
         XCTAssertEqual(answer.events.last, "[DONE]")
         process.waitUntilExit()
         XCTAssertEqual(process.terminationStatus, 0)
-        let log = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        let log = output.text
         XCTAssertTrue(log.contains("configuration reloaded"), log)
         XCTAssertTrue(log.contains("department=after"), "requests after SIGHUP are accounted to the reloaded department: \(log)")
         await c.close()
@@ -125,9 +120,8 @@ final class CommandLineTests: XCTestCase {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("tollgate-term-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: dir) }
-        let port = try freePort(group: group)
         try """
-            listen: {host: 127.0.0.1, port: \(port)}
+            listen: {host: 127.0.0.1, port: 0}
             admin: {host: 127.0.0.1, port: 0}
             shutdown_grace: 10s
             pools:
@@ -138,16 +132,12 @@ final class CommandLineTests: XCTestCase {
         let database = dir.appendingPathComponent("ledger.sqlite").path
         let process = Process()
         process.executableURL = executable
-        process.arguments = ["serve", "--config", dir.path, "--database", database, "--log-level", "warning",
+        process.arguments = ["serve", "--config", dir.path, "--database", database, "--log-level", "notice",
                              "--migrations", repository.appendingPathComponent("migrations").path]
-        process.standardOutput = FileHandle.nullDevice
+        let output = ProcessOutput(process)
         try process.run()
         defer { if process.isRunning { process.terminate() } }
-        var ready = false
-        for _ in 0..<100 where !ready {
-            if let c = try? await HTTPTestClient.connect(port: port, group: group) { await c.close(); ready = true } else { try await Task.sleep(for: .milliseconds(50)) }
-        }
-        XCTAssertTrue(ready)
+        let port = try await output.listeningPort()
 
         let answered = Counter()
         let load = Task {
@@ -165,7 +155,9 @@ final class CommandLineTests: XCTestCase {
                 }
             }
         }
-        try await Task.sleep(for: .milliseconds(700))
+        // SIGTERM once the load is well under way (not after a fixed time: a slow machine may
+        // not have answered anything yet).
+        for _ in 0..<1000 where answered.value < 200 { try await Task.sleep(for: .milliseconds(10)) }
         kill(process.processIdentifier, SIGTERM)
         await load.value
         process.waitUntilExit()
@@ -211,12 +203,5 @@ final class CommandLineTests: XCTestCase {
         let table = try run(["report", "--database", dir.appendingPathComponent("a.sqlite").path,
                              "--migrations", repository.appendingPathComponent("migrations").path, "--config", dir.appendingPathComponent("g.yaml").path])
         XCTAssertTrue(table.out.contains("eng"), table.out)
-    }
-
-    private func freePort(group: any EventLoopGroup) throws -> Int {
-        let channel = try ServerBootstrap(group: group).bind(host: "127.0.0.1", port: 0).wait()
-        let port = channel.localAddress!.port!
-        try channel.close().wait()
-        return port
     }
 }

@@ -1,8 +1,9 @@
 import NIOCore
 import NIOHTTP1
-import TollgateDataPlane
 import TollgateCore
+import TollgateDataPlane
 import TollgateSimulator
+import TollgateTestSupport
 import XCTest
 
 final class FailoverTests: XCTestCase {

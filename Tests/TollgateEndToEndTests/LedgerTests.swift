@@ -367,6 +367,20 @@ final class LedgerTests: XCTestCase {
         await rig.stop()
     }
 
+    /// The ledger's key refresh may wake after the data plane's loops ended (shutdown stops the
+    /// data plane first): the keys are refused with an error, not submitted to a loop that will
+    /// never run them (which crashed the process with a leaked promise).
+    func testKeysInstalledAfterTheDataPlaneStoppedAreRefused() async throws {
+        let rig = try await start(instances: 1)
+        await rig.gateway.dataPlane.shutdown(grace: .zero)
+        _ = try rig.ledger.keys.create(department: "support", label: "late", expiresIn: nil)
+        XCTAssertThrowsError(try rig.ledger.refreshKeys(into: rig.gateway.dataPlane)?.wait())
+        await rig.ledger.close()
+        for sim in rig.sims { try? await sim.stop() }
+        try? await rig.group.shutdownGracefully()
+        try? FileManager.default.removeItem(at: rig.dir)
+    }
+
     // MARK: Quotas
 
     /// Quota windows are calendar minutes: keep a test's requests inside one.

@@ -3,6 +3,7 @@ import NIOHTTP1
 import TollgateCore
 import TollgateDataPlane
 import TollgateSimulator
+import TollgateTestSupport
 import XCTest
 
 /// README, configuration reference: `pools[].instances[].max_in_flight` — concurrent requests

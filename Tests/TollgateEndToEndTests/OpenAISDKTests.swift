@@ -1,4 +1,5 @@
 import Foundation
+import TollgateTestSupport
 import XCTest
 
 /// The official `openai` Python package against the gateway (see `PythonSDK`).

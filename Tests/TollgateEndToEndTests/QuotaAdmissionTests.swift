@@ -4,6 +4,7 @@ import NIOHTTP1
 import TollgateCore
 import TollgateDataPlane
 import TollgateSimulator
+import TollgateTestSupport
 import XCTest
 
 /// README, "Quotas": a request reserves one request and its possible cost against every

@@ -4,6 +4,7 @@ import NIOHTTP1
 import TollgateCore
 import TollgateDataPlane
 import TollgateSimulator
+import TollgateTestSupport
 import XCTest
 
 /// README, "Quotas": forwarded answers and 429s carry `x-ratelimit-limit-*`,

@@ -2,6 +2,7 @@ import Foundation
 import NIOCore
 import NIOHTTP1
 import TollgateServer
+import TollgateTestSupport
 import XCTest
 
 /// README, "Admin API": `GET /admin/api/reports/quota[?period=2026-11 | ?from=…&to=…]` — every

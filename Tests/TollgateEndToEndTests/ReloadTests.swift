@@ -7,6 +7,7 @@ import TollgateCore
 import TollgateDataPlane
 import TollgateServer
 import TollgateSimulator
+import TollgateTestSupport
 import XCTest
 
 /// Hot reload from a configuration file: instances added and removed without a restart, a bad

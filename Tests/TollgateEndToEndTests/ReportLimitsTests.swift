@@ -4,6 +4,7 @@ import NIOHTTP1
 import TollgateDataPlane
 import TollgateLedger
 import TollgateServer
+import TollgateTestSupport
 import XCTest
 
 /// A report reads and sorts every latency of its range on a small thread pool: a key holder

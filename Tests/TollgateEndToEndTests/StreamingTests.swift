@@ -1,8 +1,9 @@
 import NIOCore
 import NIOHTTP1
-import TollgateDataPlane
 import TollgateCore
+import TollgateDataPlane
 import TollgateSimulator
+import TollgateTestSupport
 import XCTest
 
 final class StreamingTests: XCTestCase {
@@ -53,7 +54,7 @@ final class StreamingTests: XCTestCase {
             config.pools[0].instances[0].url = UpstreamURL(host: "127.0.0.1", port: flood.port)
         }
         let raw = try await gw.raw()
-        try await raw.channel.setOption(.autoRead, value: false)
+        try await raw.channel.setOption(.autoRead, value: false).get()
         let body = #"{"model":"qwen2.5-0.5b-instruct","stream":true,"messages":[{"role":"user","content":"hi"}]}"#
         try await raw.write("POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer \(TestKeys.engineering)\r\ncontent-length: \(body.utf8.count)\r\n\r\n\(body)")
         try await Task.sleep(for: .seconds(1))
@@ -61,7 +62,7 @@ final class StreamingTests: XCTestCase {
         XCTAssertGreaterThan(written, 0, "the stream started")
         XCTAssertLessThan(written, 48 << 20, "the gateway stopped reading once the client stopped: \(written >> 20) MiB left the instance")
         // The client reads again: the stream resumes and completes.
-        try await raw.channel.setOption(.autoRead, value: true)
+        try await raw.channel.setOption(.autoRead, value: true).get()
         raw.channel.read()
         let done = await gw.eventually(timeout: .seconds(60)) { flood.bytesWritten == 256 << 20 }
         XCTAssertTrue(done, "resumed: \(flood.bytesWritten >> 20) MiB")

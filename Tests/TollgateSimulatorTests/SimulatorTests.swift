@@ -3,6 +3,7 @@ import NIOCore
 import NIOHTTP1
 import NIOPosix
 import TollgateSimulator
+import TollgateTestSupport
 import XCTest
 
 final class SimulatorTests: XCTestCase {
@@ -27,19 +28,12 @@ final class SimulatorTests: XCTestCase {
         return instance
     }
 
-    private func get(_ instance: SimulatedInstance, _ path: String) async throws -> TestResponse {
-        try await TestHTTPClient.send(port: instance.port, path: path, group: self.group)
+    private func get(_ instance: SimulatedInstance, _ path: String) async throws -> Answer {
+        try await HTTPTestClient.send(port: instance.port, group: self.group, .GET, path)
     }
 
-    private func post(_ instance: SimulatedInstance, _ path: String, _ json: String, closeAfterFirstPart: Bool = false) async throws -> TestResponse {
-        try await TestHTTPClient.send(
-            port: instance.port,
-            method: .POST,
-            path: path,
-            json: json,
-            closeAfterFirstPart: closeAfterFirstPart,
-            group: self.group
-        )
+    private func post(_ instance: SimulatedInstance, _ path: String, _ json: String, closeAfterFirstPart: Bool = false) async throws -> Answer {
+        try await HTTPTestClient.send(port: instance.port, group: self.group, .POST, path, body: json, abortAfterFirstPart: closeAfterFirstPart)
     }
 
     private func object(_ text: String) throws -> [String: Any] {
@@ -75,13 +69,13 @@ final class SimulatorTests: XCTestCase {
         let proxy = try await ReferenceProxy.start(host: "127.0.0.1", port: 0, upstreamHost: "127.0.0.1", upstreamPort: instance.port, group: group)
         let port = try XCTUnwrap(proxy.localAddress?.port)
         for _ in 0..<3 {
-            let answer = try await TestHTTPClient.send(port: port, method: .POST, path: "/v1/chat/completions", json: chatBody(), group: group)
-            XCTAssertEqual(answer.status, .ok)
+            let answer = try await HTTPTestClient.send(port: port, group: group, .POST, "/v1/chat/completions", body: chatBody())
+            XCTAssertEqual(answer.status, 200)
             let usage = try XCTUnwrap(try object(answer.body)["usage"] as? [String: Any])
             XCTAssertEqual(usage["completion_tokens"] as? Int, 5)
         }
-        let stream = try await TestHTTPClient.send(port: port, method: .POST, path: "/v1/chat/completions", json: chatBody(stream: true), group: group)
-        XCTAssertEqual(stream.status, .ok)
+        let stream = try await HTTPTestClient.send(port: port, group: group, .POST, "/v1/chat/completions", body: chatBody(stream: true))
+        XCTAssertEqual(stream.status, 200)
         XCTAssertTrue(stream.body.hasSuffix("data: [DONE]\n\n"), stream.body)
         XCTAssertEqual(instance.stats.generations, 4)
         XCTAssertEqual(instance.stats.streams, 1)
@@ -93,7 +87,7 @@ final class SimulatorTests: XCTestCase {
     func testHealthzAndModels() async throws {
         let instance = try await self.start(gpu: "1")
         let health = try await self.get(instance, "/healthz")
-        XCTAssertEqual(health.status, .ok)
+        XCTAssertEqual(health.status, 200)
         XCTAssertEqual(health.headers.first(name: "content-type"), "application/json")
         XCTAssertEqual(health.body, #"{"status":"ok","model":"qwen2.5-0.5b-instruct","gpu":"1"}"#)
 
@@ -107,7 +101,7 @@ final class SimulatorTests: XCTestCase {
     func testNonStreamChatUsageArithmetic() async throws {
         let instance = try await self.start()
         let response = try await self.post(instance, "/v1/chat/completions", self.chatBody(maxTokens: 5))
-        XCTAssertEqual(response.status, .ok)
+        XCTAssertEqual(response.status, 200)
         XCTAssertEqual(response.headers.first(name: "content-length"), String(response.body.utf8.count))
         let answer = try self.object(response.body)
         XCTAssertEqual(answer["object"] as? String, "chat.completion")
@@ -134,7 +128,7 @@ final class SimulatorTests: XCTestCase {
     func testStreamEventsWithAndWithoutUsage() async throws {
         let instance = try await self.start()
         let plain = try await self.post(instance, "/v1/chat/completions", self.chatBody(maxTokens: 5, stream: true))
-        XCTAssertEqual(plain.status, .ok)
+        XCTAssertEqual(plain.status, 200)
         XCTAssertEqual(plain.headers.first(name: "content-type"), "text/event-stream")
         XCTAssertEqual(plain.headers.first(name: "transfer-encoding"), "chunked")
         XCTAssertEqual(plain.headers.first(name: "cache-control"), "no-cache")
@@ -197,26 +191,24 @@ final class SimulatorTests: XCTestCase {
     func testClientErrors() async throws {
         let instance = try await self.start()
         let invalid = try await self.post(instance, "/v1/chat/completions", "{not json")
-        XCTAssertEqual(invalid.status, .badRequest)
+        XCTAssertEqual(invalid.status, 400)
         XCTAssertEqual((try self.object(invalid.body)["error"] as? [String: Any])?["type"] as? String, "invalid_request_error")
         let noMessages = try await self.post(instance, "/v1/chat/completions", #"{"model":"m"}"#)
-        XCTAssertEqual(noMessages.status, .badRequest)
+        XCTAssertEqual(noMessages.status, 400)
         let unknown = try await self.get(instance, "/v1/nothing")
-        XCTAssertEqual(unknown.status, .notFound)
+        XCTAssertEqual(unknown.status, 404)
         XCTAssertNotNil(try self.object(unknown.body)["error"])
         let wrongMethod = try await self.get(instance, "/v1/chat/completions")
-        XCTAssertEqual(wrongMethod.status, .methodNotAllowed)
+        XCTAssertEqual(wrongMethod.status, 405)
     }
 
     func testKeepAlivePipelinedRequestsOnOneConnection() async throws {
         let instance = try await self.start { $0.tokensPerSecond = 1000 }
-        let chat = TestRequest(method: .POST, path: "/v1/chat/completions", json: self.chatBody(maxTokens: 3, stream: true))
-        let responses = try await TestHTTPClient.send(
-            port: instance.port,
-            requests: [TestRequest(path: "/healthz"), chat, TestRequest(path: "/v1/models"), chat],
-            group: self.group
-        )
-        XCTAssertEqual(responses.map(\.status), [.ok, .ok, .ok, .ok])
+        let chat = TestRequest(.POST, "/v1/chat/completions", body: self.chatBody(maxTokens: 3, stream: true))
+        let client = try await HTTPTestClient.connect(port: instance.port, group: self.group)
+        let responses = try await client.sendPipelined([TestRequest(.GET, "/healthz"), chat, TestRequest(.GET, "/v1/models"), chat])
+        await client.close()
+        XCTAssertEqual(responses.map(\.status), [200, 200, 200, 200])
         XCTAssertEqual(responses[1].events.last, "[DONE]")
         XCTAssertEqual(responses[3].events.count, 1 + 3 + 1 + 1)
         XCTAssertEqual(instance.stats.requests, 4)
@@ -224,15 +216,9 @@ final class SimulatorTests: XCTestCase {
 
     func testOversizedBodyIs413() async throws {
         let instance = try await self.start()
-        let response = try await TestHTTPClient.send(
-            port: instance.port,
-            method: .POST,
-            path: "/v1/chat/completions",
-            json: "{}",
-            headers: [("content-length", String(17 * 1024 * 1024))],
-            group: self.group
-        )
-        XCTAssertEqual(response.status, .payloadTooLarge)
+        let response = try await HTTPTestClient.send(port: instance.port, group: self.group, .POST, "/v1/chat/completions", body: "{}",
+                                                     headers: [("content-length", String(17 * 1024 * 1024))])
+        XCTAssertEqual(response.status, 413)
         XCTAssertEqual(response.headers.first(name: "connection"), "close")
     }
 
@@ -247,7 +233,7 @@ final class SimulatorTests: XCTestCase {
         XCTAssertEqual(response.events.count, 1 + 10 + 1 + 1)
         XCTAssertGreaterThanOrEqual(elapsed, .milliseconds(90))  // tokens 2…10 each 10 ms after the previous one
         let firstPart = try XCTUnwrap(response.parts.first).at
-        XCTAssertLessThan(firstPart, response.endedAt - .milliseconds(60), "the first chunk comes well before the end")
+        XCTAssertLessThan(firstPart, response.endAt - .milliseconds(60), "the first chunk comes well before the end")
         XCTAssertGreaterThan(response.parts.count, 5, "tokens arrive one by one")
     }
 
@@ -259,7 +245,7 @@ final class SimulatorTests: XCTestCase {
         let clock = ContinuousClock()
         let begun = clock.now
         let response = try await self.post(instance, "/v1/chat/completions", self.chatBody(maxTokens: 10))
-        XCTAssertEqual(response.status, .ok)
+        XCTAssertEqual(response.status, 200)
         XCTAssertGreaterThanOrEqual(clock.now - begun, .milliseconds(100))  // 50 ms + 10 tokens / 200 tok/s
     }
 
@@ -273,14 +259,14 @@ final class SimulatorTests: XCTestCase {
         let begun = clock.now
         let group: any EventLoopGroup = self.group
         let port = instance.port
-        async let first = TestHTTPClient.send(port: port, method: .POST, path: "/v1/chat/completions", json: body, group: group)
-        async let second = TestHTTPClient.send(port: port, method: .POST, path: "/v1/chat/completions", json: body, group: group)
+        async let first = HTTPTestClient.send(port: port, group: group, .POST, "/v1/chat/completions", body: body)
+        async let second = HTTPTestClient.send(port: port, group: group, .POST, "/v1/chat/completions", body: body)
         let queued = try await self.waitForStats(instance) { _ in instance.queuedGenerations == 1 }
         XCTAssertEqual(queued.inFlight, 2)
         XCTAssertEqual(instance.activeGenerations, 1)
         let (a, b) = try await (first, second)
-        XCTAssertEqual(a.status, .ok)
-        XCTAssertEqual(b.status, .ok)
+        XCTAssertEqual(a.status, 200)
+        XCTAssertEqual(b.status, 200)
         XCTAssertGreaterThanOrEqual(clock.now - begun, .milliseconds(190))
         XCTAssertEqual(instance.stats.inFlight, 0)
         XCTAssertEqual(instance.activeGenerations, 0)
@@ -289,17 +275,17 @@ final class SimulatorTests: XCTestCase {
     func testErrorRateOneAnswers500() async throws {
         let instance = try await self.start { $0.errorRate = 1 }
         let response = try await self.post(instance, "/v1/chat/completions", self.chatBody())
-        XCTAssertEqual(response.status, .internalServerError)
+        XCTAssertEqual(response.status, 500)
         XCTAssertEqual(
             response.body,
             #"{"error":{"message":"simulated failure","type":"server_error","param":null,"code":null}}"#
         )
         let health = try await self.get(instance, "/healthz")
-        XCTAssertEqual(health.status, .ok)  // only generations fail
+        XCTAssertEqual(health.status, 200)  // only generations fail
 
         instance.update { $0.errorStatus = 503 }
         let unavailable = try await self.post(instance, "/v1/completions", #"{"prompt":"x"}"#)
-        XCTAssertEqual(unavailable.status, .serviceUnavailable)
+        XCTAssertEqual(unavailable.status, 503)
         let stats = instance.stats
         XCTAssertEqual(stats.errors, 2)
         XCTAssertEqual(stats.generations, 0)
@@ -312,7 +298,7 @@ final class SimulatorTests: XCTestCase {
         let port = instance.port
         let group: any EventLoopGroup = self.group
         // A hung process does not answer health checks.
-        async let hanging = TestHTTPClient.send(port: port, path: "/healthz", group: group)
+        async let hanging = HTTPTestClient.send(port: port, group: group, .GET, "/healthz")
         _ = try await self.waitForStats(instance) { $0.inFlight == 1 }
         XCTAssertEqual(instance.stats.inFlight, 1)
 
@@ -321,7 +307,7 @@ final class SimulatorTests: XCTestCase {
         do {
             _ = try await hanging
             XCTFail("the hanging request should have been cut")
-        } catch is ConnectionCut {}
+        } catch is ConnectionClosed {}
         do {
             _ = try await self.get(instance, "/healthz")
             XCTFail("a stopped instance should refuse connections")
@@ -334,7 +320,7 @@ final class SimulatorTests: XCTestCase {
         XCTAssertTrue(instance.isRunning)
         XCTAssertEqual(instance.port, port)
         let restarted = try await self.get(instance, "/healthz")
-        XCTAssertEqual(restarted.status, .ok)
+        XCTAssertEqual(restarted.status, 200)
     }
 
     func testStatsCounters() async throws {

@@ -7,8 +7,8 @@ import TollgateRedis
 /// Step 5 of a request, what it decides before any I/O: whether the department's policy and the
 /// request's `Cache-Control` allow the cache, the request's keys (from the loop's memo of bodies
 /// seen before, else canonicalized and hashed), and the loop's in-memory tier. Redis and the
-/// single flight come after (`GatewayHandler.lookUpInRedis`), each outcome a `CachePlan` for the
-/// exchange.
+/// single flight come after (`lookUp`, in `CacheLookup+Redis`), each outcome a `CachePlan` for
+/// the exchange or a `CachedReply` to answer with.
 struct CacheLookup {
     let keys: CacheKeys
     let policy: CachePolicy

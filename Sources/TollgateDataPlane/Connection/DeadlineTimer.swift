@@ -40,15 +40,18 @@ final class DeadlineTimer {
         scheduled?.cancel()
         scheduledFor = when
         scheduled = eventLoop.assumeIsolated().scheduleTask(deadline: when) { [weak self] in
-            self?.fired()
+            self?.fired(at: when)
             return ()
         }
     }
 
-    private func fired() {
+    /// The task for `when` ran: the loop's clock has reached `when`. Compared with that rather
+    /// than with `NIODeadline.now()`, so a loop whose clock is not the wall's (an embedded loop
+    /// in tests) fires at its own time instead of rescheduling until real time catches up.
+    private func fired(at when: NIODeadline) {
         scheduled = nil
         guard let deadline else { return }
-        if NIODeadline.now() >= deadline {
+        if deadline <= when {
             self.deadline = nil
             action()
         } else {

@@ -27,9 +27,25 @@ final class GatewayHandler: ChannelDuplexHandler, ClientSide {
         case forwarding(Exchange)
         /// `GET /v1/usage`: the department's own report, read off the event loop once the request is complete.
         case usageReport(head: HTTPRequestHead, requestID: String, department: String)
-        /// A local answer is being written (or computed off the loop).
+        /// Answering here: a local answer being written or computed off the loop, a Redis
+        /// lookup under way, a cached answer.
         case responding
+        /// Waiting for an identical request already at an instance (single flight).
+        case following(Follower)
         case closed
+    }
+
+    /// Pipelined request parts waiting for the current answer to end (NIO's pipelining handler
+    /// did this before; it also stopped reading during every answer, which cost two `epoll_ctl`
+    /// calls per request).
+    private struct Pipeline {
+        var parts = CircularBuffer<HTTPServerRequestPart>()
+        /// A `read` was asked for and not passed on: it is passed on when the queue empties and
+        /// the client reads again.
+        var readHeld = false
+        /// The queue is being handed on (a request answered synchronously meanwhile must not
+        /// start a second pass).
+        var draining = false
     }
 
     let loop: LoopContext
@@ -37,19 +53,10 @@ final class GatewayHandler: ChannelDuplexHandler, ClientSide {
     let remoteAddress: String
     private var state = State.idle
     private(set) var context: ChannelHandlerContext?
-    private var keepAlive = true
-    /// Pipelined request parts waiting for the current answer to end (NIO's pipelining
-    /// handler did this before; it also stopped reading during every answer, which cost two
-    /// `epoll_ctl` calls per request).
-    private var pipelined = CircularBuffer<HTTPServerRequestPart>()
-    private var readHeld = false
-    private var drainingPipelined = false
-    /// Frames every answer on this connection (see `ResponseWriter`).
+    private var pipeline = Pipeline()
+    /// Frames every answer on this connection, and knows what the request being answered asks
+    /// of it: its method (a `HEAD` gets no body, whichever path answers), HTTP/1.0, keep-alive.
     private var writer = ResponseWriter()
-    /// The method of the request being answered: a `HEAD` gets no body, whichever path answers.
-    private var answeringMethod = HTTPMethod.GET
-    /// The request being answered is HTTP/1.0 (no chunked framing for it).
-    private var answeringHTTP10 = false
     /// Per-connection timers, re-armed by each request without rescheduling (see `DeadlineTimer`).
     private var bodyTimer: DeadlineTimer?
     /// The deadlines of the exchange in progress (per connection, re-armed by each request).
@@ -91,8 +98,8 @@ final class GatewayHandler: ChannelDuplexHandler, ClientSide {
         // A pipelined request — its head arrives while the previous answer is still going out —
         // waits its turn, and so does everything after it. So does a request that arrives while
         // the client is not reading its answers: answering it would only grow the outbound buffer.
-        if !pipelined.isEmpty || (isHead(part) && (!isIdle || !context.channel.isWritable)) {
-            pipelined.append(part)
+        if !pipeline.parts.isEmpty || (isHead(part) && (!isIdle || !context.channel.isWritable)) {
+            pipeline.parts.append(part)
             return
         }
         handle(part, context: context)
@@ -103,10 +110,10 @@ final class GatewayHandler: ChannelDuplexHandler, ClientSide {
     /// while the client is not reading (the channel is not writable), which bounds what is
     /// written to it to one read's answers past the high-water mark.
     func read(context: ChannelHandlerContext) {
-        if pipelined.isEmpty && context.channel.isWritable {
+        if pipeline.parts.isEmpty && context.channel.isWritable {
             context.read()
         } else {
-            readHeld = true
+            pipeline.readHeld = true
         }
     }
 
@@ -116,16 +123,16 @@ final class GatewayHandler: ChannelDuplexHandler, ClientSide {
 
     /// Hands queued pipelined parts on, in order, once the connection is idle again.
     private func drainPipelined(_ context: ChannelHandlerContext) {
-        guard !drainingPipelined else { return }  // a request answered while draining: the loop below goes on
-        drainingPipelined = true
-        defer { drainingPipelined = false }
-        while let part = pipelined.first {
+        guard !pipeline.draining else { return }  // a request answered while draining: the loop below goes on
+        pipeline.draining = true
+        defer { pipeline.draining = false }
+        while let part = pipeline.parts.first {
             if isHead(part) && (!isIdle || !context.channel.isWritable) { return }
-            pipelined.removeFirst()
+            pipeline.parts.removeFirst()
             handle(part, context: context)
         }
-        if readHeld && context.channel.isWritable {
-            readHeld = false
+        if pipeline.readHeld && context.channel.isWritable {
+            pipeline.readHeld = false
             context.read()
         }
     }
@@ -140,7 +147,7 @@ final class GatewayHandler: ChannelDuplexHandler, ClientSide {
                 let limit = pending.state.table.configuration.limits.maxBodyBytes
                 if pending.body.readableBytes + chunk.readableBytes > limit {
                     state = .responding
-                    keepAlive = false
+                    writer.request.keepAlive = false
                     recordLocal(pending, status: 413, model: nil)
                     respond(.error(.bodyTooLarge(limit: limit)), head: pending.head, requestID: pending.requestID)
                     return
@@ -158,12 +165,12 @@ final class GatewayHandler: ChannelDuplexHandler, ClientSide {
                 state = .responding
                 dispatch(pending)
             case .discarding(let answer, let close, let head, let requestID):
-                if close { keepAlive = false }
+                if close { writer.request.keepAlive = false }
                 state = .responding
                 respond(answer, head: head, requestID: requestID, log: answer.error != nil)
             case .usageReport(let head, let requestID, let department):
                 state = .responding
-                answerUsage(head: head, requestID: requestID, department: department, context: context)
+                answerUsage(head: head, requestID: requestID, department: department)
             default:
                 break
             }
@@ -171,14 +178,20 @@ final class GatewayHandler: ChannelDuplexHandler, ClientSide {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        if case .forwarding(let exchange) = state { exchange.clientClosed() }
-        if let f = follower {
-            follower = nil
-            f.abandon()
-        }
-        state = .closed
+        clientLeft()
         connectionGone()
         context.fireChannelInactive()
+    }
+
+    /// The client is gone (or its connection broke): a request under way ends as its client left.
+    private func clientLeft() {
+        let left = state
+        state = .closed
+        switch left {
+        case .forwarding(let exchange): exchange.clientClosed()
+        case .following(let follower): follower.abandon()
+        default: break
+        }
     }
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
@@ -186,10 +199,10 @@ final class GatewayHandler: ChannelDuplexHandler, ClientSide {
             exchange.clientWritabilityChanged(context.channel.isWritable)
         }
         if context.channel.isWritable {
-            if !pipelined.isEmpty {
+            if !pipeline.parts.isEmpty {
                 if isIdle { drainPipelined(context) }
-            } else if readHeld {
-                readHeld = false
+            } else if pipeline.readHeld {
+                pipeline.readHeld = false
                 context.read()
             }
         }
@@ -211,8 +224,7 @@ final class GatewayHandler: ChannelDuplexHandler, ClientSide {
                 break
             }
         }
-        if case .forwarding(let exchange) = state { exchange.clientClosed() }
-        state = .closed
+        clientLeft()
         context.close(promise: nil)
     }
 
@@ -223,12 +235,11 @@ final class GatewayHandler: ChannelDuplexHandler, ClientSide {
     private func receivedHead(_ head: HTTPRequestHead, context: ChannelHandlerContext) {
         guardHandler.requestHeadReceived()
         loop.counters.requests.wrappingIncrement(ordering: .relaxed)
-        answeringMethod = head.method
-        answeringHTTP10 = head.version.major == 1 && head.version.minor == 0
         // NIO's parser stops for good after a CONNECT or an Upgrade request (it expects the
         // connection to change protocols): answer it, then close.
         let switchesProtocol = head.method == .CONNECT || head.headers.contains(name: "upgrade")
-        keepAlive = head.isKeepAlive && !loop.draining && !switchesProtocol
+        writer.request = ResponseWriter.Request(method: head.method, http10: head.version.major == 1 && head.version.minor == 0,
+                                                keepAlive: head.isKeepAlive && !loop.draining && !switchesProtocol)
         let requestID = Self.acceptedRequestID(head.headers) ?? loop.nextRequestID()
         let state = loop.monitor.store.load()
         let table = state.table
@@ -250,7 +261,7 @@ final class GatewayHandler: ChannelDuplexHandler, ClientSide {
                 // The client waits for our word before sending its body, or announced more than
                 // the gateway would ever read: answer now and close rather than wait for a body
                 // that will not come, or read one nobody wants.
-                keepAlive = false
+                writer.request.keepAlive = false
                 self.state = .responding
                 respond(answer, head: head, requestID: requestID)
                 return
@@ -296,7 +307,7 @@ final class GatewayHandler: ChannelDuplexHandler, ClientSide {
         if let length = head.headers.first(name: "content-length").flatMap(Int.init), length > limit {
             // Answer at once and close rather than read a body we will not take.
             loop.counters.clientErrors.wrappingIncrement(ordering: .relaxed)
-            keepAlive = false
+            writer.request.keepAlive = false
             self.state = .responding
             recordLocal(GatewayRequest(state: state, head: head, requestID: requestID, caller: caller, endpoint: endpoint,
                                        body: ByteBuffer(), started: .now()), status: 413, model: nil)
@@ -316,14 +327,14 @@ final class GatewayHandler: ChannelDuplexHandler, ClientSide {
         switch state {
         case .receiving(let pending):
             state = .responding
-            keepAlive = false
+            writer.request.keepAlive = false
             loop.counters.clientErrors.wrappingIncrement(ordering: .relaxed)
             recordLocal(pending, status: 408, model: nil)
             respond(.error(.requestTimeout), head: pending.head, requestID: pending.requestID)
         case .discarding(_, _, let head, let requestID), .usageReport(let head, let requestID, _):
             // A body nobody will use, still not finished: answer 408 and close.
             state = .responding
-            keepAlive = false
+            writer.request.keepAlive = false
             loop.counters.clientErrors.wrappingIncrement(ordering: .relaxed)
             respond(.error(.requestTimeout), head: head, requestID: requestID)
         default:
@@ -354,8 +365,6 @@ final class GatewayHandler: ChannelDuplexHandler, ClientSide {
     // MARK: Dispatch
 
     private func dispatch(_ pending: GatewayRequest) {
-        let state = pending.state
-        let table = state.table
         if loop.ledgerSaturated {
             // The ledger cannot keep up (a full or failing disk): refuse rather than serve a
             // request whose row would be lost. No row for the refusal either.
@@ -386,61 +395,50 @@ final class GatewayHandler: ChannelDuplexHandler, ClientSide {
         case .bypass(let plan):
             startExchange(admitted, cache: plan)
         case .hit(let answer, let lookup):
-            if !answerFromCache(answer, admitted, preview: lookup.keys.preview) { lookUpInRedis(admitted, lookup) }
+            if let reply = CachedReply(answer, for: admitted, loop: loop) {
+                answerFromCache(reply, admitted, preview: lookup.keys.preview)
+            } else {
+                lookUpInRedis(admitted, lookup)
+            }
         case .lookup(let lookup):
             lookUpInRedis(admitted, lookup)
         }
     }
 
-    /// A Redis lookup; on a miss, lead a single flight or follow the one already going.
     private func lookUpInRedis(_ admitted: AdmittedRequest, _ lookup: CacheLookup) {
-        let pending = admitted.request, summary = admitted.summary, model = admitted.model, reservation = admitted.reservation
-        let keys = lookup.keys, preview = keys.preview, store = lookup.decision.store
-        lookup.redis.get(keys.redisKey).assumeIsolated().whenComplete { [weak self] result in
-            guard let self else { return }
-            guard case .responding = self.state, self.context != nil else {
-                // The client left while Redis answered: its reservation back, and its row.
-                self.recordLocal(pending, status: 499, model: model, stream: summary.stream, releasing: reservation)
-                return
-            }
-            switch result {
-            case .success(let stored?):
-                if let answer = try? CachedAnswer.decode(stored) {
-                    // Asked again: keep the answer in this loop's memory, and the body's key.
-                    self.loop.localCache.put(keys.redisKey, answer: answer, ttlMs: lookup.policy.ttl.milliseconds, nowMs: wallClockMs())
-                    if let remember = keys.remember { self.loop.keyMemo.store(remember.entry(pending.body), slot: remember.slot) }
-                    if self.answerFromCache(answer, admitted, preview: preview) {
-                        return
-                    }
-                }
-                fallthrough
-            case .success(nil):
-                let bound = NIOLoopBound(self, eventLoop: self.loop.eventLoop)
-                let requestID = pending.requestID
-                let eventLoop = self.loop.eventLoop
-                let leads = self.loop.singleFlight.join(keys.key) { answer in
-                    eventLoop.execute { bound.value.followerResumed(requestID: requestID, answer: answer) }
-                }
-                if leads {
-                    self.loop.counters.cacheMisses.wrappingIncrement(ordering: .relaxed)
-                    self.startExchange(admitted, cache: lookup.plan(.miss, store: store, leader: true))
+        let requestID = admitted.request.requestID
+        lookup.lookUp(admitted, loop: loop,
+                      isWanted: { [weak self] in
+                          guard let self, self.context != nil, case .responding = self.state else { return false }
+                          return true
+                      },
+                      flightEnded: { [weak self] answer in self?.followerResumed(requestID: requestID, answer: answer) },
+                      found: { [weak self] found in self?.cacheFound(found, admitted, lookup) })
+    }
+
+    private func cacheFound(_ found: CacheLookup.Found, _ admitted: AdmittedRequest, _ lookup: CacheLookup) {
+        let preview = lookup.keys.preview
+        switch found {
+        case .abandoned:
+            // The client left while Redis answered: its reservation back, and its row.
+            recordLocal(admitted.request, status: 499, model: admitted.model, stream: admitted.summary.stream, releasing: admitted.reservation)
+        case .hit(let reply):
+            answerFromCache(reply, admitted, preview: preview)
+        case .lead(let plan), .bypass(let plan):
+            startExchange(admitted, cache: plan)
+        case .follow:
+            state = .following(Follower(requestID: admitted.request.requestID, abandon: { [weak self] in
+                // The client left while it waited: nothing was used, and the request has its row.
+                self?.recordLocal(admitted.request, status: 499, model: admitted.model, stream: admitted.summary.stream,
+                                  releasing: admitted.reservation)
+            }, resume: { [weak self] answer in
+                guard let self else { return }
+                if let answer, let reply = CachedReply(answer, for: admitted, loop: self.loop) {
+                    self.answerFromCache(reply, admitted, preview: preview)
                 } else {
-                    self.follower = Follower(requestID: requestID, abandon: { [weak self] in
-                        // The client left while it waited: nothing was used, and the request has its row.
-                        self?.recordLocal(pending, status: 499, model: model, stream: summary.stream, releasing: reservation)
-                    }) { [weak self] answer in
-                        guard let self else { return }
-                        if let answer, self.answerFromCache(answer, admitted, preview: preview) {
-                            return
-                        }
-                        self.loop.counters.cacheMisses.wrappingIncrement(ordering: .relaxed)
-                        self.startExchange(admitted, cache: lookup.plan(.miss, store: store, leader: false))
-                    }
+                    self.startExchange(admitted, cache: lookup.followerPlan(loop: self.loop))
                 }
-            case .failure:
-                self.loop.counters.cacheBypasses.wrappingIncrement(ordering: .relaxed)
-                self.startExchange(admitted, cache: lookup.plan(.bypass, store: false, leader: false))
-            }
+            }))
         }
     }
 
@@ -451,56 +449,39 @@ final class GatewayHandler: ChannelDuplexHandler, ClientSide {
         let abandon: () -> Void
         let resume: (CachedAnswer?) -> Void
     }
-    private var follower: Follower?
 
-    fileprivate func followerResumed(requestID: String, answer: CachedAnswer?) {
-        guard let f = follower, f.requestID == requestID, case .responding = state, context != nil else { return }
-        follower = nil
+    private func followerResumed(requestID: String, answer: CachedAnswer?) {
+        guard case .following(let f) = state, f.requestID == requestID, context != nil else { return }
+        state = .responding
         f.resume(answer)
     }
 
-    /// Answers from a stored answer: as JSON, or replayed as an SSE stream. `false` when it
-    /// cannot be replayed in the form asked for (then the request goes upstream).
-    private func answerFromCache(_ answer: CachedAnswer, _ admitted: AdmittedRequest, preview: String?) -> Bool {
-        let pending = admitted.request, state = pending.state, summary = admitted.summary, model = admitted.model
-        guard let context, case .responding = self.state else { return false }
-        var events: [[UInt8]] = []
-        if summary.stream {
-            guard let replay = try? StreamReplayer.events(from: answer.body, includeUsage: summary.includeUsage) else { return false }
-            events = replay
+    /// Answers from a stored answer, in one write. A hit uses no instance: the whole reservation
+    /// goes back.
+    private func answerFromCache(_ reply: CachedReply, _ admitted: AdmittedRequest, preview: String?) {
+        let pending = admitted.request, state = pending.state, summary = admitted.summary
+        guard let context, case .responding = self.state else {
+            recordLocal(pending, status: 499, model: admitted.model, stream: summary.stream, releasing: admitted.reservation)
+            return
         }
         loop.counters.cacheHits.wrappingIncrement(ordering: .relaxed)
-        let nowMs = wallClockMs()
-        var headers: [(String, String)] = []
-        headers.reserveCapacity(12)
-        headers.append(("content-type", summary.stream ? "text/event-stream" : answer.contentType))
-        if summary.stream { headers.append(("cache-control", "no-cache")) }
-        headers.append(("x-cache", "HIT"))
-        headers.append(("age", String(CachedAnswer.ageSeconds(createdMs: answer.createdMs, nowMs: nowMs))))
-        headers.append(("x-request-id", pending.requestID))
-        if !state.quotas.departments[pending.caller.department].limits.isUnlimited {
-            let windows = loop.quotaWindows(state.quotas.settings, nowMs: nowMs)
-            headers += state.quotas.headers(department: pending.caller.department, at: windows, nowMs: nowMs)
-        }
         // The whole answer serialized into one buffer: one write, one iovec.
-        var buffer = context.channel.allocator.buffer(capacity: 256 + answer.body.count + events.count * 8)
-        writer.head(into: &buffer, status: 200, headers: headers, contentLength: summary.stream ? nil : answer.body.count,
-                    method: answeringMethod, close: !keepAlive || loop.draining, http10: answeringHTTP10)
-        if summary.stream {
-            for event in events { writer.body(ByteBuffer(bytes: event), into: &buffer) }
+        var buffer = context.channel.allocator.buffer(capacity: reply.sizeHint)
+        writer.head(into: &buffer, status: 200, headers: reply.headers, contentLength: reply.contentLength, closing: loop.draining)
+        if let json = reply.json {
+            writer.body(ByteBuffer(bytes: json), into: &buffer)
         } else {
-            writer.body(ByteBuffer(bytes: answer.body), into: &buffer)
+            for event in reply.events { writer.body(ByteBuffer(bytes: event), into: &buffer) }
         }
         let latency = Double((NIODeadline.now() - pending.started).nanoseconds) / 1e6
-        // A hit uses no instance: the whole reservation goes back.
+        let department = state.table.departments[pending.caller.department]
         loop.end(UsageRecord(
-            timeMs: nowMs - Int64(latency), requestID: pending.requestID, department: state.table.departments[pending.caller.department].name,
-            keyPrefix: pending.caller.keyPrefix, model: model, endpoint: pending.endpoint.name, instance: nil, status: 200,
+            timeMs: wallClockMs() - Int64(latency), requestID: pending.requestID, department: department.name,
+            keyPrefix: pending.caller.keyPrefix, model: admitted.model, endpoint: pending.endpoint.name, instance: nil, status: 200,
             latencyMs: latency, ttftMs: summary.stream ? latency : nil, cache: .hit, stream: summary.stream,
-            promptPreview: preview.flatMap { PromptPrivacy.preview($0, policy: state.table.departments[pending.caller.department].promptPreview) }),
+            promptPreview: preview.flatMap { PromptPrivacy.preview($0, policy: department.promptPreview) }),
             settling: admitted.reservation, spent: 0, in: state.quotas)
         writeEnd(context, with: buffer)
-        return true
     }
 
     private func startExchange(_ admitted: AdmittedRequest, cache: CachePlan?) {
@@ -539,11 +520,11 @@ final class GatewayHandler: ChannelDuplexHandler, ClientSide {
     private func writeEnd(_ context: ChannelHandlerContext, with pending: ByteBuffer? = nil) {
         var buffer = pending ?? context.channel.allocator.buffer(capacity: 8)
         let wellFramed = writer.end(into: &buffer)
-        if keepAlive && !loop.draining && wellFramed {
+        if writer.request.keepAlive && !loop.draining && wellFramed {
             state = .idle
             guardHandler.responseCompleted()
             context.writeAndFlush(wrapOutboundOut(buffer), promise: nil)
-            if !pipelined.isEmpty || readHeld { drainPipelined(context) }
+            if !pipeline.parts.isEmpty || pipeline.readHeld { drainPipelined(context) }
         } else {
             state = .closed
             context.writeAndFlush(wrapOutboundOut(buffer)).assumeIsolated().whenComplete { _ in context.close(promise: nil) }
@@ -555,8 +536,7 @@ final class GatewayHandler: ChannelDuplexHandler, ClientSide {
     func beginAnswer(status: Int, headers: [(String, String)], contentLength: Int?) {
         guard let context else { return }
         var buffer = context.channel.allocator.buffer(capacity: 512)
-        writer.head(into: &buffer, status: status, headers: headers, contentLength: contentLength, method: answeringMethod,
-                    close: !keepAlive || loop.draining, http10: answeringHTTP10)
+        writer.head(into: &buffer, status: status, headers: headers, contentLength: contentLength, closing: loop.draining)
         context.write(wrapOutboundOut(buffer), promise: nil)
     }
 
@@ -591,7 +571,7 @@ final class GatewayHandler: ChannelDuplexHandler, ClientSide {
         let length = answer.body.utf8.count
         var buffer = context.channel.allocator.buffer(capacity: 256 + length)
         writer.head(into: &buffer, status: Int(answer.status.code), headers: headers, contentLength: length,
-                    method: head?.method ?? answeringMethod, close: !keepAlive || loop.draining)
+                    closing: loop.draining)
         writer.body(ByteBuffer(string: answer.body), into: &buffer)
         writeEnd(context, with: buffer)
         if log, let head, let error = answer.error {
@@ -602,35 +582,10 @@ final class GatewayHandler: ChannelDuplexHandler, ClientSide {
         }
     }
 
-    /// Runs the usage report on the data plane's thread pool (SQLite blocks), then answers on
-    /// this loop. Only the caller's own department is ever read.
-    private func answerUsage(head: HTTPRequestHead, requestID: String, department: String, context: ChannelHandlerContext) {
-        guard let reporter = loop.usageReporter else {
-            respond(.error(.notFound(method: "GET", path: "/v1/usage")), head: head, requestID: requestID)
-            return
-        }
-        // Reports read SQLite on a small thread pool: each loop lets a few wait there, and
-        // refuses more rather than queue without bound behind a slow one.
-        guard loop.usageReportsRunning < LoopContext.maxUsageReports else {
-            respond(.error(.overloaded("too many usage reports at once")), head: head, requestID: requestID)
-            return
-        }
-        loop.usageReportsRunning += 1
-        let query = head.uri.split(separator: "?", maxSplits: 1).dropFirst().first.map(String.init) ?? ""
-        let loop = self.loop
-        loop.threadPool.runIfActive(eventLoop: context.eventLoop) {
-            try reporter(department, query)
-        }.assumeIsolated().whenComplete { [weak self] result in
-            loop.usageReportsRunning -= 1
-            guard let self else { return }
-            switch result {
-            case .success(let answer):
-                self.respond(LocalAnswer(status: HTTPResponseStatus(statusCode: answer.status), body: answer.body), head: head, requestID: requestID)
-            case .failure(let error):
-                // The report's own refusals come back as answers; a thrown error is the ledger's.
-                self.loop.logger.error("usage report failed", metadata: ["request_id": "\(requestID)", "error": "\(error)"])
-                self.respond(.error(.ledgerUnavailable), head: head, requestID: requestID)
-            }
+    /// `GET /v1/usage`, answered once the report is read (`LocalAnswers.usage`).
+    private func answerUsage(head: HTTPRequestHead, requestID: String, department: String) {
+        LocalAnswers.usage(department: department, uri: head.uri, requestID: requestID, loop: loop) { [weak self] answer in
+            self?.respond(answer, head: head, requestID: requestID)
         }
     }
 }

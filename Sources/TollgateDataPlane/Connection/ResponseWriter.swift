@@ -24,6 +24,19 @@ struct ResponseWriter {
         case untilClose
     }
 
+    /// What the request being answered asks of its answer's framing. Set from each request's
+    /// head, before anything about it is written; the connection's handler reads `keepAlive`
+    /// when the answer ends.
+    struct Request {
+        var method = HTTPMethod.GET
+        /// An HTTP/1.0 request: no chunked framing for it.
+        var http10 = false
+        /// The connection stays open after this answer: the client allows it and nothing about
+        /// the request (an upgrade, a body refused unread, a timeout) made a close necessary.
+        var keepAlive = true
+    }
+    var request = Request()
+
     /// The answer being written, if one is.
     private(set) var framing: Framing?
     /// Bytes of the body dropped: written past a declared length, or to a body-less answer of a
@@ -73,6 +86,14 @@ struct ResponseWriter {
         } else {
             framing = http10 ? .untilClose : .chunked
         }
+    }
+
+    /// The head of an answer to `request`. `closing`: the connection closes after it whatever
+    /// the request allows (the gateway is draining).
+    mutating func head(into buffer: inout ByteBuffer, status: Int, headers: [(String, String)], contentLength: Int?,
+                       closing: Bool) {
+        head(into: &buffer, status: status, headers: headers, contentLength: contentLength, method: request.method,
+             close: closing || !request.keepAlive, http10: request.http10)
     }
 
     /// Frames `part` of the body into `buffer`. Returns false when nothing was written.

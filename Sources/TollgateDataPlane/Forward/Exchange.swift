@@ -55,8 +55,9 @@ final class Exchange: UpstreamDelegate {
     /// The answer collected for the cache: a JSON body, or a stream being assembled.
     private var cacheBody: [UInt8]?
     private var assembler: StreamAssembler?
-    /// This single flight's followers have been told how it ended.
-    private var flightCompleted = false
+    /// The complete answer, when it may be shared: a leader's followers get it where the
+    /// request ends (`LoopContext.end`); without one they go upstream themselves.
+    private var flightAnswer: CachedAnswer?
     /// Usage is read from the answer (for the ledger or a quota).
     private let metered: Bool
 
@@ -271,7 +272,7 @@ final class Exchange: UpstreamDelegate {
         }
     }
 
-    /// A complete answer: store it (when it qualifies) and hand it to the single flight's followers.
+    /// A complete answer: store it (when it qualifies) and keep it for the single flight's followers.
     private func storeInCache() {
         guard let cache else { return }
         var answer: CachedAnswer?
@@ -285,10 +286,7 @@ final class Exchange: UpstreamDelegate {
             let ttl = TimeAmount.nanoseconds(cache.policy.ttl.nanoseconds)
             _ = cache.redis.set(cache.redisKey, to: answer.encoded(), expiresIn: ttl)
         }
-        if cache.leader {
-            flightCompleted = true
-            loop.singleFlight.complete(cache.key, with: answer)
-        }
+        flightAnswer = answer
     }
 
     func upstreamReadComplete() {
@@ -365,8 +363,6 @@ final class Exchange: UpstreamDelegate {
     private func finish(_ ending: Ending, outcome: String) {
         if case .finished = phase { return }
         let instance = counted.map { state.table.instances[$0.instance].name } ?? failover.tried.last.map { state.table.instances[$0].name }
-        // A leader that ends without a complete answer lets its followers go upstream themselves.
-        if let cache, cache.leader, !flightCompleted { loop.singleFlight.complete(cache.key, with: nil) }
         phase = .finished
         releaseInFlight()
         loop.counters.activeRequests.wrappingDecrement(ordering: .relaxed)
@@ -392,7 +388,8 @@ final class Exchange: UpstreamDelegate {
             cache: cache?.outcome ?? .off, stream: stream, cacheKey: cache?.key.hex,
             promptPreview: cache?.preview.flatMap { PromptPrivacy.preview($0, policy: state.table.departments[department].promptPreview) },
             reservedTokens: reservation.tokens), settling: reservation, spent: spent, in: state.quotas,
-            unanswered: firstByte == nil && status >= 500)
+            unanswered: firstByte == nil && status >= 500,
+            completingFlight: cache?.leader == true ? cache?.key : nil, with: flightAnswer)
         loop.logger.info("request", metadata: [
             "request_id": "\(requestID)",
             "department": "\(state.table.departments[department].name)",

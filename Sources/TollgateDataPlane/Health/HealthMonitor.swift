@@ -4,14 +4,15 @@ import NIOHTTP1
 import NIOPosix
 import TollgateCore
 
-/// Owns every instance's `InstanceHealth` on one event loop, runs the active probes, receives
-/// passive failure reports from the data-plane loops, and publishes `GatewayState` snapshots.
-/// It is the only writer of the `StateStore`, so snapshots never race.
+/// Owns every instance's `InstanceHealth` on one event loop, runs the active probes and
+/// receives passive failure reports from the data-plane loops; when an instance's availability
+/// changes it tells the `SnapshotPublisher` (on the same loop).
 ///
 /// A report is a hop to the monitor's loop; it happens per failure, never per request.
 public final class HealthMonitor: Sendable {
     public let eventLoop: any EventLoop
-    public let store: StateStore
+    let publisher: SnapshotPublisher
+    var store: StateStore { publisher.store }
     let clock: MonotonicClock
     let logger: Logger
     private let state: NIOLoopBoundBox<MonitorState>
@@ -21,17 +22,15 @@ public final class HealthMonitor: Sendable {
         var probeTask: RepeatedTask?
         var probing: Set<String> = []
         var stopped = false
-        var activeKeys: [ActiveKey] = []
-        var keyTable = KeyTable.empty
-        var quotas: QuotaBook?
     }
 
-    /// Publishes the initial snapshot for `table` at once.
-    public init(table: RoutingTable, eventLoop: any EventLoop, clock: @escaping MonotonicClock = { NIODeadline.now().uptimeNanoseconds }, logger: Logger) {
-        self.eventLoop = eventLoop
+    /// Installs `table` (its instances up until probes or failures say otherwise) on
+    /// `publisher`'s loop.
+    init(table: RoutingTable, publisher: SnapshotPublisher, clock: @escaping MonotonicClock = { NIODeadline.now().uptimeNanoseconds }, logger: Logger) {
+        self.eventLoop = publisher.eventLoop
+        self.publisher = publisher
         self.clock = clock
         self.logger = logger
-        self.store = StateStore(GatewayState(table: table, availability: Array(repeating: .up, count: table.instances.count)))
         self.state = NIOLoopBoundBox.makeBoxSendingValue(MonitorState(), eventLoop: eventLoop)
         eventLoop.execute { self.install(table) }
     }
@@ -66,29 +65,8 @@ public final class HealthMonitor: Sendable {
             }
             let reschedule = self.store.load().table.configuration.health != table.configuration.health || s.probeTask == nil
             s.health = health
-            s.keyTable = KeyTable(table: table, keys: s.activeKeys)
-            s.quotas = QuotaBook(table: table, previous: s.quotas ?? self.store.load().quotas)
-            self.publish(table: table)
+            self.publisher.install(table, availability: self.availability())
             if reschedule && s.probeTask != nil { self.reschedule() }
-        }
-    }
-
-    /// Swaps in the ledger's active keys (after `keys create`/`revoke`). Returns once the new
-    /// snapshot is published, so that a revocation answered by the admin API is in force.
-    @discardableResult
-    public func installKeys(_ keys: [ActiveKey]) -> EventLoopFuture<KeyTable> {
-        eventLoop.submit {
-            let s = self.state.value
-            s.activeKeys = keys
-            let table = self.store.load().table
-            s.keyTable = KeyTable(table: table, keys: keys)
-            if !s.keyTable.unknownDepartments.isEmpty {
-                self.logger.warning("keys of departments not in the configuration are ignored", metadata: [
-                    "departments": "\(s.keyTable.unknownDepartments.sorted().joined(separator: ","))",
-                ])
-            }
-            self.publish(table: table)
-            return s.keyTable
         }
     }
 
@@ -104,7 +82,7 @@ public final class HealthMonitor: Sendable {
                 self.logger.warning("instance ejected", metadata: [
                     "instance": "\(name)", "reason": "\(reason)", "for_s": "\(Int(seconds.rounded()))", "ejections": "\(h.ejections)",
                 ])
-                self.publish(table: self.store.load().table)
+                self.publisher.availabilityChanged(self.availability())
             }
         }
     }
@@ -114,13 +92,9 @@ public final class HealthMonitor: Sendable {
         eventLoop.submit { self.state.value.health }
     }
 
-    private func publish(table: RoutingTable) {
-        let s = state.value
-        let availability = table.instances.map { inst -> Availability in
-            guard let h = s.health[inst.identity] else { return .up }
-            return Availability(probeUp: h.probeUp, ejectedUntil: h.ejectedUntil ?? 0)
-        }
-        store.store(GatewayState(table: table, availability: availability, keys: s.keyTable, quotas: s.quotas))
+    /// Each instance's availability, by identity, for the next snapshot.
+    private func availability() -> [String: Availability] {
+        state.value.health.mapValues { Availability(probeUp: $0.probeUp, ejectedUntil: $0.ejectedUntil ?? 0) }
     }
 
     private func reschedule() {
@@ -156,10 +130,10 @@ public final class HealthMonitor: Sendable {
                     switch action {
                     case .markedDown:
                         self.logger.warning("instance marked down by probes", metadata: ["instance": "\(name)"])
-                        self.publish(table: self.store.load().table)
+                        self.publisher.availabilityChanged(self.availability())
                     case .markedUp:
                         self.logger.notice("instance marked up by probes", metadata: ["instance": "\(name)"])
-                        self.publish(table: self.store.load().table)
+                        self.publisher.availabilityChanged(self.availability())
                     case .none, .ejected:
                         break
                     }

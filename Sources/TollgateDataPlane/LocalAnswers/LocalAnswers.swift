@@ -15,9 +15,8 @@ struct LocalAnswer {
     }
 }
 
-/// The data plane's own endpoints, answered from the routing snapshot without an instance:
-/// `/v1/models` and `/healthz`. (`/v1/usage` reads the ledger off the loop: see
-/// `GatewayHandler.answerUsage`.)
+/// The data plane's own endpoints, answered without an instance: `/v1/models` and `/healthz`
+/// from the routing snapshot, `/v1/usage` from the ledger off the loop (`UsageReport.swift`).
 enum LocalAnswers {
     /// `GET /v1/models`: every model name of every pool.
     static func models(_ table: RoutingTable) -> LocalAnswer {
@@ -41,23 +40,23 @@ enum LocalAnswers {
     /// `GET /healthz`: 200 while an instance is available, else 503, with each instance's state
     /// at monotonic time `now`.
     static func health(_ state: GatewayState, now: UInt64) -> LocalAnswer {
-        let table = state.table
+        // The same instance view as the control plane's `/healthz` and the admin overview
+        // (`InstanceStatus`); this answer shows only what the published snapshot holds.
+        let statuses = InstanceStatus.all(in: state, health: [:], now: now)
         var available = 0
-        var body = "{\"status\":"
         var instances = ""
-        for inst in table.instances {
-            let a = state.availability[inst.index]
-            let ok = a.isAvailable(at: now)
-            if ok { available += 1 }
+        for status in statuses {
+            if status.available { available += 1 }
             if !instances.isEmpty { instances += "," }
             instances += "{\"name\":"
-            appendJSONString(inst.name, to: &instances)
+            appendJSONString(status.name, to: &instances)
             instances += ",\"pool\":"
-            appendJSONString(table.pools[inst.pool].name, to: &instances)
-            instances += ",\"available\":\(ok),\"probe_up\":\(a.probeUp),\"ejected\":\(now < a.ejectedUntil)}"
+            appendJSONString(status.pool, to: &instances)
+            instances += ",\"available\":\(status.available),\"probe_up\":\(status.probeUp),\"ejected\":\(status.ejected)}"
         }
+        var body = "{\"status\":"
         body += available > 0 ? "\"ok\"" : "\"degraded\""
-        body += ",\"instances_available\":\(available),\"instances_total\":\(table.instances.count),\"instances\":[\(instances)]}\n"
+        body += ",\"instances_available\":\(available),\"instances_total\":\(statuses.count),\"instances\":[\(instances)]}\n"
         return LocalAnswer(status: available > 0 ? .ok : .serviceUnavailable, body: body)
     }
 }

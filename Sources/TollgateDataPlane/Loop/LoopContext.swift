@@ -165,12 +165,14 @@ final class LoopContext {
     }
 
     /// The one place a request that passed authentication ends, whichever path answered it
-    /// (forwarded, cached, refused, or left by its client): its reservation is settled to what it
-    /// used (`spent`, 0 to give it all back), it is counted in the metrics — with or without a
-    /// ledger — and its ledger row is kept (handed over every 100 ms or every 256 rows).
+    /// (forwarded, cached, followed, refused, or left by its client): its reservation is settled
+    /// to what it used (`spent`, 0 to give it all back), a single flight it led hands its answer
+    /// to the followers (nil: they go upstream themselves), it is counted in the metrics — with
+    /// or without a ledger — and its ledger row is kept (handed over every 100 ms or every 256 rows).
     func end(_ record: UsageRecord, settling reservation: QuotaBook.Reservation? = nil, spent: Int = 0, in quotas: QuotaBook? = nil,
-             unanswered: Bool = false) {
+             unanswered: Bool = false, completingFlight flight: CacheKey? = nil, with answer: CachedAnswer? = nil) {
         if let reservation, let quotas { quotas.settle(reservation, actualTokens: spent, refundRequest: unanswered) }
+        if let flight { singleFlight.complete(flight, with: answer) }
         counters.metrics.count(record)
         guard usageSink != nil else { return }
         var r = record

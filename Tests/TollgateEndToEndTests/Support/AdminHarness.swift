@@ -9,6 +9,7 @@ import TollgateLedger
 import TollgateRedis
 import TollgateServer
 import TollgateSimulator
+import TollgateTestSupport
 import XCTest
 
 /// A whole gateway — both planes, a ledger in a temporary directory, the admin key file —

@@ -5,8 +5,9 @@ import NIOHTTP1
 import NIOPosix
 import TollgateCore
 import TollgateDataPlane
-import TollgateSimulator
 import TollgateRedis
+import TollgateSimulator
+import TollgateTestSupport
 import XCTest
 
 /// Keys of the test departments.
