@@ -2,6 +2,7 @@ import Foundation
 import NIOCore
 import NIOHTTP1
 import TollgateCore
+import TollgateTestSupport
 import XCTest
 
 /// Issue 16: several replicas on one Redis are one gateway. Three `tollgate serve` processes
