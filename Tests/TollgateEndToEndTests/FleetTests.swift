@@ -149,6 +149,22 @@ final class FleetTests: XCTestCase {
                 XCTAssertTrue(ended, "logged out on r1: the cookie is refused on \(r.name)")
             }
 
+            // Redis is outside the gateway: a malformed event and a malformed registry entry are
+            // dropped and counted, and every replica goes on serving.
+            _ = try await fleet.redisCLI(["PUBLISH", FleetEvent.channel, "tg1 intruder purge \u{1}"])
+            _ = try await fleet.redisCLI(["PUBLISH", FleetEvent.channel, String(repeating: "x", count: 4_000)])
+            _ = try await fleet.redisCLI(["HSET", FleetKeyRecord.registryKey, "tg-bogus", #"{"sha256":"zz","prefix":"tg-bogus"}"#])
+            for r in [r0, r1, r2] {
+                let counted = await waitUntil(timeout: .seconds(3)) {
+                    guard let m = try? await fleet.get(r, "/metrics").body else { return false }
+                    return m.contains("tollgate_fleet_events_dropped_total 2") && !m.contains("tollgate_fleet_key_records_refused_total 0")
+                }
+                XCTAssertTrue(counted, "\(r.name) dropped both messages and refused the entry")
+                let served = try await fleet.chat(r, key: FleetHarness.supportKey, content: "still here")
+                XCTAssertEqual(served.status, 200)
+            }
+            _ = try await fleet.redisCLI(["HDEL", FleetKeyRecord.registryKey, "tg-bogus"])
+
             // 5. A reload with fleet=1 on r0 reloads all three.
             func generation(_ r: FleetHarness.Replica) async -> Int? {
                 (try? await fleet.get(r, "/healthz"))?.json?["generation"] as? Int
