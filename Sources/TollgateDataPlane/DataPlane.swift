@@ -139,11 +139,6 @@ public final class DataPlane: Sendable {
     public func start() async throws -> SocketAddress {
         let config = state.table.configuration
         let limits = config.limits
-        var limitsForDecoder = NIOHTTPDecoderLimitConfiguration()
-        limitsForDecoder.maxHeaderListSize = limits.maxHeaderBytes
-        limitsForDecoder.maxHeaderFieldSize = limits.maxHeaderBytes
-        limitsForDecoder.maxHeaderFieldCount = limits.maxHeaderCount
-        let decoderLimits = limitsForDecoder
         let decoderBufferCap = max(64 * 1024, 2 * limits.maxHeaderBytes + 16 * 1024)
         let contexts = self.contexts
         let openConnections = self.openConnections
@@ -172,14 +167,12 @@ public final class DataPlane: Sendable {
                         guardHandler.refuseOnActive(.overloaded("too many connections (limits.max_connections = \(maxConnections))"))
                         return
                     }
-                    // NIO's request decoder only: answers are framed by `GatewayHandler`'s
-                    // `ResponseWriter`, and pipelining is handled there too. The decoder's buffer
-                    // is capped: reads stop while a pipelined request waits, so only a head can
+                    // The gateway's own strict request decoder (`RequestDecoder`); answers are
+                    // framed by `GatewayHandler`'s `ResponseWriter`, and pipelining is handled
+                    // there too. The decoder's buffer is capped: reads stop while a pipelined request waits, so only a head can
                     // accumulate, and a head is bounded by the header limits.
                     try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(
-                        HTTPRequestDecoder(leftOverBytesStrategy: .dropBytes, informationalResponseStrategy: .drop,
-                                           limitConfiguration: decoderLimits),
-                        maximumBufferSize: decoderBufferCap))
+                        RequestDecoder(limits: limits), maximumBufferSize: decoderBufferCap))
                     let remote = channel.remoteAddress?.ipAddress ?? "unknown"
                     try channel.pipeline.syncOperations.addHandler(GatewayHandler(loop: loop, guardHandler: guardHandler, remoteAddress: remote))
                 }
