@@ -10,7 +10,7 @@ import XCTest
 final class FleetTests: XCTestCase {
     /// A department limited to 600 requests a minute sends 4,500 requests over the three
     /// replicas at once, from 90 concurrent clients: the fleet admits at most 1.05 × 600 (the
-    /// documented bound is 600 + 3 × one 1% slice = 618), and no fewer than 90% (no slice
+    /// documented bound is 600 + 3 × one 1% slice = 618), and no fewer than 85% (no slice
     /// sits unused while the others refuse). The merged report counts every request once.
     func testALimitIsTheLimitAcrossThreeReplicas() async throws {
         // The test must fit in one calendar minute.
@@ -47,7 +47,10 @@ final class FleetTests: XCTestCase {
             XCTAssertEqual(admitted + refused, total, "only 200 and 429: \(Dictionary(grouping: statuses, by: { $0 }).mapValues(\.count))")
             print("fleet lease: \(admitted) of \(total) admitted against a limit of 600 (\(String(format: "%.3f", Double(admitted) / 600))×) in \(elapsed)")
             XCTAssertLessThanOrEqual(admitted, 630, "≤ 1.05 × the limit")
-            XCTAssertGreaterThanOrEqual(admitted, 540, "the leases do not starve the fleet")
+            // Measured 0.95–0.98 × here: a replica keeps at most one slice when the window is
+            // spent, and a lease reply lost to a command timeout strands its slice. The bound
+            // leaves room for a loaded machine.
+            XCTAssertGreaterThanOrEqual(admitted, 510, "the leases do not starve the fleet")
 
             // Exact figures: the three ledgers merged by `tollgate report`.
             try await Task.sleep(for: .milliseconds(600))  // the loops hand rows over every 100 ms, the writer commits
