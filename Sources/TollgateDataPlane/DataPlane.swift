@@ -17,6 +17,8 @@ public final class DataPlane: Sendable {
     public let publisher: SnapshotPublisher
     /// One per event loop; sum them to read a total.
     public let counters: [LoopCounters]
+    /// The fleet layer's counters (keys, events and rollups shared through Redis).
+    public let fleetCounters = FleetCounters()
     let logger: Logger
     let contexts: [ObjectIdentifier: NIOLoopBound<LoopContext>]
     private let serverChannel = NIOLockedValueBox<(any Channel)?>(nil)
@@ -104,6 +106,12 @@ public final class DataPlane: Sendable {
             sync.start(interval: monitor.publisher.store.load().table.configuration.quotas.syncInterval)
             box.value = sync
         }.wait()
+    }
+
+    /// Empties every loop's in-process cache tier of one department's answers (all: nil),
+    /// without touching Redis: a purge another replica made there (a fleet event).
+    public func purgeLocalCaches(department: String?) async {
+        await purgeLocalCaches(prefix: department.map { "tollgate:cache:department:\($0):" })
     }
 
     /// Empties every loop's in-process cache tier of the keys starting with `prefix` (all: nil).
