@@ -406,7 +406,9 @@ public struct RequestHeadParser: Sendable {
                 head.known.expect = index
             }
         case 7:
-            if HTTPBytes.tokenEquals(bytes, name, "upgrade") {
+            // An empty Upgrade offers no protocol (RFC 9110 §7.8), and llhttp ignores it: not an
+            // upgrade request (found by fuzzing; the field is dropped when forwarding anyway).
+            if HTTPBytes.tokenEquals(bytes, name, "upgrade"), !value.isEmpty {
                 if head.known.upgrade == nil { head.known.upgrade = index }
             }
         case 10:
