@@ -205,17 +205,21 @@ public struct RequestHeadParser: Sendable {
             case .value:
                 // field-value = *field-content: visible bytes, obs-text, and SP/HTAB inside;
                 // the whitespace after the last visible byte is not part of it (RFC 9110 §5.5).
+                // (A local: stores to `self` inside the loop could alias `bytes`, and would be
+                // made byte by byte.)
+                var last = valueEnd
                 while i < end {
                     let b = bytes[i]
                     if HTTPBytes.isFieldVisible(b) {
                         i += 1
-                        valueEnd = i
+                        last = i
                     } else if HTTPBytes.isWhitespace(b) {
                         i += 1
                     } else {
                         break
                     }
                 }
+                valueEnd = last
                 if i == end { break scan }
                 let b = bytes[i]
                 guard b == HTTPBytes.cr else {
