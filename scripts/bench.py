@@ -530,14 +530,18 @@ def throughput_table(args, results, one_direct, one_nginx, one_gw, rss):
           f"gateway with {args.loops} event loops, nginx proxy with {args.loops} workers\n")
     print(f"{'path':<36}{'req/s':>10}{'× nginx':>9}{'× direct':>10}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}{'CPU µs/req':>12}")
     names = {"direct": "direct to the upstream", "nginx": "nginx reverse proxy", "reference": "bare SwiftNIO forwarder (reference)",
+             "raw": "raw-bytes SwiftNIO forwarder (ref.)",
              "pass": "gateway pass-through (T=0.7)", "miss": "gateway cache miss (all different)", "hit": "gateway cache hit"}
-    for k in ("direct", "nginx", "reference", "pass", "miss", "hit"):
+    for k in ("direct", "nginx", "reference", "raw", "pass", "miss", "hit"):
+        if k not in results:
+            continue
         r = results[k]
         cpu = f"{r['cpu_us']:>12.1f}" if r.get("cpu_us") is not None else f"{'':>12}"
         print(f"{names[k]:<36}{r['rps']:>10.0f}{r['rps'] / nginx_rps:>9.2f}{r['rps'] / direct_rps:>10.2f}"
               f"{r['p50_ms']:>9.3f}{r['p99_ms']:>9.3f}{r['non2xx']:>8}{cpu}")
     print("(CPU µs/req: the proxy's own processes, user + system, over the run; the bare forwarder is SwiftNIO's HTTP")
-    print(" codecs and a keep-alive pool with nothing else, the floor of the gateway's design on this machine)")
+    print(" codecs and a keep-alive pool with nothing else, the floor of the gateway's design on this machine; the raw-bytes")
+    print(" forwarder has no HTTP codecs — the gateway's head parser, head bytes forwarded as they came, one write per direction)")
     added_p50 = (one_gw["p50_ms"] - one_direct["p50_ms"]) * 1000
     added_p99 = (one_gw["p99_ms"] - one_direct["p99_ms"]) * 1000
     nginx_p50 = (one_nginx["p50_ms"] - one_direct["p50_ms"]) * 1000
@@ -560,6 +564,7 @@ def throughput_table(args, results, one_direct, one_nginx, one_gw, rss):
         "added_p50_us": round(added_p50), "added_p99_us": round(added_p99),
         "nginx_added_p50_us": round(nginx_p50), "nginx_added_p99_us": round(nginx_p99),
         "rss_mb": round(rss, 1),
+        **({"raw_rps": round(results["raw"]["rps"]), "raw_cpu_us": round(results["raw"]["cpu_us"], 1)} if "raw" in results else {}),
     }
 
 
@@ -624,6 +629,14 @@ def main():
         ref_port = free_port()
         reference = procs.start([args.tollgate, "reference-proxy", "--port", str(ref_port), "--upstream-port", str(up_port),
                                  "--loops", str(args.loops)])
+        # 2c. The forwarder without NIO's HTTP codecs (raw bytes, the gateway's head parser): the
+        #     floor of a raw-bytes data plane (binaries before it had no --raw: the line is left out).
+        raw_port, raw_ref = None, None
+        help_text = subprocess.run([args.tollgate, "reference-proxy", "--help"], capture_output=True, text=True).stdout
+        if "--raw" in help_text:
+            raw_port = free_port()
+            raw_ref = procs.start([args.tollgate, "reference-proxy", "--raw", "--port", str(raw_port), "--upstream-port", str(up_port),
+                                   "--loops", str(args.loops)])
         # 3. Redis for the cache and the quota counters, on a private port.
         redis_port = free_port()
         procs.start(["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
@@ -638,7 +651,7 @@ def main():
       - {match: {gpu: "0"}, weight: 3}
       - {match: {}, weight: 1}
 """, redis_port=redis_port)
-        for port in (up_port, px_port, ref_port, redis_port, gw_port):
+        for port in (up_port, px_port, ref_port, redis_port, gw_port) + ((raw_port,) if raw_port else ()):
             wait_port(port)
 
         body = json.dumps({"model": MODEL, "temperature": 0.7, "messages": [{"role": "user", "content": "Hello, who are you?"}]})
@@ -659,6 +672,9 @@ def main():
                                        measure=process_tree(nginx_proxy.pid))
             run_wrk(f"http://127.0.0.1:{ref_port}/v1/chat/completions", plain, c, 2)  # its upstream connections
             results["reference"] = run_wrk(f"http://127.0.0.1:{ref_port}/v1/chat/completions", plain, c, d, measure=[reference.pid])
+            if raw_port:
+                run_wrk(f"http://127.0.0.1:{raw_port}/v1/chat/completions", plain, c, 2)  # its upstream connections
+                results["raw"] = run_wrk(f"http://127.0.0.1:{raw_port}/v1/chat/completions", plain, c, d, measure=[raw_ref.pid])
             results["pass"] = run_wrk(f"http://127.0.0.1:{gw_port}/v1/chat/completions", keyed, c, d, measure=gw_pids)
             results["miss"] = run_wrk(f"http://127.0.0.1:{gw_port}/v1/chat/completions", miss_script, c, d, measure=gw_pids)
             run_wrk(f"http://127.0.0.1:{gw_port}/v1/chat/completions", hit_script, 1, 1)  # store the entry

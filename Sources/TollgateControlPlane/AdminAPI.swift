@@ -23,6 +23,10 @@ public struct AdminServices: Sendable {
     public var writer: UsageWriter?
     /// Admission of reports (shared with `/v1/usage`); nil admits every report.
     public var reportGate: ReportGate?
+    /// The admin page's sessions; nil: the control plane makes its own (this process only).
+    public var sessions: AdminSessions?
+    /// With Redis: what the replicas share (events, the key registry, the fleet view).
+    public var fleet: FleetHooks?
 
     public init(adminKey: AdminKey, keys: KeyStore?, refreshKeys: @escaping @Sendable () throws -> Void,
                 reload: @escaping @Sendable () -> Result<ReloadOutcome, any Error>,
@@ -36,6 +40,26 @@ public struct AdminServices: Sendable {
         self.ledger = ledger
         self.writer = writer
         self.reportGate = reportGate
+    }
+}
+
+/// The fleet layer as the admin API sees it (TollgateServer's `Fleet`).
+public struct FleetHooks: Sendable {
+    /// This replica's name (`--replica`).
+    public var replica: String
+    /// Announces an event to the other replicas.
+    public var publish: @Sendable (FleetEvent) -> Void
+    /// Shares this replica's key changes before the admin API answers (blocking).
+    public var keysChanged: @Sendable () -> Void
+    /// The fleet's rollups over [from, to); nil when Redis does not answer (blocking).
+    public var view: @Sendable (_ fromMs: Int64, _ toMs: Int64) -> FleetView?
+
+    public init(replica: String, publish: @escaping @Sendable (FleetEvent) -> Void, keysChanged: @escaping @Sendable () -> Void,
+                view: @escaping @Sendable (_ fromMs: Int64, _ toMs: Int64) -> FleetView?) {
+        self.replica = replica
+        self.publish = publish
+        self.keysChanged = keysChanged
+        self.view = view
     }
 }
 
@@ -164,6 +188,8 @@ extension ControlPlane {
                 let lifetime = try input.expires.map { try KeyStore.parseDuration($0) }
                 let created = try await offload { try store.create(department: input.department, label: input.name, expiresIn: lifetime) }
                 try await offload { try services.refreshKeys() }
+                // In the registry before the answer: every replica has it within a second.
+                if let fleet = services.fleet { try await offload { fleet.keysChanged() } }
                 return try jsonResponse(.created, encoding: CreatedKeyResponse(key: created.key, info: created.info))
             } catch let error as LedgerError {
                 return errorResponse(.badRequest, type: "invalid_request_error", code: error.codeString, message: error.message)
@@ -175,8 +201,10 @@ extension ControlPlane {
             let prefix = try context.parameters.require("prefix")
             do {
                 let info = try await offload { try store.revoke(prefix: prefix) }
-                // In force before we answer: the next request with that key is refused.
+                // In force before we answer: the next request with that key is refused. The
+                // other replicas are told before the answer too (in force there within a second).
                 try await offload { try services.refreshKeys() }
+                if let fleet = services.fleet { try await offload { fleet.keysChanged() } }
                 return try jsonResponse(encoding: info)
             } catch let error as LedgerError {
                 return errorResponse(.notFound, type: "invalid_request_error", code: error.codeString, message: error.message)
@@ -206,13 +234,21 @@ extension ControlPlane {
             }
             do {
                 let removed = try await dataPlane.purgeCache(department: department)
+                // Redis is shared; the other replicas' in-memory tiers are told at once.
+                services.fleet?.publish(.purge(department: department))
                 return jsonResponse(.ok, "{\"purged\":\(removed)}\n")
             } catch {
                 return errorResponse(.serviceUnavailable, type: "server_error", code: "cache_unavailable", message: "The cache cannot be purged now: \(error)")
             }
         }
 
-        api.post("reload") { _, _ -> Response in
+        api.post("reload") { request, _ -> Response in
+            // `?fleet=1`: every replica reloads (each reads its own files), told through Redis.
+            let fleetWide = ["1", "true"].contains(request.uri.queryParameters.get("fleet") ?? "")
+            if fleetWide, services.fleet == nil {
+                return errorResponse(.badRequest, type: "invalid_request_error", code: "no_fleet",
+                                     message: "fleet=1 needs Redis (--redis): this gateway has no other replicas to tell.", param: "fleet")
+            }
             switch try await offload({ services.reload() }) {
             case .success(let outcome):
                 struct Answer: Encodable {
@@ -221,9 +257,12 @@ extension ControlPlane {
                     let instances: Int
                     let restartRequired: [String]
                     let adminKeyChanged: Bool
+                    let fleet: Bool
                 }
+                if fleetWide { services.fleet?.publish(.reload) }
                 return try jsonResponse(encoding: Answer(generation: outcome.table.generation, instances: outcome.table.instances.count,
-                                                         restartRequired: outcome.restartRequired, adminKeyChanged: outcome.adminKeyChanged))
+                                                         restartRequired: outcome.restartRequired, adminKeyChanged: outcome.adminKeyChanged,
+                                                         fleet: fleetWide))
             case .failure(let error):
                 return errorResponse(.unprocessableContent, type: "invalid_request_error", code: "configuration_refused", message: "\(error)")
             }

@@ -19,7 +19,7 @@ public enum ControlPlane {
     ) -> some ApplicationProtocol {
         let router = Router()
         if let admin {
-            let sessions = AdminSessions(key: admin.adminKey)
+            let sessions = admin.sessions ?? AdminSessions(key: admin.adminKey, shared: false)
             addAdminAPI(to: router, services: admin, dataPlane: dataPlane, sessions: sessions)
             addAdminPage(to: router, services: admin, dataPlane: dataPlane, sessions: sessions)
         }

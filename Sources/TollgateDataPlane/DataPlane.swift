@@ -17,6 +17,8 @@ public final class DataPlane: Sendable {
     public let publisher: SnapshotPublisher
     /// One per event loop; sum them to read a total.
     public let counters: [LoopCounters]
+    /// The fleet layer's counters (keys, events and rollups shared through Redis).
+    public let fleetCounters = FleetCounters()
     let logger: Logger
     let contexts: [ObjectIdentifier: NIOLoopBound<LoopContext>]
     private let serverChannel = NIOLockedValueBox<(any Channel)?>(nil)
@@ -106,6 +108,12 @@ public final class DataPlane: Sendable {
         }.wait()
     }
 
+    /// Empties every loop's in-process cache tier of one department's answers (all: nil),
+    /// without touching Redis: a purge another replica made there (a fleet event).
+    public func purgeLocalCaches(department: String?) async {
+        await purgeLocalCaches(prefix: department.map { "tollgate:cache:department:\($0):" })
+    }
+
     /// Empties every loop's in-process cache tier of the keys starting with `prefix` (all: nil).
     func purgeLocalCaches(prefix: String?) async {
         for bound in contexts.values {
@@ -131,11 +139,6 @@ public final class DataPlane: Sendable {
     public func start() async throws -> SocketAddress {
         let config = state.table.configuration
         let limits = config.limits
-        var limitsForDecoder = NIOHTTPDecoderLimitConfiguration()
-        limitsForDecoder.maxHeaderListSize = limits.maxHeaderBytes
-        limitsForDecoder.maxHeaderFieldSize = limits.maxHeaderBytes
-        limitsForDecoder.maxHeaderFieldCount = limits.maxHeaderCount
-        let decoderLimits = limitsForDecoder
         let decoderBufferCap = max(64 * 1024, 2 * limits.maxHeaderBytes + 16 * 1024)
         let contexts = self.contexts
         let openConnections = self.openConnections
@@ -164,14 +167,12 @@ public final class DataPlane: Sendable {
                         guardHandler.refuseOnActive(.overloaded("too many connections (limits.max_connections = \(maxConnections))"))
                         return
                     }
-                    // NIO's request decoder only: answers are framed by `GatewayHandler`'s
-                    // `ResponseWriter`, and pipelining is handled there too. The decoder's buffer
-                    // is capped: reads stop while a pipelined request waits, so only a head can
+                    // The gateway's own strict request decoder (`RequestDecoder`); answers are
+                    // framed by `GatewayHandler`'s `ResponseWriter`, and pipelining is handled
+                    // there too. The decoder's buffer is capped: reads stop while a pipelined request waits, so only a head can
                     // accumulate, and a head is bounded by the header limits.
                     try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(
-                        HTTPRequestDecoder(leftOverBytesStrategy: .dropBytes, informationalResponseStrategy: .drop,
-                                           limitConfiguration: decoderLimits),
-                        maximumBufferSize: decoderBufferCap))
+                        RequestDecoder(limits: limits), maximumBufferSize: decoderBufferCap))
                     let remote = channel.remoteAddress?.ipAddress ?? "unknown"
                     try channel.pipeline.syncOperations.addHandler(GatewayHandler(loop: loop, guardHandler: guardHandler, remoteAddress: remote))
                 }

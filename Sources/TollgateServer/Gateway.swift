@@ -22,6 +22,10 @@ public final class Gateway: Sendable {
     let overrides: Overrides
     /// The admin key in force; re-read on every reload.
     public let adminKey: AdminKey
+    /// The admin page's sessions: signed cookies every replica with the same admin key accepts.
+    public let sessions: AdminSessions
+    /// With Redis: keys, events and rollups shared with the other replicas.
+    public let fleet: Fleet?
     /// Reloads run one at a time (SIGHUP and the admin API may overlap): each reads the files
     /// and installs what it read under this lock, so an older read is never installed last.
     private let reloading = NIOLock()
@@ -63,6 +67,7 @@ public final class Gateway: Sendable {
         if adminKey.digest == nil {
             logger.notice("no admin key (TOLLGATE_ADMIN_KEY or auth.admin_key_file): /admin/api is off")
         }
+        let ledgerSettings = ledger
         let ledger = try ledger.map { try Ledger(settings: $0, logger: logger) }
         self.ledger = ledger
         self.dataPlane = DataPlane(table: RoutingTable(configuration: config), logger: logger, usageSink: ledger?.sink,
@@ -70,10 +75,16 @@ public final class Gateway: Sendable {
         self.configPath = configPath
         self.overrides = overrides
         self.logger = logger
+        self.sessions = AdminSessions(key: adminKey, shared: redis != nil)
         if let redis {
             var redisLogger = logger
             redisLogger[metadataKey: "component"] = "redis"
-            dataPlane.attachRedis(RedisClientGroup(configuration: redis, group: dataPlane.group, logger: redisLogger))
+            let group = RedisClientGroup(configuration: redis, group: dataPlane.group, logger: redisLogger)
+            dataPlane.attachRedis(group)
+            self.fleet = Fleet(dataPlane: dataPlane, ledger: ledger, sessions: sessions, redis: group,
+                               replica: ledgerSettings?.replica ?? ProcessInfo.processInfo.hostName, logger: logger)
+        } else {
+            self.fleet = nil
         }
         if let ledger {
             // With Redis the shared counters carry the history (see QuotaSync); else the ledger does.
@@ -128,9 +139,13 @@ public final class Gateway: Sendable {
     /// Runs both planes until SIGTERM or SIGINT, then shuts down gracefully. SIGHUP reloads.
     public func run(onReady: @escaping @Sendable (_ data: SocketAddress, _ admin: SocketAddress) async -> Void = { _, _ in }) async throws {
         let dataAddress = try await dataPlane.start()
+        if let fleet {
+            fleet.onReload { [self] in _ = reload() }
+            fleet.start()
+        }
         let reloadSource = installReloadSignal()
         defer { reloadSource.cancel() }
-        let dataService = DataPlaneService(dataPlane: dataPlane)
+        let dataService = DataPlaneService(dataPlane: dataPlane, fleet: fleet)
         let app = ControlPlane.buildApplication(dataPlane: dataPlane, admin: adminServices(), logger: logger) { channel in
             if let admin = channel.localAddress {
                 self.logger.notice("control plane listening", metadata: ["address": "\(admin)"])
@@ -163,13 +178,16 @@ public final class Gateway: Sendable {
         let notFound: @Sendable (String) throws -> (status: Int, body: String) = { _ in
             (404, GatewayError.notFound(method: "GET", path: "/admin/api/reports/quota").body)
         }
-        return AdminServices(
+        var services = AdminServices(
             adminKey: adminKey,
             keys: ledger?.keys,
             refreshKeys: { try ledger?.refreshKeys(into: dataPlane)?.wait() },
             reload: { [self] in reload() },
             quotaReport: ledger?.quotaReporter(dataPlane: dataPlane) ?? notFound,
             ledger: ledger?.database, writer: ledger?.writer, reportGate: ledger?.reportGate)
+        services.sessions = sessions
+        services.fleet = fleet?.hooks
+        return services
     }
 
     private func installReloadSignal() -> any DispatchSourceSignal {
@@ -187,9 +205,12 @@ public final class Gateway: Sendable {
 /// The data plane as a service: waits for graceful shutdown, then drains.
 struct DataPlaneService: Service {
     let dataPlane: DataPlane
+    /// Stopped first: it sends through the data plane's loops, which the shutdown ends.
+    var fleet: Fleet?
 
     func run() async throws {
         try? await gracefulShutdown()
+        await fleet?.stop()
         let grace = dataPlane.state.table.configuration.shutdownGrace
         await dataPlane.shutdown(grace: grace)
     }

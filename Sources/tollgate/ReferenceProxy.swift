@@ -16,11 +16,14 @@ struct ReferenceProxyCommand: AsyncParsableCommand {
     @Option(help: "Upstream host.") var upstreamHost = "127.0.0.1"
     @Option(help: "Upstream port.") var upstreamPort: Int
     @Option(help: "Event loops.") var loops = System.coreCount
+    @Flag(help: "The forwarder without NIO's HTTP codecs (raw bytes, the gateway's head parser).") var raw = false
 
     func run() async throws {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, loops))
-        let channel = try await ReferenceProxy.start(host: host, port: port, upstreamHost: upstreamHost, upstreamPort: upstreamPort, group: group)
-        print("reference proxy on \(host):\(port) -> \(upstreamHost):\(upstreamPort)")
+        let channel = raw
+            ? try await RawReferenceProxy.start(host: host, port: port, upstreamHost: upstreamHost, upstreamPort: upstreamPort, group: group)
+            : try await ReferenceProxy.start(host: host, port: port, upstreamHost: upstreamHost, upstreamPort: upstreamPort, group: group)
+        print("\(raw ? "raw " : "")reference proxy on \(host):\(port) -> \(upstreamHost):\(upstreamPort)")
         try await channel.closeFuture.get()
     }
 }

@@ -275,6 +275,12 @@ final class RequestHeadParserTests: XCTestCase {
             XCTAssertTrue(h.upgrade)
             XCTAssertTrue(h.switchesProtocol)
         }
+        // An empty Upgrade offers nothing: no upgrade, as llhttp reads it (found by fuzzing).
+        if case let (h, _)? = head("GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: \r\n\r\n") {
+            XCTAssertFalse(h.upgrade)
+            XCTAssertFalse(h.switchesProtocol)
+            XCTAssertEqual(h.connectionOptions, [.upgrade])
+        }
         // Target forms (RFC 9112 §3.2).
         if case let (h, input)? = head("GET /v1/usage?from=2026-11-01&to=%7E HTTP/1.1\r\nHost: x\r\n\r\n") {
             XCTAssertEqual(text(input, h.path), "/v1/usage")

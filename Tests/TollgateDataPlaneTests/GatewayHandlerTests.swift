@@ -40,7 +40,7 @@ final class GatewayHandlerTests: XCTestCase {
         let guardHandler = ConnectionGuard(idleTimeout: .seconds(75), headerTimeout: .seconds(10))
         try channel.pipeline.syncOperations.addHandlers([
             guardHandler,
-            ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .dropBytes)),
+            ByteToMessageHandler(RequestDecoder(limits: config.limits)),
             GatewayHandler(loop: loop, guardHandler: guardHandler, remoteAddress: "192.0.2.1"),
         ])
         try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()

@@ -77,6 +77,36 @@ final class BadInputTests: XCTestCase {
         await gw.stop()
     }
 
+    /// Heads two readers could read differently are refused by the gateway's own parser
+    /// (`RequestDecoder`): 400 in the OpenAI format and a close, never forwarded — request
+    /// smuggling needs a proxy and an instance that disagree on where a request ends.
+    func testAmbiguousHeadsAreRefusedAndClosed() async throws {
+        let gw = try await GatewayFixture.start(instances: 1)
+        let key = "authorization: Bearer \(TestKeys.engineering)\r\n"
+        let body = #"{"model":"qwen2.5-0.5b-instruct","messages":[{"role":"user","content":"hi"}]}"#
+        let cases: [(String, String)] = [
+            ("CL and TE", "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\n\(key)content-length: 5\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n"),
+            ("two lengths", "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\n\(key)content-length: \(body.utf8.count)\r\ncontent-length: 5\r\n\r\n\(body)"),
+            ("TE not chunked", "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\n\(key)transfer-encoding: gzip, chunked, identity\r\n\r\n"),
+            ("obs-fold", "GET /healthz HTTP/1.1\r\nhost: x\r\nx-a: 1\r\n folded\r\n\r\n"),
+            ("bare LF", "GET /healthz HTTP/1.1\nhost: x\n\n"),
+            ("space before colon", "GET /healthz HTTP/1.1\r\nhost : x\r\n\r\n"),
+            ("no Host", "GET /healthz HTTP/1.1\r\n\r\n"),
+            ("close and keep-alive", "GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: keep-alive\r\nconnection: close\r\n\r\n"),
+            ("NUL in a value", "GET /healthz HTTP/1.1\r\nhost: x\r\nx-a: a\u{0}b\r\n\r\n"),
+        ]
+        for (name, bytes) in cases {
+            let raw = try await gw.raw()
+            try await raw.write(bytes)
+            let answer = try await raw.readUntilClosed()
+            XCTAssertTrue(answer.hasPrefix("HTTP/1.1 400"), "\(name): \(answer)")
+            XCTAssertTrue(answer.contains("\"type\":\"invalid_request_error\""), "\(name): \(answer)")
+            XCTAssertTrue(answer.lowercased().contains("connection: close"), "\(name): \(answer)")
+        }
+        XCTAssertEqual(gw.instances[0].stats.generations, 0, "nothing ambiguous reached an instance")
+        await gw.stop()
+    }
+
     /// Slow-loris: heads and bodies that trickle in byte by byte are cut off at the configured
     /// time, while other clients are served meanwhile.
     func testSlowClientsAreCutOffWhileOthersAreServed() async throws {
@@ -197,7 +227,7 @@ final class UpstreamRequestTests: XCTestCase {
         let body = #"{"model":"qwen2.5-0.5b-instruct","temperature":0.7,"messages":[{"role":"user","content":"héllo"}]}"#
         try await raw.write(
             "POST /v1/chat/completions?trace=1 HTTP/1.1\r\nHost: gateway.example\r\nAuthorization: Bearer \(TestKeys.engineering)\r\n"
-                + "Connection: keep-alive\r\nKeep-Alive: timeout=5\r\nTE: trailers\r\nX-Request-Id: my-id-1\r\nX-Forwarded-For: 10.1.2.3\r\n"
+                + "Connection: TE\r\nKeep-Alive: timeout=5\r\nTE: trailers\r\nX-Request-Id: my-id-1\r\nX-Forwarded-For: 10.1.2.3\r\n"
                 + "X-Real-IP: 6.6.6.6\r\nX-Custom: kept as is\r\ncontent-type: application/json\r\ncontent-length: \(body.utf8.count)\r\n"
                 + "connection: close\r\n\r\n\(body)")
         let answer = try await raw.readUntilClosed()

@@ -82,6 +82,31 @@ final class SimulatorTests: XCTestCase {
         try await proxy.close()
     }
 
+    /// The raw-bytes reference: pipelined keep-alive requests forwarded as bytes (with
+    /// `X-Forwarded-For` added), answers passed through in order; an ambiguous head is refused.
+    func testRawReferenceProxyForwardsPipelinedRequestsAndRefusesAmbiguousHeads() async throws {
+        let instance = try await start { $0.timeToFirstToken = .zero; $0.tokensPerSecond = 0 }
+        let proxy = try await RawReferenceProxy.start(host: "127.0.0.1", port: 0, upstreamHost: "127.0.0.1", upstreamPort: instance.port,
+                                                      group: group)
+        let port = try XCTUnwrap(proxy.localAddress?.port)
+        let client = try await HTTPTestClient.connect(port: port, group: group)
+        let chat = TestRequest(.POST, "/v1/chat/completions", body: chatBody())
+        let answers = try await client.sendPipelined([chat, TestRequest(.GET, "/healthz"), chat, TestRequest(.POST, "/v1/chat/completions",
+                                                                                                           body: chatBody(stream: true))])
+        XCTAssertEqual(answers.map(\.status), [200, 200, 200, 200])
+        XCTAssertEqual(try XCTUnwrap(try object(answers[0].body)["usage"] as? [String: Any])["completion_tokens"] as? Int, 5)
+        XCTAssertTrue(answers[1].body.contains("\"status\":\"ok\""), answers[1].body)
+        XCTAssertTrue(answers[3].body.hasSuffix("data: [DONE]\n\n"), answers[3].body)
+        XCTAssertEqual(instance.stats.generations, 3)
+        await client.close()
+        let raw = try await RawTestClient.connect(port: port, group: group)
+        try await raw.write("POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n{}")
+        let refused = try await raw.readUntilClosed()
+        XCTAssertTrue(refused.hasPrefix("HTTP/1.1 400"), refused)
+        XCTAssertEqual(instance.stats.generations, 3)
+        try await proxy.close()
+    }
+
     // MARK: Endpoints
 
     func testHealthzAndModels() async throws {

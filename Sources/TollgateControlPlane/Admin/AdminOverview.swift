@@ -201,6 +201,64 @@ struct AdminOverview: Encodable, Sendable {
     var capacity: [Capacity]
     /// Per department, over the window: GPU seconds used and saved by the cache.
     var gpu: [GPUTime]
+    /// Every figure above but `fleet` is this replica's (its ledger, its counters); this
+    /// names it (`--replica`), when the gateway runs with Redis.
+    var replica: String?
+    /// With Redis: the whole fleet, from the replicas' per-minute rollups (`FleetView`);
+    /// absent without Redis or while it does not answer.
+    var fleet: FleetSection?
+
+    /// The fleet view: totals, and the same figures per replica, department and instance.
+    struct FleetSection: Encodable, Sendable {
+        var source = "redis_rollups"
+        /// "minute" (the 1-hour window) or "hour" (24 hours, 7 days: whole hours, so up to an
+        /// hour more at the edges).
+        var granularity: String
+        var fromMs: Int64
+        var toMs: Int64
+        var total: FleetFigures
+        var replicas: [FleetFigures]
+        var departments: [FleetFigures]
+        var instances: [FleetFigures]
+        /// Fields in Redis that were not rollups (dropped).
+        var malformedFields: Int
+
+        init(_ view: FleetView) {
+            granularity = view.granularity
+            fromMs = view.fromMs
+            toMs = view.toMs
+            total = FleetFigures(name: "fleet", view.total)
+            replicas = view.sum { $0.replica }.map { FleetFigures(name: $0.0, $0.1) }
+            departments = view.sum { $0.department }.map { FleetFigures(name: $0.0, $0.1) }
+            instances = view.sum { $0.instance }.filter { !$0.0.isEmpty }.map { FleetFigures(name: $0.0, $0.1) }
+            malformedFields = view.malformedFields
+        }
+    }
+
+    struct FleetFigures: Encodable, Sendable {
+        var name: String
+        var requests: Int
+        var hits: Int
+        var misses: Int
+        var hitRate: Double
+        var errors: Int
+        var tokens: Int
+        /// From the rollups' latency buckets: the bucket's upper bound.
+        var p50LatencyMs: Int
+        var p95LatencyMs: Int
+
+        init(name: String, _ c: RollupCounts) {
+            self.name = name
+            requests = c.requests
+            hits = c.hits
+            misses = c.misses
+            hitRate = c.hitRate
+            errors = c.errors
+            tokens = c.tokens
+            p50LatencyMs = c.percentileMs(0.5)
+            p95LatencyMs = c.percentileMs(0.95)
+        }
+    }
 
     static let topPromptCount = 10
     static let recentErrorCount = 15
@@ -299,6 +357,11 @@ struct AdminOverview: Encodable, Sendable {
                 p50LatencyMs: l?.p50LatencyMs ?? 0, p95LatencyMs: l?.p95LatencyMs ?? 0)
         }
 
+        var fleet: FleetSection?
+        if let hooks = services.fleet, let view = try? await offload({ hooks.view(fromMs, toMs) }) {
+            fleet = FleetSection(view)
+        }
+
         let live = Live(
             generation: table.generation, activeRequests: metrics.activeRequests, activeConnections: metrics.activeConnections,
             quotaRejections: metrics.quotaRejections, quotaFallbacks: metrics.quotaFallbacks,
@@ -324,7 +387,7 @@ struct AdminOverview: Encodable, Sendable {
                 ErrorRow(timeMs: $0.timeMs, requestID: $0.requestID, department: $0.department, instance: $0.instance,
                          model: $0.model, status: $0.status, latencyMs: $0.latencyMs)
             },
-            live: live, queues: queues, capacity: capacity, gpu: figures.gpu)
+            live: live, queues: queues, capacity: capacity, gpu: figures.gpu, replica: services.fleet?.replica, fleet: fleet)
     }
 
     /// The ledger's per-instance figures summed per pool, the live waiting lines beside them,

@@ -99,6 +99,10 @@ enum AdminPageHTML {
         if !o.ledger {
             b += "<section><p class=\"error\">This gateway runs without a usage ledger: only live figures are shown.</p></section>"
         }
+        b += fleet(o)
+        if let replica = o.replica {
+            b += "<p class=\"muted\" data-scope=\"replica\">Below: this replica (\(HTML.escape(replica))) — its ledger and counters. Exact fleet reports: <code>tollgate report</code> over every replica's ledger.</p>"
+        }
         b += kpis(o)
         b += chart(o, zone: zone)
         b += departments(o)
@@ -272,6 +276,37 @@ enum AdminPageHTML {
             s += "</tr>"
         }
         return s + "</tbody></table></div></section>"
+    }
+
+    /// The fleet view (with Redis): every replica's rollups, labelled as such.
+    private static func fleet(_ o: AdminOverview) -> String {
+        guard let f = o.fleet else {
+            if o.replica != nil {
+                return "<section data-scope=\"fleet\"><h2>Fleet</h2><p class=\"error\">The fleet view needs Redis, which does not answer now.</p></section>"
+            }
+            return ""
+        }
+        var s = "<section data-scope=\"fleet\"><h2>Fleet — all replicas</h2><p class=\"muted\">From the replicas' per-\(HTML.escape(f.granularity)) rollups in Redis (a summary; latencies are bucket bounds).</p>"
+        func table(_ title: String, _ kind: String, _ rows: [AdminOverview.FleetFigures]) -> String {
+            var t = "<h3 style=\"font-size:.95rem\">\(HTML.escape(title))</h3><div class=\"scroll\"><table><thead><tr><th>\(HTML.escape(title))</th><th class=\"num\">Requests</th><th class=\"num\">Hit rate</th><th class=\"num\">Hits</th><th class=\"num\">Misses</th><th class=\"num\">Errors</th><th class=\"num\">Tokens</th><th class=\"num\">p50 ≤</th><th class=\"num\">p95 ≤</th></tr></thead><tbody>"
+            for r in rows {
+                t += "<tr data-fleet-\(kind)=\"\(HTML.escape(r.name))\"><td>\(HTML.escape(r.name))</td>"
+                t += cell("fleet-requests", HTML.integer(r.requests), "\(r.requests)")
+                t += cell("fleet-hit-rate", r.hits + r.misses > 0 ? HTML.percent(fraction: r.hitRate) : "–", HTML.raw(r.hitRate))
+                t += cell("fleet-hits", HTML.integer(r.hits), "\(r.hits)")
+                t += cell("fleet-misses", HTML.integer(r.misses), "\(r.misses)")
+                t += cell("fleet-errors", HTML.integer(r.errors), "\(r.errors)")
+                t += cell("fleet-tokens", HTML.integer(r.tokens), "\(r.tokens)")
+                t += cell("fleet-p50", r.requests > 0 ? HTML.ms(Double(r.p50LatencyMs)) : "–", "\(r.p50LatencyMs)")
+                t += cell("fleet-p95", r.requests > 0 ? HTML.ms(Double(r.p95LatencyMs)) : "–", "\(r.p95LatencyMs)")
+                t += "</tr>"
+            }
+            return t + "</tbody></table></div>"
+        }
+        s += table("Replica", "replica", [f.total] + f.replicas)
+        s += table("Department", "department", f.departments)
+        s += table("Instance", "instance", f.instances)
+        return s + "</section>"
     }
 
     private static func cell(_ metric: String, _ text: String, _ raw: String) -> String {

@@ -1,3 +1,4 @@
+import Atomics
 import Foundation
 import Hummingbird
 import NIOCore
@@ -146,6 +147,20 @@ enum MetricsEndpoint {
         p.single("tollgate_redis_connections", "gauge", "Redis connections (one per event loop).", m.redisConnections)
         p.single("tollgate_redis_connections_available", "gauge", "Redis connections connected and ready.", m.redisAvailableConnections)
         p.single("tollgate_redis_outages_total", "counter", "Times a Redis connection went from ready to down.", m.redisOutages)
+
+        if m.redisConfigured {
+            let f = dataPlane.fleetCounters
+            p.single("tollgate_quota_leasing", "gauge", "1 while quotas are admitted on slices leased from Redis; 0 on this replica's own counters (fallback).", dataPlane.state.quotas.leases.isLeasing ? 1 : 0)
+            p.single("tollgate_fleet_subscribed", "gauge", "1 while the fleet's pub/sub subscription is up.", f.subscribed.load(ordering: .relaxed))
+            p.single("tollgate_fleet_events_received_total", "counter", "Fleet events from other replicas acted on.", f.eventsReceived.load(ordering: .relaxed))
+            p.single("tollgate_fleet_events_dropped_total", "counter", "Fleet messages dropped as malformed.", f.eventsDropped.load(ordering: .relaxed))
+            p.single("tollgate_fleet_events_published_total", "counter", "Fleet events this replica published.", f.eventsPublished.load(ordering: .relaxed))
+            p.single("tollgate_fleet_key_syncs_total", "counter", "Key registry syncs with Redis.", f.keySyncs.load(ordering: .relaxed))
+            p.single("tollgate_fleet_key_sync_failures_total", "counter", "Key registry syncs that failed (Redis or the ledger not answering).", f.keySyncFailures.load(ordering: .relaxed))
+            p.single("tollgate_fleet_key_records_refused_total", "counter", "Key registry entries refused (out of range, conflicting digests).", f.keyRecordsRefused.load(ordering: .relaxed))
+            p.single("tollgate_fleet_rollup_publish_failures_total", "counter", "Rollup publications that failed (kept for the next one).", f.rollupPublishFailures.load(ordering: .relaxed))
+            p.single("tollgate_fleet_rollup_cells_dropped_total", "counter", "Rollup cells dropped because the unpublished backlog was full.", f.rollupCellsDropped.load(ordering: .relaxed))
+        }
 
         p.single("tollgate_config_generation", "gauge", "Generation of the routing table in force (bumped by each reload).", table.generation)
         return p.text

@@ -338,6 +338,15 @@ struct Reader {
             }
             if let n = r.int(&m, "default_max_tokens", min: 0, max: ConfigurationBounds.maxTokens) { config.quotas.defaultMaxTokens = n }
             if let d = r.duration(&m, "sync_interval") { config.quotas.syncInterval = d }
+            if let text = r.string(&m, "lease") {
+                // "1%" or "0.5%": the largest slice a replica leases, of each limit.
+                let number = text.hasSuffix("%") ? String(text.dropLast()) : text
+                if let value = Double(number.trimmingCharacters(in: .whitespaces)), value.isFinite, value >= 0.01, value <= 50 {
+                    config.quotas.lease = QuotaLeasePolicy(percent: value)
+                } else {
+                    r.fail(m, "lease", "\"\(text)\" is not a percentage between 0.01% and 50% (e.g. 1%)")
+                }
+            }
         }
         if let policy = promptPreview(&map) { config.promptPreview = policy }
         if let pools = list(&map, "pools") {

@@ -51,8 +51,9 @@ enum HTTPBytes {
         return Int((b | 0x20) &- UInt8(ascii: "a")) + 10
     }
 
-    /// `bytes[range]` equals `lowercased`, ASCII letters compared without case. Only for
-    /// token bytes (the `| 0x20` fold maps no other token character onto a letter, digit or "-").
+    /// `bytes[range]` equals `lowercased` (letters, digits and "-" only), ASCII letters compared
+    /// without case. Only for bytes above 0x20 — tokens and field values: among those the
+    /// `| 0x20` fold maps nothing but an upper-case letter onto a letter, digit or "-".
     @inline(__always)
     static func tokenEquals(_ bytes: UnsafeRawBufferPointer, _ range: Range<Int>, _ lowercased: StaticString) -> Bool {
         guard range.count == lowercased.utf8CodeUnitCount else { return false }

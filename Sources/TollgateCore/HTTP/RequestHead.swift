@@ -102,7 +102,7 @@ public struct RequestHead: Sendable, Equatable {
 
     public init() {}
 
-    /// An `Upgrade` field was sent (RFC 9110 §7.8).
+    /// An `Upgrade` field with a value was sent (RFC 9110 §7.8).
     public var upgrade: Bool { known.upgrade != nil }
 
     /// CONNECT, or an `Upgrade` request: the gateway switches no protocol, so it answers such a

@@ -205,17 +205,21 @@ public struct RequestHeadParser: Sendable {
             case .value:
                 // field-value = *field-content: visible bytes, obs-text, and SP/HTAB inside;
                 // the whitespace after the last visible byte is not part of it (RFC 9110 §5.5).
+                // (A local: stores to `self` inside the loop could alias `bytes`, and would be
+                // made byte by byte.)
+                var last = valueEnd
                 while i < end {
                     let b = bytes[i]
                     if HTTPBytes.isFieldVisible(b) {
                         i += 1
-                        valueEnd = i
+                        last = i
                     } else if HTTPBytes.isWhitespace(b) {
                         i += 1
                     } else {
                         break
                     }
                 }
+                valueEnd = last
                 if i == end { break scan }
                 let b = bytes[i]
                 guard b == HTTPBytes.cr else {
@@ -406,7 +410,9 @@ public struct RequestHeadParser: Sendable {
                 head.known.expect = index
             }
         case 7:
-            if HTTPBytes.tokenEquals(bytes, name, "upgrade") {
+            // An empty Upgrade offers no protocol (RFC 9110 §7.8), and llhttp ignores it: not an
+            // upgrade request (found by fuzzing; the field is dropped when forwarding anyway).
+            if HTTPBytes.tokenEquals(bytes, name, "upgrade"), !value.isEmpty {
                 if head.known.upgrade == nil { head.known.upgrade = index }
             }
         case 10:

@@ -36,6 +36,10 @@ public struct QuotaSettings: Sendable, Equatable {
     /// With Redis, how often each replica adds its use to the shared counters and reads back
     /// the total. Replicas can overshoot a limit by what they admit within one interval.
     public var syncInterval: Duration = .milliseconds(100)
+    /// With Redis, the largest slice of a meter a replica leases at a time (`quotas.lease`,
+    /// a percentage of the limit, default 1%): the fleet overshoots a limit by at most
+    /// replicas × slice (see `QuotaLeasePolicy`).
+    public var lease = QuotaLeasePolicy()
     public init() {}
 }
 

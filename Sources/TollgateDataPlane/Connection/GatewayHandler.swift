@@ -210,6 +210,28 @@ final class GatewayHandler: ChannelDuplexHandler, ClientSide {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        if let refused = error as? RequestHeadError {
+            // The parser refused a head (`RequestDecoder`): nothing of it was understood, so the
+            // guard answers (400, or 431 past the size limits) and closes.
+            if refused == .headTooLarge || refused == .tooManyFields || refused == .requestLineTooLong {
+                guardHandler.rejectAndClose(.headersTooLarge("Request headers exceed the gateway's limits (\(limits.maxHeaderBytes) bytes, \(limits.maxHeaderCount) fields): \(refused)."))
+            } else {
+                guardHandler.rejectAndClose(.invalidRequest("Malformed HTTP request: \(refused)."))
+            }
+            loop.counters.clientErrors.wrappingIncrement(ordering: .relaxed)
+            clientLeft()
+            return
+        }
+        if let refused = error as? ChunkedBodyError, case .receiving(let pending) = state {
+            // A chunked body that breaks its framing: the request is answered 400 and the
+            // connection closed (nothing after it can be read in step).
+            state = .responding
+            writer.request.keepAlive = false
+            loop.counters.clientErrors.wrappingIncrement(ordering: .relaxed)
+            recordLocal(pending, status: 400, model: nil)
+            respond(.error(.invalidRequest("Malformed chunked request body: \(refused).")), head: pending.head, requestID: pending.requestID)
+            return
+        }
         if let parse = error as? HTTPParserError {
             switch state {
             case .idle, .discarding:

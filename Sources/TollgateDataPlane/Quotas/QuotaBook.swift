@@ -1,5 +1,6 @@
 import Atomics
 import Foundation
+import NIOConcurrencyHelpers
 import TollgateCore
 
 /// One meter of one department: the window it counts and the amount used, packed into one
@@ -8,6 +9,18 @@ import TollgateCore
 /// racing for the last of a quota overshoot it by at most one request's reservation.
 public final class QuotaCounter: Sendable {
     private let word = ManagedAtomic<UInt64>(0)
+    /// With Redis: the slices of the window this replica holds (`QuotaLeasePolicy`), packed
+    /// like `word`; written by the lease manager only.
+    private let grant = ManagedAtomic<UInt64>(0)
+    /// With Redis: the other replicas' use of the window, as of the last sync round (for
+    /// `x-ratelimit-remaining-*`, the admin page and `/metrics`; admission does not read it
+    /// while leasing).
+    private let others = ManagedAtomic<UInt64>(0)
+    /// While leasing: the largest reservation refused for lack of a slice since the lease
+    /// manager last looked (it asks for at least that much).
+    private let wantedAmount = ManagedAtomic<Int>(0)
+    /// While leasing: the window in which Redis answered that nothing is left (-1: none).
+    private let exhaustedWindow = ManagedAtomic<Int64>(-1)
     private static let amountBits: UInt64 = 40
     private static let amountMask: UInt64 = (1 << 40) - 1
 
@@ -57,6 +70,79 @@ public final class QuotaCounter: Sendable {
     public func seed(window: Int64, amount: Int) {
         word.store(Self.pack(window, amount), ordering: .relaxed)
     }
+
+    /// The slices held for `window` (0 when none, or only for an older window).
+    public func granted(window: Int64) -> Int {
+        let w = grant.load(ordering: .relaxed)
+        return w >> Self.amountBits == Self.tag(window) ? Int(w & Self.amountMask) : 0
+    }
+
+    /// Adds `delta` (negative: given back) to the slices held for `window`; a new window
+    /// starts from zero. Only the lease manager writes, so a load and a store suffice.
+    public func addGrant(window: Int64, _ delta: Int) {
+        grant.store(Self.pack(window, QuotaAmount.add(granted(window: window), delta)), ordering: .relaxed)
+    }
+
+    /// Notes a reservation refused for lack of a slice (a relaxed load and, rarely, a store).
+    func noteWanted(_ amount: Int) {
+        if amount > wantedAmount.load(ordering: .relaxed) { wantedAmount.store(amount, ordering: .relaxed) }
+    }
+
+    /// Whether Redis answered that `window` is spent (refusals then need no new slice).
+    func isExhausted(window: Int64) -> Bool { exhaustedWindow.load(ordering: .relaxed) == window }
+
+    func setExhausted(window: Int64, _ exhausted: Bool) {
+        exhaustedWindow.store(exhausted ? window : -1, ordering: .relaxed)
+    }
+
+    /// The largest reservation refused since the last call.
+    func takeWanted() -> Int { wantedAmount.exchange(0, ordering: .relaxed) }
+
+    /// The other replicas' use of `window` as last learnt (0 when unknown).
+    public func othersUsed(window: Int64) -> Int {
+        let w = others.load(ordering: .relaxed)
+        return w >> Self.amountBits == Self.tag(window) ? Int(w & Self.amountMask) : 0
+    }
+
+    public func setOthersUsed(window: Int64, _ amount: Int) {
+        others.store(Self.pack(window, amount), ordering: .relaxed)
+    }
+
+    /// The fleet's use of `window` as this replica knows it: its own plus the others' (as of
+    /// the last sync round).
+    public func fleetUsed(window: Int64) -> Int {
+        QuotaAmount.add(used(window: window), othersUsed(window: window))
+    }
+}
+
+/// Shared by every `QuotaBook` of a data plane (a reload keeps it): whether admission decides
+/// on leased slices (Redis answering) or on this replica's own counters, and how admission
+/// asks the lease manager for a slice ahead of need (one hop per slice, never per request).
+public final class QuotaLeaseSignal: Sendable {
+    private let leasing = ManagedAtomic<Bool>(false)
+    private let wakePending = ManagedAtomic<Bool>(false)
+    private let waker = NIOLockedValueBox<(@Sendable () -> Void)?>(nil)
+
+    public init() {}
+
+    /// True while admission decides on leased slices.
+    @inline(__always)
+    public var isLeasing: Bool { leasing.load(ordering: .relaxed) }
+
+    func setLeasing(_ on: Bool) { leasing.store(on, ordering: .relaxed) }
+
+    /// Installed by the lease manager: runs a round on its loop.
+    func install(waker: (@Sendable () -> Void)?) { self.waker.withLockedValue { $0 = waker } }
+
+    /// Asks for a round now; a no-op while one is already asked for.
+    @inline(__always)
+    func wake() {
+        guard wakePending.compareExchange(expected: false, desired: true, ordering: .relaxed).exchanged else { return }
+        if let waker = waker.withLockedValue({ $0 }) { waker() } else { wakePending.store(false, ordering: .relaxed) }
+    }
+
+    /// Whether a wake was asked for since the last call (the round calls this).
+    func takeWake() -> Bool { wakePending.exchange(false, ordering: .relaxed) }
 }
 
 /// Every department's quota counters. Immutable itself (counters are shared objects), built
@@ -69,12 +155,15 @@ public final class QuotaBook: Sendable {
     }
 
     public let settings: QuotaSettings
+    /// Leasing on or off, and the way to ask for a slice; shared with the previous book.
+    public let leases: QuotaLeaseSignal
     /// Indexed like the routing table's departments.
     public let departments: [Department]
     public let names: [String]
 
     public init(table: RoutingTable, previous: QuotaBook?) {
         settings = table.configuration.quotas
+        leases = previous?.leases ?? QuotaLeaseSignal()
         var kept: [String: [QuotaCounter]] = [:]
         if let previous {
             for (i, name) in previous.names.enumerated() { kept[name] = previous.departments[i].counters }
@@ -103,18 +192,44 @@ public final class QuotaBook: Sendable {
         let reservation = Reservation(department: department, tokens: tokens, minute: now.minute, day: now.day, month: now.month)
         guard !d.limits.isUnlimited else { return .admitted(reservation) }
         var taken: [(QuotaMeter, Int)] = []
+        let leasing = leases.isLeasing
+        var wake = false
         for meter in QuotaMeter.allCases {
             guard let limit = d.limits.limit(meter) else { continue }
             let amount = meter == .requestsPerMinute ? 1 : tokens
             let window = now.index(meter.window)
-            let (ok, used) = d.counters[meter.rawValue].reserve(window: window, amount: amount, limit: limit)
+            let counter = d.counters[meter.rawValue]
+            // Leasing: the slices held; before the window's first slice arrives, one slice of
+            // credit (QuotaLeasePolicy: a new minute does not start with refusals; what it
+            // admits is charged as debt with the first slice, and no credit is given again).
+            // Else this replica's own counter against the limit, less what the others were
+            // last known to use (0 without Redis).
+            let cap: Int
+            if leasing {
+                let granted = counter.granted(window: window)
+                cap = min(limit, granted > 0 ? granted : settings.lease.credit(limit: limit))
+            } else {
+                cap = max(0, limit - counter.othersUsed(window: window))
+            }
+            let (ok, used) = counter.reserve(window: window, amount: amount, limit: cap)
             if !ok {
                 for (m, a) in taken { d.counters[m.rawValue].adjust(window: now.index(m.window), by: -a) }
+                // A refusal for lack of a slice asks for one (not when the fleet's window is spent).
+                if leasing, !counter.isExhausted(window: window) {
+                    counter.noteWanted(amount)
+                    leases.wake()
+                }
                 let wait = max(1, Int((now.end(meter.window) - nowMs + 999) / 1000))
-                return .rejected(meter: meter, limit: limit, used: used, requested: amount, retryAfterSeconds: wait)
+                return .rejected(meter: meter, limit: limit, used: QuotaAmount.add(used, counter.othersUsed(window: window)),
+                                 requested: amount, retryAfterSeconds: wait)
+            }
+            if leasing, counter.granted(window: window) - QuotaAmount.add(used, amount) <= settings.lease.lowWater(limit: limit) {
+                wake = true
             }
             taken.append((meter, amount))
         }
+        // Ahead of need: the next slice is asked for while this one lasts.
+        if wake { leases.wake() }
         return .admitted(reservation)
     }
 
@@ -140,7 +255,7 @@ public final class QuotaBook: Sendable {
         out.reserveCapacity(6)
         for meter in QuotaMeter.allCases {
             guard let limit = d.limits.limit(meter) else { continue }
-            let used = d.counters[meter.rawValue].used(window: now.index(meter.window))
+            let used = d.counters[meter.rawValue].fleetUsed(window: now.index(meter.window))
             let reset = max(0, now.end(meter.window) - nowMs)
             let names = Self.headerNames[meter.rawValue]
             out.append((names.limit, String(limit)))
@@ -161,7 +276,7 @@ public final class QuotaBook: Sendable {
     public func usage(department: Int, at now: QuotaCalendar.Current) -> [QuotaMeter: Int] {
         var out: [QuotaMeter: Int] = [:]
         for meter in QuotaMeter.allCases {
-            out[meter] = departments[department].counters[meter.rawValue].used(window: now.index(meter.window))
+            out[meter] = departments[department].counters[meter.rawValue].fleetUsed(window: now.index(meter.window))
         }
         return out
     }

@@ -100,6 +100,38 @@ public final class KeyStore: Sendable {
         }
     }
 
+    /// Every key as the replicas share it (digest, never the key), revoked ones included.
+    public func registry() throws -> [FleetKeyRecord] {
+        try database.pool.read { db in
+            try Row.fetchAll(db, sql: "SELECT sha256, prefix, department, label, created_ms, expires_ms, revoked_ms FROM api_keys ORDER BY prefix")
+                .map { FleetKeyRecord(sha256: $0[0], prefix: $0[1], department: $0[2], label: $0[3], createdMs: $0[4],
+                                      expiresMs: $0[5], revokedMs: $0[6]) }
+        }
+    }
+
+    /// Brings keys made or revoked on other replicas into this ledger, in one transaction:
+    /// inserts the new ones (a prefix or digest already present is left as it is) and revokes
+    /// the revoked ones (an earlier revocation stays). Returns whether anything changed.
+    @discardableResult
+    public func merge(insert: [FleetKeyRecord], revoke: [(prefix: String, revokedMs: Int64)]) throws -> Bool {
+        guard !insert.isEmpty || !revoke.isEmpty else { return false }
+        return try database.pool.write { db in
+            var changed = false
+            for r in insert {
+                try db.execute(
+                    sql: "INSERT OR IGNORE INTO api_keys (prefix, sha256, department, label, created_ms, expires_ms, revoked_ms) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    arguments: [r.prefix, r.sha256, r.department, r.label, r.createdMs, r.expiresMs, r.revokedMs])
+                changed = changed || db.changesCount > 0
+            }
+            for (prefix, revokedMs) in revoke {
+                try db.execute(sql: "UPDATE api_keys SET revoked_ms = ? WHERE prefix = ? AND revoked_ms IS NULL",
+                               arguments: [revokedMs, prefix])
+                changed = changed || db.changesCount > 0
+            }
+            return changed
+        }
+    }
+
     /// Records when keys were last used (prefix → Unix ms), in one transaction. A time
     /// older than the one stored is ignored; unknown prefixes are ignored.
     public func recordLastUsed(_ uses: [String: Int64]) throws {

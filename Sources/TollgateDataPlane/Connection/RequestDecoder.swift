@@ -1,0 +1,140 @@
+import NIOCore
+import NIOHTTP1
+import TollgateCore
+
+/// Reads requests off a client connection with the gateway's own strict parser — TollgateCore's
+/// `RequestHeadParser` and `ChunkedBodyDecoder`, fuzzed against llhttp — in place of NIO's
+/// `HTTPRequestDecoder`. It hands `GatewayHandler` the same parts NIO's decoder did (head, body
+/// parts, end), so everything behind it is unchanged; what differs is what gets through: a head
+/// two readers could read differently (CL+TE, duplicate lengths, obs-fold, bare CR or LF,
+/// whitespace before a colon, unknown methods, an HTTP/1.1 request without Host …) is refused with
+/// a `RequestHeadError`, answered 400 (431 past the size limits) and closed.
+///
+/// The head is parsed where it arrived: the parser sees the buffer's readable bytes from the
+/// head's first byte as more arrive, and looks at each byte once. Body parts are slices of the
+/// buffer, not copies.
+struct RequestDecoder: ByteToMessageDecoder {
+    typealias InboundOut = HTTPServerRequestPart
+
+    private enum Reading {
+        /// A request head (the next, or the first).
+        case head
+        /// A body framed by `content-length`: this many bytes still to come.
+        case length(Int)
+        /// A chunked body.
+        case chunked(ChunkedBodyDecoder)
+        /// After a request that switches protocols (CONNECT, Upgrade) or a refused head: the
+        /// gateway answers and closes, and reads nothing more.
+        case stopped
+    }
+
+    private var parser: RequestHeadParser
+    private var reading = Reading.head
+
+    init(limits: RequestLimits) {
+        parser = RequestHeadParser(limits: RequestHeadParser.Limits(limits))
+    }
+
+    mutating func decode(context: ChannelHandlerContext, buffer: inout ByteBuffer) throws -> DecodingState {
+        switch reading {
+        case .stopped:
+            buffer.moveReaderIndex(to: buffer.writerIndex)
+            return .needMoreData
+        case .head:
+            return try decodeHead(context: context, buffer: &buffer)
+        case .length(let remaining):
+            guard buffer.readableBytes > 0 else { return .needMoreData }
+            let part = buffer.readSlice(length: min(remaining, buffer.readableBytes))!
+            context.fireChannelRead(wrapInboundOut(.body(part)))
+            if remaining == part.readableBytes {
+                end(context)
+            } else {
+                reading = .length(remaining - part.readableBytes)
+            }
+            return .continue
+        case .chunked(var decoder):
+            guard buffer.readableBytes > 0 else { return .needMoreData }
+            reading = .head  // no copy of the decoder's state while it is changed
+            var offset = 0
+            let event: ChunkedBodyDecoder.Event
+            do {
+                event = try buffer.withUnsafeReadableBytes { bytes throws(ChunkedBodyError) in try decoder.next(bytes, from: &offset) }
+            } catch {
+                reading = .stopped
+                throw error
+            }
+            switch event {
+            case .data(let range):
+                let part = buffer.getSlice(at: buffer.readerIndex + range.lowerBound, length: range.count)!
+                buffer.moveReaderIndex(forwardBy: offset)
+                reading = .chunked(decoder)
+                context.fireChannelRead(wrapInboundOut(.body(part)))
+                return .continue
+            case .needMore:
+                buffer.moveReaderIndex(forwardBy: offset)
+                reading = .chunked(decoder)
+                return .needMoreData
+            case .end:
+                buffer.moveReaderIndex(forwardBy: offset)
+                end(context)
+                return .continue
+            }
+        }
+    }
+
+    mutating func decodeLast(context: ChannelHandlerContext, buffer: inout ByteBuffer, seenEOF: Bool) throws -> DecodingState {
+        // What a closed connection left unfinished is the handler's to end (`channelInactive`).
+        while try decode(context: context, buffer: &buffer) == .continue {}
+        buffer.moveReaderIndex(to: buffer.writerIndex)
+        return .needMoreData
+    }
+
+    private var switching = false
+
+    private mutating func decodeHead(context: ChannelHandlerContext, buffer: inout ByteBuffer) throws -> DecodingState {
+        guard buffer.readableBytes > 0 else { return .needMoreData }
+        let parsed: (RequestHead, HTTPRequestHead)?
+        do {
+            parsed = try buffer.withUnsafeReadableBytes { bytes throws(RequestHeadError) in
+                guard let head = try parser.parse(bytes) else { return nil }
+                return (head, Self.nioHead(head, bytes))
+            }
+        } catch {
+            reading = .stopped
+            throw error
+        }
+        guard let (head, nioHead) = parsed else { return .needMoreData }
+        buffer.moveReaderIndex(forwardBy: head.length)
+        switching = head.switchesProtocol
+        context.fireChannelRead(wrapInboundOut(.head(nioHead)))
+        switch head.framing {
+        case .none, .contentLength(0):
+            end(context)
+        case .contentLength(let length):
+            reading = .length(length)
+        case .chunked:
+            // The body's size is the handler's to bound (`limits.max_body_bytes`, answered 413).
+            reading = .chunked(ChunkedBodyDecoder(limits: .init(maxBodyBytes: .max)))
+        }
+        return .continue
+    }
+
+    private mutating func end(_ context: ChannelHandlerContext) {
+        reading = switching ? .stopped : .head
+        context.fireChannelRead(wrapInboundOut(.end(nil)))
+    }
+
+    /// The head as NIO's types: what `GatewayHandler` reads today.
+    private static func nioHead(_ head: RequestHead, _ bytes: UnsafeRawBufferPointer) -> HTTPRequestHead {
+        var headers: [(String, String)] = []
+        headers.reserveCapacity(head.fields.count)
+        for field in head.fields {
+            headers.append((String(decoding: UnsafeRawBufferPointer(rebasing: bytes[field.name]), as: UTF8.self),
+                            String(decoding: UnsafeRawBufferPointer(rebasing: bytes[field.value]), as: UTF8.self)))
+        }
+        return HTTPRequestHead(
+            version: head.version == .http11 ? .http1_1 : .http1_0, method: HTTPMethod(rawValue: head.method.name),
+            uri: String(decoding: UnsafeRawBufferPointer(rebasing: bytes[head.target]), as: UTF8.self),
+            headers: HTTPHeaders(headers))
+    }
+}
