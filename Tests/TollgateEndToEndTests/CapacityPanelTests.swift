@@ -50,6 +50,7 @@ final class CapacityPanelTests: XCTestCase {
             let metrics = try await admin.send(.GET, "/metrics")
             XCTAssertTrue(metrics.body.contains("# TYPE tollgate_queue_wait_seconds histogram"), metrics.body)
             XCTAssertTrue(metrics.body.contains("tollgate_queue_limit{lane=\"interactive\"} 1000\n"), metrics.body)
+            XCTAssertTrue(metrics.body.contains("tollgate_upstream_retries_denied_total 0\n"), metrics.body)
             XCTAssertTrue(metrics.body.contains("tollgate_queue_limit{lane=\"batch\"} 5000\n"), metrics.body)
             XCTAssertTrue(metrics.body.contains("tollgate_instance_max_in_flight{instance=\"qwen-0\",pool=\"p\"} 0\n"), metrics.body)
             await admin.close()

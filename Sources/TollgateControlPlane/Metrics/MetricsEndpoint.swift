@@ -51,6 +51,7 @@ enum MetricsEndpoint {
 
         p.single("tollgate_upstream_requests_total", "counter", "Tries sent to instances (a retried request counts each try).", m.upstreamRequests)
         p.single("tollgate_upstream_retries_total", "counter", "Tries after the first.", m.retries)
+        p.single("tollgate_upstream_retries_denied_total", "counter", "Retries not sent because the retry budget was spent (retry.budget).", m.retriesDenied)
         p.single("tollgate_upstream_failures_total", "counter", "Failed tries (connect error, timeout, 502/503/504, closed).", m.upstreamFailures)
         p.single("tollgate_no_instance_total", "counter", "Requests for which no instance was available.", m.noInstance)
         p.single("tollgate_client_errors_total", "counter", "Requests refused before forwarding (bad input, unknown key, oversize, ...).", m.clientErrors)

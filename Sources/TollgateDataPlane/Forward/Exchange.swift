@@ -139,6 +139,7 @@ final class Exchange: UpstreamDelegate, SlotWaiter {
             // The retry budget: retries under way at most a share of the requests in flight.
             let active = loop.counters.activeRequests.load(ordering: .relaxed)
             guard config.retry.budget.allows(retrying: loop.waitingLine.retrying, inFlight: active) else {
+                loop.counters.retriesDenied.wrappingIncrement(ordering: .relaxed)
                 return fail(failover.lastError ?? .noInstanceAvailable(model: model))
             }
         }

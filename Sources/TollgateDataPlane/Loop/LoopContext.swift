@@ -12,6 +12,8 @@ public final class LoopCounters: Sendable {
     public let requests = ManagedAtomic<Int>(0)
     public let upstreamRequests = ManagedAtomic<Int>(0)
     public let retries = ManagedAtomic<Int>(0)
+    /// Retries not sent because the loop's retry budget was spent (`retry.budget`).
+    public let retriesDenied = ManagedAtomic<Int>(0)
     public let upstreamFailures = ManagedAtomic<Int>(0)
     public let clientErrors = ManagedAtomic<Int>(0)
     public let noInstance = ManagedAtomic<Int>(0)

@@ -25,6 +25,7 @@ public struct MetricsSnapshot: Sendable {
     public var requestHeads = 0
     public var upstreamRequests = 0
     public var retries = 0
+    public var retriesDenied = 0
     public var upstreamFailures = 0
     public var clientErrors = 0
     public var noInstance = 0
@@ -67,6 +68,7 @@ extension DataPlane {
             snapshot.requestHeads += c.requests.load(ordering: .relaxed)
             snapshot.upstreamRequests += c.upstreamRequests.load(ordering: .relaxed)
             snapshot.retries += c.retries.load(ordering: .relaxed)
+            snapshot.retriesDenied += c.retriesDenied.load(ordering: .relaxed)
             snapshot.upstreamFailures += c.upstreamFailures.load(ordering: .relaxed)
             snapshot.clientErrors += c.clientErrors.load(ordering: .relaxed)
             snapshot.noInstance += c.noInstance.load(ordering: .relaxed)
