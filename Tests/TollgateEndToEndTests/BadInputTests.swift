@@ -228,7 +228,7 @@ final class UpstreamRequestTests: XCTestCase {
         try await raw.write(
             "POST /v1/chat/completions?trace=1 HTTP/1.1\r\nHost: gateway.example\r\nAuthorization: Bearer \(TestKeys.engineering)\r\n"
                 + "Connection: TE\r\nKeep-Alive: timeout=5\r\nTE: trailers\r\nX-Request-Id: my-id-1\r\nX-Forwarded-For: 10.1.2.3\r\n"
-                + "X-Real-IP: 6.6.6.6\r\nX-Custom: kept as is\r\ncontent-type: application/json\r\ncontent-length: \(body.utf8.count)\r\n"
+                + "X-Real-IP: 6.6.6.6\r\nX-Custom: kept as is\r\nX-Tollgate-Priority: batch\r\ncontent-type: application/json\r\ncontent-length: \(body.utf8.count)\r\n"
                 + "connection: close\r\n\r\n\(body)")
         let answer = try await raw.readUntilClosed()
         XCTAssertTrue(answer.hasPrefix("HTTP/1.1 200 OK\r\n"), answer)
@@ -251,7 +251,7 @@ final class UpstreamRequestTests: XCTestCase {
         XCTAssertEqual(values("x-forwarded-proto"), ["http"])
         XCTAssertEqual(values("x-custom"), ["kept as is"])
         XCTAssertEqual(values("content-type"), ["application/json"])
-        for hop in ["connection", "keep-alive", "te", "transfer-encoding", "expect"] {
+        for hop in ["connection", "keep-alive", "te", "transfer-encoding", "expect", "x-tollgate-priority"] {
             XCTAssertEqual(values(hop), [], hop)
         }
         XCTAssertEqual(parts[1], body, "the body unchanged")

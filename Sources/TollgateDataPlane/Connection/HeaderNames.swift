@@ -14,9 +14,8 @@ enum HeaderNames {
     ].map { Array($0.utf8) }
 
     /// Not passed from an instance to the client: hop-by-hop headers, the request id the
-    /// gateway sets itself, and
-    /// gateway sets itself; `content-length`, which the response writer sets from the framing it
-    /// chooses.
+    /// gateway sets itself, and `content-length`, which the response writer sets from the
+    /// framing it chooses.
     static let droppedFromResponse: [[UInt8]] = [
         "connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer", "upgrade", "x-request-id",
         "content-length",
@@ -48,6 +47,18 @@ enum HeaderNames {
                 if equalsIgnoringCase(bytes, candidate) { return true }
             }
             return false
+        }
+    }
+
+    /// `x-tollgate-*`: what a client tells the gateway (`x-tollgate-priority`), not the instance.
+    static let gatewayPrefix = Array("x-tollgate-".utf8)
+
+    /// Whether `name` starts with `x-tollgate-` (any case).
+    @inline(__always)
+    static func isForTheGateway(_ name: String) -> Bool {
+        var name = name
+        return name.withUTF8 { bytes in
+            bytes.count >= gatewayPrefix.count && equalsIgnoringCase(UnsafeBufferPointer(rebasing: bytes[..<gatewayPrefix.count]), gatewayPrefix)
         }
     }
 

@@ -517,6 +517,7 @@ final class Exchange: UpstreamDelegate, SlotWaiter {
         for (name, value) in head.headers {
             if HeaderNames.matches(name, anyOf: HeaderNames.droppedFromRequest) { continue }
             if let listed, HeaderNames.matches(name, anyOf: listed) { continue }
+            if HeaderNames.isForTheGateway(name) { continue }
             if HeaderNames.matches(name, HeaderNames.forwardedFor) {
                 forwardedFor = forwardedFor.map { "\($0), \(value)" } ?? value
             } else {
