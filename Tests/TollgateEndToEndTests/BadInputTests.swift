@@ -107,6 +107,25 @@ final class BadInputTests: XCTestCase {
         await gw.stop()
     }
 
+    /// A bad head pipelined behind a forwarded request waits its turn: the request before it is
+    /// answered whole, then the refusal, then the close (the refusal must not cut into the answer
+    /// being streamed).
+    func testARefusedHeadBehindAForwardedRequestIsAnsweredAfterIt() async throws {
+        let gw = try await GatewayFixture.start(instances: 1)
+        let raw = try await gw.raw()
+        let body = #"{"model":"qwen2.5-0.5b-instruct","max_tokens":5,"messages":[{"role":"user","content":"hi"}]}"#
+        try await raw.write("POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer \(TestKeys.engineering)\r\n"
+            + "content-type: application/json\r\ncontent-length: \(body.utf8.count)\r\n\r\n\(body)"
+            + "GET /healthz HTTP/1.1\r\n\r\n")  // no Host: refused
+        let all = try await raw.readUntilClosed()
+        // Status lines only (the refusal's message itself says "HTTP/1.1 request").
+        let statuses = all.components(separatedBy: "HTTP/1.1 ").dropFirst().map { String($0.prefix(3)) }.filter { Int($0) != nil }
+        XCTAssertEqual(statuses, ["200", "400"], all)
+        let first = try XCTUnwrap(all.components(separatedBy: "HTTP/1.1 400").first)
+        XCTAssertTrue(first.contains("\"usage\""), "the forwarded answer arrived whole before the refusal: \(all)")
+        await gw.stop()
+    }
+
     /// Slow-loris: heads and bodies that trickle in byte by byte are cut off at the configured
     /// time, while other clients are served meanwhile.
     func testSlowClientsAreCutOffWhileOthersAreServed() async throws {

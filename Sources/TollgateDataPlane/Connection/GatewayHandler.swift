@@ -46,6 +46,9 @@ final class GatewayHandler: ChannelDuplexHandler, ClientSide {
         /// The queue is being handed on (a request answered synchronously meanwhile must not
         /// start a second pass).
         var draining = false
+        /// A head the parser refused behind the queued requests: answered, and the connection
+        /// closed, once they are.
+        var refusal: GatewayError?
     }
 
     let loop: LoopContext
@@ -131,6 +134,13 @@ final class GatewayHandler: ChannelDuplexHandler, ClientSide {
             pipeline.parts.removeFirst()
             handle(part, context: context)
         }
+        if let refusal = pipeline.refusal, isIdle {
+            pipeline.refusal = nil
+            writer.request = ResponseWriter.Request(method: .GET, http10: false, keepAlive: false)
+            state = .responding
+            respond(.error(refusal), head: nil, requestID: nil)
+            return
+        }
         if pipeline.readHeld && context.channel.isWritable {
             pipeline.readHeld = false
             context.read()
@@ -211,15 +221,20 @@ final class GatewayHandler: ChannelDuplexHandler, ClientSide {
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         if let refused = error as? RequestHeadError {
-            // The parser refused a head (`RequestDecoder`): nothing of it was understood, so the
-            // guard answers (400, or 431 past the size limits) and closes.
-            if refused == .headTooLarge || refused == .tooManyFields || refused == .requestLineTooLong {
-                guardHandler.rejectAndClose(.headersTooLarge("Request headers exceed the gateway's limits (\(limits.maxHeaderBytes) bytes, \(limits.maxHeaderCount) fields): \(refused)."))
-            } else {
-                guardHandler.rejectAndClose(.invalidRequest("Malformed HTTP request: \(refused)."))
-            }
+            // The parser refused a head (`RequestDecoder`, which then reads nothing more). Its
+            // refusal (400, or 431 past the size limits) is the connection's last answer: at
+            // once when nothing is being answered, else after the answers of the requests
+            // before it, in order (a pipelined bad head must not cut into them).
             loop.counters.clientErrors.wrappingIncrement(ordering: .relaxed)
-            clientLeft()
+            let refusal: GatewayError = refused == .headTooLarge || refused == .tooManyFields || refused == .requestLineTooLong
+                ? .headersTooLarge("Request headers exceed the gateway's limits (\(limits.maxHeaderBytes) bytes, \(limits.maxHeaderCount) fields): \(refused).")
+                : .invalidRequest("Malformed HTTP request: \(refused).")
+            if isIdle && pipeline.parts.isEmpty {
+                guardHandler.rejectAndClose(refusal)
+                state = .closed
+            } else {
+                pipeline.refusal = refusal
+            }
             return
         }
         if let refused = error as? ChunkedBodyError, case .receiving(let pending) = state {
@@ -231,20 +246,6 @@ final class GatewayHandler: ChannelDuplexHandler, ClientSide {
             recordLocal(pending, status: 400, model: nil)
             respond(.error(.invalidRequest("Malformed chunked request body: \(refused).")), head: pending.head, requestID: pending.requestID)
             return
-        }
-        if let parse = error as? HTTPParserError {
-            switch state {
-            case .idle, .discarding:
-                if case .headerOverflow = parse {
-                    guardHandler.rejectAndClose(.headersTooLarge("Request headers exceed the gateway's limits (\(limits.maxHeaderBytes) bytes, \(limits.maxHeaderCount) fields)."))
-                } else {
-                    guardHandler.rejectAndClose(.invalidRequest("Malformed HTTP request: \(parse)."))
-                }
-                state = .closed
-                return
-            default:
-                break
-            }
         }
         clientLeft()
         context.close(promise: nil)
@@ -546,7 +547,7 @@ final class GatewayHandler: ChannelDuplexHandler, ClientSide {
             state = .idle
             guardHandler.responseCompleted()
             context.writeAndFlush(wrapOutboundOut(buffer), promise: nil)
-            if !pipeline.parts.isEmpty || pipeline.readHeld { drainPipelined(context) }
+            if !pipeline.parts.isEmpty || pipeline.readHeld || pipeline.refusal != nil { drainPipelined(context) }
         } else {
             state = .closed
             context.writeAndFlush(wrapOutboundOut(buffer)).assumeIsolated().whenComplete { _ in context.close(promise: nil) }

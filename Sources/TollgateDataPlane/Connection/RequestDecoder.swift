@@ -30,6 +30,8 @@ struct RequestDecoder: ByteToMessageDecoder {
 
     private var parser: RequestHeadParser
     private var reading = Reading.head
+    /// The request being read switches protocols: nothing is read after its end.
+    private var switching = false
 
     init(limits: RequestLimits) {
         parser = RequestHeadParser(limits: RequestHeadParser.Limits(limits))
@@ -88,8 +90,6 @@ struct RequestDecoder: ByteToMessageDecoder {
         buffer.moveReaderIndex(to: buffer.writerIndex)
         return .needMoreData
     }
-
-    private var switching = false
 
     private mutating func decodeHead(context: ChannelHandlerContext, buffer: inout ByteBuffer) throws -> DecodingState {
         guard buffer.readableBytes > 0 else { return .needMoreData }
