@@ -45,7 +45,7 @@ final class AdmissionConfigurationTests: XCTestCase {
         let table = RoutingTable(configuration: try ConfigurationLoader.parse(pool))
         XCTAssertEqual(table.instances.map(\.maxInFlight), [10, 4], "an instance's own limit wins")
         XCTAssertTrue(table.render().contains("max_in_flight 10"), table.render())
-        XCTAssertTrue(table.render().contains("when full, requests wait (timeout / max_queue): interactive 10s / 1000, standard 30s / 1000, batch 120s / 5000; min share 10%; retry budget 20% (min 3)"), table.render())
+        XCTAssertTrue(table.render().contains("when full, requests wait (timeout / max_queue): interactive 10s / 1000, standard 30s / 1000, batch 120s / 5000; min share 10%; slots kept for higher lanes' peak of the last 1s; retry budget 20% (min 3)"), table.render())
     }
 
     func testEveryKeyIsRead() throws {
@@ -55,6 +55,7 @@ final class AdmissionConfigurationTests: XCTestCase {
             health: {metrics_path: /metrics}
             admission:
               min_share: 0.05
+              reserve_window: 500ms
               lanes:
                 interactive: {timeout: 2s, max_queue: 50}
                 batch: {timeout: 5m}
@@ -66,6 +67,8 @@ final class AdmissionConfigurationTests: XCTestCase {
         XCTAssertEqual(c.retry.minRetries, 1)
         XCTAssertEqual(c.health.metricsPath, "/metrics")
         XCTAssertEqual(c.admission.minSharePerMille, 50)
+        XCTAssertEqual(c.admission.reserveWindow, .milliseconds(500))
+        XCTAssertEqual(try ConfigurationLoader.parse(pool + "\nadmission: {reserve_window: 0s}\n").admission.reserveWindow, .zero, "0 turns it off")
         XCTAssertEqual(c.admission[.interactive], LaneSettings(timeout: .seconds(2), maxQueue: 50))
         XCTAssertEqual(c.admission[.standard], AdmissionSettings()[.standard])
         XCTAssertEqual(c.admission[.batch], LaneSettings(timeout: .seconds(300), maxQueue: 5000))
@@ -83,6 +86,7 @@ final class AdmissionConfigurationTests: XCTestCase {
             health: {metrics_path: metrics}
             admission:
               min_share: 90%
+              reserve_window: 2m
               lanes:
                 urgent: {timeout: 1s}
                 batch: {timeout: 0s, max_queue: 9223372036854775807}
@@ -90,7 +94,7 @@ final class AdmissionConfigurationTests: XCTestCase {
               - {name: cs, priority: Interactive, queue_weight: 0}
             """)
         XCTAssertEqual(Set(e.map(\.key)), [
-            "retry.budget", "retry.min_retries", "health.metrics_path", "admission.min_share", "admission.lanes.urgent",
+            "retry.budget", "retry.min_retries", "health.metrics_path", "admission.min_share", "admission.reserve_window", "admission.lanes.urgent",
             "admission.lanes.batch.timeout", "admission.lanes.batch.max_queue", "departments[0].priority", "departments[0].queue_weight",
         ], "\(e)")
         XCTAssertTrue(e.first { $0.key == "departments[0].priority" }!.message.contains("interactive, standard, batch"), "\(e)")

@@ -167,6 +167,54 @@ final class WaitingLineTests: XCTestCase {
         await rig.stop()
     }
 
+    /// An interactive client that sends its next request right after each answer finds the slot
+    /// its last request left: it is kept from the waiting batch requests (`SlotReserve`), so it
+    /// does not wait for a batch generation to end. The same run with `reserve_window: 0s` (strict
+    /// priority only) shows the wait it removes: the batch request that took the slot is half a
+    /// generation from its end.
+    func testAnInteractiveClientKeepsItsSlotFromTheBatchFlood() async throws {
+        func latencies(window: Duration) async throws -> [Double] {
+            let rig = try await start(slots: 2, seconds: 0.5) { config in
+                config.admission.minSharePerMille = 0
+                config.admission.reserveWindow = window
+            }
+            let client = try await rig.client()
+            let clock = ContinuousClock()
+            var took: [Double] = []
+            async let flood = withThrowingTaskGroup(of: Int.self) { group in
+                // Half a generation after the interactive client's first request: the batch
+                // generations end out of step with the interactive ones.
+                try await Task.sleep(for: .milliseconds(250))
+                for i in 0..<6 {
+                    group.addTask {
+                        let c = try await rig.client()
+                        defer { Task { await c.close() } }
+                        return try await c.chat(key: Self.batchKey, content: "batch \(i)").status
+                    }
+                }
+                var statuses: [Int] = []
+                for try await s in group { statuses.append(s) }
+                return statuses
+            }
+            for i in 0..<4 {
+                let start = clock.now
+                let answer = try await client.chat(key: Self.interactiveKey, content: "next \(i)")
+                XCTAssertEqual(answer.status, 200)
+                took.append(Double((clock.now - start).components.attoseconds) / 1e18 + Double((clock.now - start).components.seconds))
+            }
+            let batch = try await flood
+            XCTAssertEqual(batch, Array(repeating: 200, count: 6), "the batch requests are all answered")
+            await client.close()
+            await rig.stop()
+            return took
+        }
+        let kept = try await latencies(window: .seconds(1))
+        let strict = try await latencies(window: .zero)
+        // The first request came before the flood; every next one arrives while batch requests wait.
+        XCTAssertLessThan(kept.dropFirst().max()!, 0.65, "one generation (0.5 s), no wait: \(kept)")
+        XCTAssertGreaterThan(strict.dropFirst().min()!, 0.65, "strict priority alone waits for a batch generation to end: \(strict)")
+    }
+
     /// Past its lane's queue timeout a request gets 503 `queue_timeout` with `Retry-After`, in the
     /// OpenAI error format, and its own ledger row; past the lane's bound, 503 `queue_full` at once.
     func testDeadlineAndBoundShedWithRetryAfterAndARow() async throws {

@@ -128,16 +128,25 @@ public struct AdmissionQueue<Item> {
     /// The request that gets a freed slot, removed from the line; nil when nobody waiting can use
     /// one (`canDispatch(department)`: a free instance that department may use exists).
     public mutating func dispatch(canDispatch: (Int) -> Bool) -> Entry? {
-        // Eligibility per department, asked once per call.
+        dispatch { department, _ in canDispatch(department) }
+    }
+
+    /// The same, eligibility asked per department and lane (`canDispatch(department, lane)`: a
+    /// free instance the department may use exists, and the lane may take it — `SlotReserve`).
+    public mutating func dispatch(canDispatch: (Int, Lane) -> Bool) -> Entry? {
+        // Eligibility per department and lane, asked once per call.
         var asked: [Int: Bool] = [:]
+        var lane = 0
         func eligible(_ d: Int) -> Bool {
-            if let known = asked[d] { return known }
-            let v = canDispatch(d)
-            asked[d] = v
+            let key = d * Lane.allCases.count + lane
+            if let known = asked[key] { return known }
+            let v = canDispatch(d, Lane(rawValue: lane)!)
+            asked[key] = v
             return v
         }
         func laneEligible(_ l: Int) -> Bool {
-            lanes[l].flows.contains { !$0.value.isEmpty && eligible($0.key) }
+            lane = l
+            return lanes[l].flows.contains { !$0.value.isEmpty && eligible($0.key) }
         }
         guard let top = lanes.indices.first(where: { lanes[$0].count > 0 && laneEligible($0) }) else { return nil }
         // The guard: every waiting lane below the top one earns its share of this slot.
@@ -157,6 +166,7 @@ public struct AdmissionQueue<Item> {
             }
         }
         if chosen != top { lanes[chosen].credit -= 1000 }
+        lane = chosen
         return takeFair(lane: chosen, eligible: eligible)
     }
 

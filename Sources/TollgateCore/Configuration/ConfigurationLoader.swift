@@ -291,6 +291,13 @@ struct Reader {
         }
         section(&map, "admission") { r, m in
             if let v = r.perMille(&m, "min_share", max: 500) { config.admission.minSharePerMille = v }
+            if let v = r.duration(&m, "reserve_window", allowZero: true) {
+                if v > .seconds(60) {
+                    r.fail(m, "reserve_window", "must be at most 60s (slots are kept for a lane's traffic of up to twice that long ago)")
+                } else {
+                    config.admission.reserveWindow = v
+                }
+            }
             r.section(&m, "lanes") { r, lanes in
                 for lane in Lane.allCases {
                     r.section(&lanes, lane.name) { r, l in

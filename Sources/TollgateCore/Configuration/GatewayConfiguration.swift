@@ -159,6 +159,9 @@ public struct LaneSettings: Sendable, Equatable {
 public struct AdmissionSettings: Sendable, Equatable {
     /// `min_share`: per mille of the freed slots a waiting lower lane gets at least.
     public var minSharePerMille = 100
+    /// `reserve_window`: how long a higher lane's peak of requests in flight is kept free of
+    /// lower lanes' requests (`SlotReserve`: between one and two windows); 0 turns it off.
+    public var reserveWindow: Duration = .seconds(1)
     /// `lanes.interactive`, `lanes.standard`, `lanes.batch`, indexed by `Lane.rawValue`.
     public var lanes: [LaneSettings] = [
         LaneSettings(timeout: .seconds(10), maxQueue: 1000),

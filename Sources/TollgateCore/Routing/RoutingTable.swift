@@ -162,6 +162,7 @@ public final class RoutingTable: Sendable {
             }
             let lanes = Lane.allCases.map { "\($0.name) \(text(a[$0].timeout)) / \(a[$0].maxQueue)" }.joined(separator: ", ")
             out += "when full, requests wait (timeout / max_queue): \(lanes); min share \(a.minSharePerMille / 10)%"
+            out += a.reserveWindow == .zero ? "; no slots kept for higher lanes" : "; slots kept for higher lanes' peak of the last \(text(a.reserveWindow))"
             out += "; retry budget \(configuration.retry.budgetPerMille / 10)% (min \(configuration.retry.minRetries))\n"
         }
         out += "departments:\n"

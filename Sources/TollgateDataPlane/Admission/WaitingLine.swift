@@ -30,8 +30,9 @@ final class WaitingLine {
     var retrying = 0
     private let eventLoop: any EventLoop
     private let clock: MonotonicClock
-    /// Whether `department` has a free instance it may use in `pool` (`LoopContext.hasFreeSlot`).
-    var canDispatch: (_ pool: Int, _ department: Int) -> Bool = { _, _ in false }
+    /// Whether `department` has a free instance it may use in `pool` and a request of `lane` may
+    /// take it (`LoopContext.hasFreeSlot`).
+    var canDispatch: (_ pool: Int, _ department: Int, _ lane: Lane) -> Bool = { _, _, _ in false }
     /// Waits, dispatches and sheds per lane and department.
     private var metrics = AdmissionMetrics()
 
@@ -102,7 +103,7 @@ final class WaitingLine {
         var next: Int? = pool
         while let p = next {
             let canDispatch = self.canDispatch
-            while let entry = queues[p]?.dispatch(canDispatch: { canDispatch(p, $0) }) {
+            while let entry = queues[p]?.dispatch(canDispatch: { canDispatch(p, $0, $1) }) {
                 let waited = now - entry.enqueuedAt
                 metrics.dispatched(lane: entry.lane, department: entry.item.departmentName, waitedNs: waited)
                 // A waiter whose connection is gone was cancelled already; a weak nil is skipped.

@@ -143,10 +143,11 @@ final class Exchange: UpstreamDelegate, SlotWaiter {
                 return fail(failover.lastError ?? .noInstanceAvailable(model: model))
             }
         }
-        guard let instance = loop.select(state, department: department, pool: pool, excluding: excluding) else {
+        // A first try leaves the slots kept for higher lanes (`SlotReserve`); a retry was admitted already.
+        guard let instance = loop.select(state, department: department, pool: pool, excluding: excluding, lane: retry ? nil : lane) else {
             // The first try of a request whose instances are all busy waits for a slot; a retry
             // does not (every other instance is full: sending it again only adds load).
-            if !retry && !granted && loop.everyEligibleIsFull(state, department: department, pool: pool) { return waitForSlot() }
+            if !retry && !granted && loop.everyEligibleIsFull(state, department: department, pool: pool, lane: lane) { return waitForSlot() }
             loop.counters.noInstance.wrappingIncrement(ordering: .relaxed)
             return fail(failover.lastError ?? .noInstanceAvailable(model: model))
         }
@@ -162,7 +163,7 @@ final class Exchange: UpstreamDelegate, SlotWaiter {
             }
         }
         let info = state.table.instances[instance]
-        loop.began(instance: instance)
+        loop.began(instance: instance, lane: lane)
         counted = (instance, loop.generation, info.identity)
         let connections = loop.connectionPool(for: info.url)
         if let connection = connections.takeIdle() {
@@ -247,7 +248,7 @@ final class Exchange: UpstreamDelegate, SlotWaiter {
 
     private func releaseInFlight() {
         if let c = counted {
-            loop.ended(instance: c.instance, generation: c.generation, identity: c.identity)
+            loop.ended(instance: c.instance, generation: c.generation, identity: c.identity, lane: lane)
             counted = nil
         }
     }

@@ -48,6 +48,10 @@ final class LoopContext {
     private var balancers: [Balancer?] = []
     /// In-flight requests per instance index of the current table.
     private(set) var inFlight: [Int] = []
+    /// The same per lane (the slot reserve's counts).
+    private var inFlightByLane: [LaneCounts] = []
+    /// Per pool index: the slots kept back from lower lanes for the higher lanes' recent peak.
+    private var reserves: [SlotReserve] = []
     private var pools: [UpstreamURL: UpstreamConnectionPool] = [:]
     private var requestSerial: UInt64 = 0
     private let requestPrefix: String
@@ -96,8 +100,8 @@ final class LoopContext {
         self.requestPrefix = "req-" + String(random, radix: 16) + String(index, radix: 16) + "-"
         self.waitingLine = WaitingLine(eventLoop: eventLoop, clock: clock)
         counters.metrics.attach(self)
-        waitingLine.canDispatch = { [unowned self] pool, department in
-            self.hasFreeSlot(self.monitor.store.load(), department: department, pool: pool)
+        waitingLine.canDispatch = { [unowned self] pool, department, lane in
+            self.hasFreeSlot(self.monitor.store.load(), department: department, pool: pool, lane: lane)
         }
     }
 
@@ -114,10 +118,26 @@ final class LoopContext {
         let t = state.table
         guard t.generation != generation else { return }
         var newInFlight = Array(repeating: 0, count: t.instances.count)
+        var newByLane = Array(repeating: LaneCounts(), count: t.instances.count)
+        let window = t.configuration.admission.reserveWindow.nanoseconds
+        var newReserves = Array(repeating: SlotReserve(window: window), count: t.pools.count)
         if let old = table {
-            var byIdentity: [String: Int] = [:]
-            for inst in old.instances { byIdentity[inst.identity] = inflightOrZero(inst.index) }
-            for inst in t.instances { newInFlight[inst.index] = byIdentity[inst.identity] ?? 0 }
+            var byIdentity: [String: (Int, LaneCounts)] = [:]
+            for inst in old.instances where inst.index < inFlight.count {
+                byIdentity[inst.identity] = (inFlight[inst.index], inFlightByLane[inst.index])
+            }
+            for inst in t.instances {
+                let (n, lanes) = byIdentity[inst.identity] ?? (0, LaneCounts())
+                newInFlight[inst.index] = n
+                newByLane[inst.index] = lanes
+            }
+            // A pool keeps what its reserve remembers across a reload (by name).
+            for (p, pool) in t.pools.enumerated() {
+                if let q = old.pools.firstIndex(where: { $0.name == pool.name }), q < reserves.count {
+                    newReserves[p] = reserves[q]
+                    newReserves[p].window = window
+                }
+            }
             let live = Set(t.instances.map(\.url))
             for (url, pool) in pools where !live.contains(url) {
                 pool.closeAll()
@@ -127,15 +147,18 @@ final class LoopContext {
         table = t
         generation = t.generation
         inFlight = newInFlight
+        inFlightByLane = newByLane
+        reserves = newReserves
         balancers = Array(repeating: nil, count: t.departments.count * t.pools.count)
     }
 
-    private func inflightOrZero(_ i: Int) -> Int { i < inFlight.count ? inFlight[i] : 0 }
-
-    /// Picks an instance for `department` in `pool`, skipping unavailable, full and `excluded` ones.
-    func select(_ snapshot: GatewayState, department: Int, pool: Int, excluding excluded: [Int]) -> Int? {
+    /// Picks an instance for `department` in `pool`, skipping unavailable, full and `excluded`
+    /// ones; nil too when a request of `lane` may not take a free slot (`SlotReserve`; a retry
+    /// passes no lane: it was admitted already).
+    func select(_ snapshot: GatewayState, department: Int, pool: Int, excluding excluded: [Int], lane: Lane? = nil) -> Int? {
         adopt(snapshot)
         let state = live(snapshot)
+        if let lane, !laneMayTake(state, pool: pool, lane: lane) { return nil }
         let t = state.table
         let candidates = t.departments[department].candidates[pool]
         guard !candidates.isEmpty else { return nil }
@@ -169,17 +192,43 @@ final class LoopContext {
 
     /// Why `select` found nothing: some instance `department` may use is available but full
     /// (the request may wait for a slot), or none is available at all.
-    func everyEligibleIsFull(_ snapshot: GatewayState, department: Int, pool: Int, excluding excluded: [Int] = []) -> Bool {
+    /// With `lane`, the free slots it may not take (kept for higher lanes) count as full.
+    func everyEligibleIsFull(_ snapshot: GatewayState, department: Int, pool: Int, excluding excluded: [Int] = [],
+                             lane: Lane? = nil) -> Bool {
         adopt(snapshot)
         let state = live(snapshot)
         let now = clock()
+        let reserved = lane.map { !laneMayTake(state, pool: pool, lane: $0) } ?? false
         var anyFull = false
         for c in state.table.departments[department].candidates[pool] where c.weight > 0 && !excluded.contains(c.instance) {
             guard state.availability[c.instance].isAvailable(at: now) else { continue }
-            if !isFull(state, c.instance) { return false }
+            if !reserved && !isFull(state, c.instance) { return false }
             anyFull = true
         }
         return anyFull
+    }
+
+    /// Whether a request of `lane` may take a free slot of `pool` on this loop: the slots left
+    /// free must cover the higher lanes' unused recent peak (`SlotReserve`). Counted over the
+    /// pool's available instances, not only those the department may use.
+    func laneMayTake(_ state: GatewayState, pool: Int, lane: Lane) -> Bool {
+        guard lane != .interactive, pool < reserves.count else { return true }
+        let t = state.table
+        let now = clock()
+        var free = 0, total = 0
+        var lanes = LaneCounts()
+        for i in t.pools[pool].instances {
+            lanes = lanes + inFlightByLane[i]
+            let limit = t.instances[i].maxInFlight
+            // No limit: nothing is scarce, nothing is kept back.
+            guard limit > 0 else { return true }
+            guard state.availability[i].isAvailable(at: now) else { continue }
+            let share = SlotShare.of(limit: limit, loops: loopCount, loop: index, instance: i)
+            total += share
+            if !isFull(state, i) { free += max(0, share - inFlight[i]) }
+        }
+        return reserves[pool].mayTake(lane: lane, free: free, total: total, inFlight: lanes,
+                                      minSharePerMille: t.configuration.admission.minSharePerMille, now: Int64(truncatingIfNeeded: now))
     }
 
     /// The newest snapshot when it has the same table as `snapshot` (same indices), else
@@ -192,27 +241,39 @@ final class LoopContext {
         return current.table.generation == snapshot.table.generation ? current : snapshot
     }
 
-    /// Whether `department` has an available instance with a free slot in `pool` (the waiting line asks).
-    func hasFreeSlot(_ state: GatewayState, department: Int, pool: Int) -> Bool {
+    /// Whether `department` has an available instance with a free slot in `pool` that a request
+    /// of `lane` may take (the waiting line asks).
+    func hasFreeSlot(_ state: GatewayState, department: Int, pool: Int, lane: Lane) -> Bool {
         adopt(state)
         let now = clock()
         guard department < state.table.departments.count, pool < state.table.pools.count else { return false }
         return state.table.departments[department].candidates[pool].contains { c in
             c.weight > 0 && state.availability[c.instance].isAvailable(at: now) && !isFull(state, c.instance)
-        }
+        } && laneMayTake(state, pool: pool, lane: lane)
     }
 
-    /// In-flight bookkeeping; `generation` is the table the request counted itself under.
-    func began(instance: Int) { inFlight[instance] += 1 }
+    /// In-flight bookkeeping of a request of `lane` sent to `instance` (of the current table).
+    func began(instance: Int, lane: Lane) {
+        inFlight[instance] += 1
+        inFlightByLane[instance][lane] += 1
+        guard let t = table else { return }
+        let pool = t.instances[instance].pool
+        var lanes = LaneCounts()
+        for i in t.pools[pool].instances { lanes = lanes + inFlightByLane[i] }
+        reserves[pool].observe(lanes, now: Int64(truncatingIfNeeded: clock()))
+    }
 
-    /// A request left `instance`: its slot goes at once to whoever waits for one on this loop.
-    func ended(instance: Int, generation: Int, identity: String) {
+    /// A request of `lane` left `instance`; `generation` is the table it counted itself under.
+    /// Its slot goes at once to whoever waits for one on this loop.
+    func ended(instance: Int, generation: Int, identity: String, lane: Lane) {
         var freed: Int?
         if generation == self.generation {
             inFlight[instance] -= 1
+            inFlightByLane[instance][lane] -= 1
             freed = instance
         } else if let t = table, let i = t.instances.firstIndex(where: { $0.identity == identity }) {
             inFlight[i] = max(0, inFlight[i] - 1)
+            inFlightByLane[i][lane] = max(0, inFlightByLane[i][lane] - 1)
             freed = i
         }
         if let freed, let t = table { waitingLine.slotFreed(pool: t.instances[freed].pool) }
