@@ -22,10 +22,10 @@ final class RequestDecoderTests: XCTestCase {
         var out = Decoded()
         for chunk in chunks {
             try channel.writeInbound(ByteBuffer(string: chunk))
-            while let part = try channel.readInbound(as: HTTPServerRequestPart.self) {
+            while let part = try channel.readInbound(as: ClientRequestPart.self) {
                 switch part {
                 case .head(let head):
-                    out.heads.append("\(head.method.rawValue) \(head.uri)")
+                    out.heads.append("\(head.method.rawValue) \(head.target)")
                     out.bodies.append("")
                 case .body(let buffer):
                     out.bodies[out.bodies.count - 1] += String(buffer: buffer)
@@ -57,11 +57,45 @@ final class RequestDecoderTests: XCTestCase {
         let channel = EmbeddedChannel(handler: ByteToMessageHandler(RequestDecoder(limits: RequestLimits())))
         defer { _ = try? channel.finish() }
         try channel.writeInbound(ByteBuffer(string: "GET /v1/models HTTP/1.0\r\nHost: x\r\nAuthorization: Bearer k\r\nX-Two: a\r\nx-two: b\r\n\r\n"))
-        guard case .head(let head)? = try channel.readInbound(as: HTTPServerRequestPart.self) else { return XCTFail("no head") }
-        XCTAssertEqual(head.version, .http1_0)
-        XCTAssertEqual(head.headers.first(name: "authorization"), "Bearer k")
-        XCTAssertEqual(head.headers[canonicalForm: "x-two"], ["a", "b"])
-        XCTAssertFalse(head.isKeepAlive, "HTTP/1.0 without keep-alive")
+        guard case .head(let head)? = try channel.readInbound(as: ClientRequestPart.self) else { return XCTFail("no head") }
+        XCTAssertTrue(head.isHTTP10)
+        XCTAssertEqual(head.credential, .key(KeyDigest(hashing: Array("k".utf8))))
+        XCTAssertEqual(head.bytes.withUnsafeReadableBytes { b in head.parsed.fields.map { head.string($0.name) + "=" + head.string($0.value) } },
+                       ["Host=x", "Authorization=Bearer k", "X-Two=a", "x-two=b"], "every field as sent, names in their case")
+        XCTAssertFalse(head.keepAlive, "HTTP/1.0 without keep-alive")
+    }
+
+    /// What the gateway reads of a head it reads from the head's own bytes.
+    func testTheValuesTheGatewayActsOnAreReadFromTheBytes() throws {
+        let channel = EmbeddedChannel(handler: ByteToMessageHandler(RequestDecoder(limits: RequestLimits())))
+        defer { _ = try? channel.finish() }
+        try channel.writeInbound(ByteBuffer(string: "POST /v1/chat/completions?x=1 HTTP/1.1\r\nHost: x\r\nauthorization: BEARER   k2\r\n"
+            + "Cache-Control: no-cache\r\nX-Request-Id: abc\r\ncache-control: max-age=5\r\nX-Tollgate-Other: 1\r\n"
+            + "x-tollgate-priority:  batch \r\nContent-Length: 2\r\n\r\n{}"))
+        guard case .head(let head)? = try channel.readInbound(as: ClientRequestPart.self) else { return XCTFail("no head") }
+        XCTAssertTrue(head.pathIs("/v1/chat/completions"))
+        XCTAssertFalse(head.pathIs("/v1/chat/completion"))
+        XCTAssertFalse(head.pathIs("/v1/completions"))
+        XCTAssertEqual(head.path, "/v1/chat/completions")
+        XCTAssertEqual(head.target, "/v1/chat/completions?x=1")
+        XCTAssertEqual(head.method, .POST)
+        XCTAssertEqual(head.credential, .key(KeyDigest(hashing: Array("k2".utf8))), "scheme in any case, spaces skipped")
+        XCTAssertEqual(head.cacheControl, "no-cache,max-age=5", "every Cache-Control field, in order")
+        XCTAssertEqual(head.requestID, "abc")
+        XCTAssertEqual(head.priority, "batch")
+        XCTAssertEqual(head.contentLength, 2)
+        guard case .body(let body)? = try channel.readInbound(as: ClientRequestPart.self) else { return XCTFail("no body") }
+        XCTAssertEqual(String(buffer: body), "{}")
+        // A head without them.
+        try channel.writeInbound(ByteBuffer(string: "GET /healthz HTTP/1.1\r\nHost: x\r\nAuthorization: Basic eDp5\r\n\r\n"))
+        _ = try channel.readInbound(as: ClientRequestPart.self)  // the end of the first
+        guard case .head(let plain)? = try channel.readInbound(as: ClientRequestPart.self) else { return XCTFail("no second head") }
+        XCTAssertNil(plain.cacheControl)
+        XCTAssertNil(plain.requestID)
+        XCTAssertNil(plain.priority)
+        XCTAssertEqual(plain.credential, .malformed)
+        XCTAssertEqual(plain.contentLength, 0)
+        XCTAssertTrue(plain.pathIs("/healthz"))
     }
 
     func testNothingIsReadAfterARequestThatSwitchesProtocols() throws {
@@ -77,7 +111,7 @@ final class RequestDecoderTests: XCTestCase {
             XCTAssertThrowsError(try channel.writeInbound(ByteBuffer(string: bad)), bad.debugDescription) { error in
                 XCTAssertTrue(error is RequestHeadError, "\(error)")
             }
-            XCTAssertNil(try channel.readInbound(as: HTTPServerRequestPart.self), "no part of a refused head")
+            XCTAssertNil(try channel.readInbound(as: ClientRequestPart.self), "no part of a refused head")
             _ = try? channel.finish()
         }
         var limits = RequestLimits()
@@ -95,6 +129,6 @@ final class RequestDecoderTests: XCTestCase {
         XCTAssertThrowsError(try channel.writeInbound(ByteBuffer(string: "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"))) { error in
             XCTAssertTrue(error is ChunkedBodyError, "\(error)")
         }
-        guard case .head? = try channel.readInbound(as: HTTPServerRequestPart.self) else { return XCTFail("the head came first") }
+        guard case .head? = try channel.readInbound(as: ClientRequestPart.self) else { return XCTFail("the head came first") }
     }
 }

@@ -246,8 +246,8 @@ final class UpstreamRequestTests: XCTestCase {
         let body = #"{"model":"qwen2.5-0.5b-instruct","temperature":0.7,"messages":[{"role":"user","content":"héllo"}]}"#
         try await raw.write(
             "POST /v1/chat/completions?trace=1 HTTP/1.1\r\nHost: gateway.example\r\nAuthorization: Bearer \(TestKeys.engineering)\r\n"
-                + "Connection: TE\r\nKeep-Alive: timeout=5\r\nTE: trailers\r\nX-Request-Id: my-id-1\r\nX-Forwarded-For: 10.1.2.3\r\n"
-                + "X-Real-IP: 6.6.6.6\r\nX-Custom: kept as is\r\nX-Tollgate-Priority: batch\r\ncontent-type: application/json\r\ncontent-length: \(body.utf8.count)\r\n"
+                + "Connection: TE, X-Drop-Me\r\nKeep-Alive: timeout=5\r\nTE: trailers\r\nX-Request-Id: my-id-1\r\nX-Forwarded-For: 10.1.2.3\r\n"
+                + "X-Real-IP: 6.6.6.6\r\nX-Drop-Me: secret\r\nx-forwarded-for: 10.9.9.9\r\nX-Custom: kept as is\r\nX-Tollgate-Priority: batch\r\ncontent-type: application/json\r\ncontent-length: \(body.utf8.count)\r\n"
                 + "connection: close\r\n\r\n\(body)")
         let answer = try await raw.readUntilClosed()
         XCTAssertTrue(answer.hasPrefix("HTTP/1.1 200 OK\r\n"), answer)
@@ -266,11 +266,11 @@ final class UpstreamRequestTests: XCTestCase {
         XCTAssertEqual(values("content-length"), [String(body.utf8.count)])
         XCTAssertEqual(values("x-request-id"), ["my-id-1"])
         XCTAssertEqual(values("x-real-ip"), ["127.0.0.1"])
-        XCTAssertEqual(values("x-forwarded-for"), ["10.1.2.3, 127.0.0.1"])
+        XCTAssertEqual(values("x-forwarded-for"), ["10.1.2.3, 10.9.9.9, 127.0.0.1"], "every hop the client's fields name, then the client")
         XCTAssertEqual(values("x-forwarded-proto"), ["http"])
         XCTAssertEqual(values("x-custom"), ["kept as is"])
         XCTAssertEqual(values("content-type"), ["application/json"])
-        for hop in ["connection", "keep-alive", "te", "transfer-encoding", "expect", "x-tollgate-priority"] {
+        for hop in ["connection", "keep-alive", "te", "transfer-encoding", "expect", "x-tollgate-priority", "x-drop-me"] {
             XCTAssertEqual(values(hop), [], hop)
         }
         XCTAssertEqual(parts[1], body, "the body unchanged")

@@ -1,4 +1,3 @@
-import NIOHTTP1
 import TollgateCore
 
 /// Step 2 of a request: `Authorization: Bearer <key>` → the calling department. The key is
@@ -20,10 +19,16 @@ public enum Authenticator {
 
     /// Reads `Authorization: Bearer <key>`: the scheme in any case, spaces after it skipped.
     public static func credential(_ authorization: String?) -> Credential {
-        guard let value = authorization else { return .none }
-        let utf8 = value.utf8
-        guard utf8.count > 7, HeaderNames.matches(String(value.prefix(7)), HeaderNames.bearerPrefix) else { return .malformed }
-        return .key(KeyDigest(hashing: utf8.dropFirst(7).drop { $0 == UInt8(ascii: " ") }))
+        guard var value = authorization else { return .none }
+        return value.withUTF8 { credential(UnsafeRawBufferPointer($0)) }
+    }
+
+    /// The same, from the header value's bytes (a request head's, hashed where they are).
+    static func credential(_ value: UnsafeRawBufferPointer) -> Credential {
+        guard value.count > 7, HeaderNames.matches(UnsafeRawBufferPointer(rebasing: value[..<7]), HeaderNames.bearerPrefix) else {
+            return .malformed
+        }
+        return .key(KeyDigest(hashing: value.dropFirst(7).drop { $0 == UInt8(ascii: " ") }))
     }
 
     /// Whether `digest` is a department's key (in the ledger, even expired, or in the configuration).
@@ -31,9 +36,9 @@ public enum Authenticator {
         state.keys.lookup(digest) != nil || state.table.department(forKey: digest) != nil
     }
 
-    static func authenticate(_ headers: HTTPHeaders, state: GatewayState, nowMs: @autoclosure () -> Int64) -> Result<Caller, GatewayError> {
+    static func authenticate(_ credential: Credential, state: GatewayState, nowMs: @autoclosure () -> Int64) -> Result<Caller, GatewayError> {
         let table = state.table
-        switch credential(headers.first(name: "authorization")) {
+        switch credential {
         case .none:
             if let anonymous = table.anonymousDepartment { return .success(Caller(department: anonymous, keyPrefix: nil)) }
             return .failure(.invalidAPIKey("You didn't provide an API key. You need to provide your API key in an Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY)."))

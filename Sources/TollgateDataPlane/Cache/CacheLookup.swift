@@ -32,10 +32,7 @@ struct CacheLookup {
         let table = request.state.table
         let policy = table.configuration.departments[request.caller.department].cache ?? table.configuration.cache
         guard policy.mode != .off, let redis = loop.redis else { return .off }
-        let headers = request.head.headers
-        let directives = headers.contains(name: "cache-control")
-            ? CacheDirectives(cacheControl: headers[canonicalForm: "cache-control"].joined(separator: ","))
-            : CacheDirectives(cacheControl: "")
+        let directives = CacheDirectives(cacheControl: request.head.cacheControl ?? "")
         let decision = policy.decide(temperature: admitted.summary.temperature, hasSeed: admitted.summary.hasSeed, directives: directives)
         guard decision.lookup || decision.store,
               let keys = CacheKeys.make(admitted, policy: policy, memo: loop.keyMemo) else { return .off }

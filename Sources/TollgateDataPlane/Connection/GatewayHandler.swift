@@ -11,7 +11,7 @@ import TollgateRedis
 /// forwarding to an `Exchange`. One request at a time: later pipelined requests are queued
 /// until the response is complete.
 final class GatewayHandler: ChannelDuplexHandler, ClientSide {
-    typealias InboundIn = HTTPServerRequestPart
+    typealias InboundIn = ClientRequestPart
     typealias OutboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
 
@@ -22,11 +22,11 @@ final class GatewayHandler: ChannelDuplexHandler, ClientSide {
         /// Collecting the body of a request that will be forwarded.
         case receiving(GatewayRequest)
         /// Reading and dropping the body of a request already answered with `answer`.
-        case discarding(answer: LocalAnswer, close: Bool, head: HTTPRequestHead, requestID: String)
+        case discarding(answer: LocalAnswer, close: Bool, head: ClientHead, requestID: String)
         /// An exchange is forwarding the request and streaming the answer.
         case forwarding(Exchange)
         /// `GET /v1/usage`: the department's own report, read off the event loop once the request is complete.
-        case usageReport(head: HTTPRequestHead, requestID: String, department: String)
+        case usageReport(head: ClientHead, requestID: String, department: String)
         /// Answering here: a local answer being written or computed off the loop, a Redis
         /// lookup under way, a cached answer.
         case responding
@@ -39,7 +39,7 @@ final class GatewayHandler: ChannelDuplexHandler, ClientSide {
     /// did this before; it also stopped reading during every answer, which cost two `epoll_ctl`
     /// calls per request).
     private struct Pipeline {
-        var parts = CircularBuffer<HTTPServerRequestPart>()
+        var parts = CircularBuffer<ClientRequestPart>()
         /// A `read` was asked for and not passed on: it is passed on when the queue empties and
         /// the client reads again.
         var readHeld = false
@@ -120,7 +120,7 @@ final class GatewayHandler: ChannelDuplexHandler, ClientSide {
         }
     }
 
-    private func isHead(_ part: HTTPServerRequestPart) -> Bool {
+    private func isHead(_ part: ClientRequestPart) -> Bool {
         if case .head = part { true } else { false }
     }
 
@@ -147,7 +147,7 @@ final class GatewayHandler: ChannelDuplexHandler, ClientSide {
         }
     }
 
-    private func handle(_ part: HTTPServerRequestPart, context: ChannelHandlerContext) {
+    private func handle(_ part: ClientRequestPart, context: ChannelHandlerContext) {
         switch part {
         case .head(let head):
             receivedHead(head, context: context)
@@ -163,7 +163,12 @@ final class GatewayHandler: ChannelDuplexHandler, ClientSide {
                     return
                 }
                 state = .idle  // avoid a copy-on-write of the body while it is in `state`
-                pending.body.writeBuffer(&chunk)
+                if pending.body.readableBytes == 0 && chunk.readableBytes == pending.head.contentLength {
+                    // The whole body in one read (the usual case): kept as the slice it is, not copied.
+                    pending.body = chunk
+                } else {
+                    pending.body.writeBuffer(&chunk)
+                }
                 state = .receiving(pending)
             default:
                 break  // discarding, or a body after an early answer
@@ -255,31 +260,30 @@ final class GatewayHandler: ChannelDuplexHandler, ClientSide {
 
     // MARK: Request head
 
-    private func receivedHead(_ head: HTTPRequestHead, context: ChannelHandlerContext) {
+    private func receivedHead(_ head: ClientHead, context: ChannelHandlerContext) {
         guardHandler.requestHeadReceived()
         loop.counters.requests.wrappingIncrement(ordering: .relaxed)
-        // NIO's parser stops for good after a CONNECT or an Upgrade request (it expects the
-        // connection to change protocols): answer it, then close.
-        let switchesProtocol = head.method == .CONNECT || head.headers.contains(name: "upgrade")
-        writer.request = ResponseWriter.Request(method: head.method, http10: head.version.major == 1 && head.version.minor == 0,
-                                                keepAlive: head.isKeepAlive && !loop.draining && !switchesProtocol)
-        let requestID = Self.acceptedRequestID(head.headers) ?? loop.nextRequestID()
+        // The decoder reads nothing after a CONNECT or an Upgrade request (the connection would
+        // change protocols): answer it, then close.
+        let method = head.method
+        writer.request = ResponseWriter.Request(method: method, http10: head.isHTTP10,
+                                                keepAlive: head.keepAlive && !loop.draining && !head.switchesProtocol)
+        let requestID = Self.acceptedRequestID(head.requestID) ?? loop.nextRequestID()
         let state = loop.monitor.store.load()
         let table = state.table
-        let path = head.uri.firstIndex(of: "?").map { head.uri[..<$0] } ?? head.uri[...]  // no copy
         // Whatever the request turns out to be, its body (if any) must arrive in time: the
         // timer runs until `.end`, in every state that reads or drops a body.
         bodyTimer?.set(.now() + .nanoseconds(table.configuration.limits.bodyTimeout.nanoseconds))
-        if head.method == .CONNECT {
+        if method == .CONNECT {
             loop.counters.clientErrors.wrappingIncrement(ordering: .relaxed)
             self.state = .responding
-            return respond(.error(.methodNotAllowed(method: "CONNECT", path: String(path))), head: head, requestID: requestID)
+            return respond(.error(.methodNotAllowed(method: "CONNECT", path: head.target)), head: head, requestID: requestID)
         }
 
-        let expectsContinue = head.headers.first(name: "expect")?.lowercased() == "100-continue"
+        let expectsContinue = head.expectsContinue
         func early(_ answer: LocalAnswer, close: Bool = false) {
             loop.counters.clientErrors.wrappingIncrement(ordering: .relaxed)
-            let declared = head.headers.first(name: "content-length").map { Int($0) ?? Int.max } ?? 0
+            let declared = head.contentLength ?? 0
             if expectsContinue || declared > table.configuration.limits.maxBodyBytes {
                 // The client waits for our word before sending its body, or announced more than
                 // the gateway would ever read: answer now and close rather than wait for a body
@@ -293,41 +297,44 @@ final class GatewayHandler: ChannelDuplexHandler, ClientSide {
         }
 
         let endpoint: APIEndpoint
-        switch path {
-        case "/v1/chat/completions": endpoint = .chatCompletions
-        case "/v1/completions": endpoint = .completions
-        case "/v1/embeddings": endpoint = .embeddings
-        case "/healthz", "/health":
-            guard head.method == .GET || head.method == .HEAD else { return early(.error(.methodNotAllowed(method: head.method.rawValue, path: String(path)))) }
+        // Routed on the path's bytes; a String of it is made only for an error's message.
+        if head.pathIs("/v1/chat/completions") {
+            endpoint = .chatCompletions
+        } else if head.pathIs("/v1/completions") {
+            endpoint = .completions
+        } else if head.pathIs("/v1/embeddings") {
+            endpoint = .embeddings
+        } else if head.pathIs("/healthz") || head.pathIs("/health") {
+            guard method == .GET || method == .HEAD else { return early(.error(.methodNotAllowed(method: method.rawValue, path: head.path))) }
             self.state = .discarding(answer: LocalAnswers.health(state, now: loop.clock()), close: false, head: head, requestID: requestID)
             return
-        case "/v1/models":
-            guard head.method == .GET else { return early(.error(.methodNotAllowed(method: head.method.rawValue, path: String(path)))) }
-            if case .failure(let e) = Authenticator.authenticate(head.headers, state: state, nowMs: wallClockMs()) { return early(.error(e)) }
+        } else if head.pathIs("/v1/models") {
+            guard method == .GET else { return early(.error(.methodNotAllowed(method: method.rawValue, path: head.path))) }
+            if case .failure(let e) = Authenticator.authenticate(head.credential, state: state, nowMs: wallClockMs()) { return early(.error(e)) }
             self.state = .discarding(answer: LocalAnswers.models(table), close: false, head: head, requestID: requestID)
             return
-        case "/v1/usage":
-            guard head.method == .GET else { return early(.error(.methodNotAllowed(method: head.method.rawValue, path: String(path)))) }
+        } else if head.pathIs("/v1/usage") {
+            guard method == .GET else { return early(.error(.methodNotAllowed(method: method.rawValue, path: head.path))) }
             let caller: Caller
-            switch Authenticator.authenticate(head.headers, state: state, nowMs: wallClockMs()) {
+            switch Authenticator.authenticate(head.credential, state: state, nowMs: wallClockMs()) {
             case .failure(let e): return early(.error(e))
             case .success(let c): caller = c
             }
             self.state = .usageReport(head: head, requestID: requestID, department: table.departments[caller.department].name)
             return
-        default:
-            return early(.error(.notFound(method: head.method.rawValue, path: String(path))))
+        } else {
+            return early(.error(.notFound(method: method.rawValue, path: head.path)))
         }
-        guard head.method == .POST else {
-            return early(.error(.methodNotAllowed(method: head.method.rawValue, path: String(path))))
+        guard method == .POST else {
+            return early(.error(.methodNotAllowed(method: method.rawValue, path: head.path)))
         }
         let caller: Caller
-        switch Authenticator.authenticate(head.headers, state: state, nowMs: wallClockMs()) {
+        switch Authenticator.authenticate(head.credential, state: state, nowMs: wallClockMs()) {
         case .failure(let e): return early(.error(e))
         case .success(let c): caller = c
         }
         let limit = table.configuration.limits.maxBodyBytes
-        if let length = head.headers.first(name: "content-length").flatMap(Int.init), length > limit {
+        if let length = head.contentLength, length > limit {
             // Answer at once and close rather than read a body we will not take.
             loop.counters.clientErrors.wrappingIncrement(ordering: .relaxed)
             writer.request.keepAlive = false
@@ -338,7 +345,7 @@ final class GatewayHandler: ChannelDuplexHandler, ClientSide {
             return
         }
         if expectsContinue { guardHandler.writeContinue() }
-        let expected = head.headers.first(name: "content-length").flatMap(Int.init) ?? 0
+        let expected = head.contentLength ?? 0
         let body = context.channel.allocator.buffer(capacity: min(max(expected, 256), limit))
         let now = NIODeadline.now()
         self.state = .receiving(GatewayRequest(
@@ -379,8 +386,8 @@ final class GatewayHandler: ChannelDuplexHandler, ClientSide {
     }
 
     /// A client's `X-Request-Id` is kept when it is short and printable.
-    static func acceptedRequestID(_ headers: HTTPHeaders) -> String? {
-        guard let id = headers.first(name: "x-request-id"), !id.isEmpty, id.utf8.count <= 128,
+    static func acceptedRequestID(_ id: String?) -> String? {
+        guard let id, !id.isEmpty, id.utf8.count <= 128,
               id.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F }) else { return nil }
         return id
     }
@@ -585,7 +592,7 @@ final class GatewayHandler: ChannelDuplexHandler, ClientSide {
         context?.close(promise: nil)
     }
 
-    private func respond(_ answer: LocalAnswer, head: HTTPRequestHead?, requestID: String?, log: Bool = true) {
+    private func respond(_ answer: LocalAnswer, head: ClientHead?, requestID: String?, log: Bool = true) {
         guard let context else { return }
         var headers: [(String, String)] = [("content-type", "application/json")]
         headers.reserveCapacity(6)
@@ -599,15 +606,15 @@ final class GatewayHandler: ChannelDuplexHandler, ClientSide {
         writeEnd(context, with: buffer)
         if log, let head, let error = answer.error {
             loop.logger.info("request refused", metadata: [
-                "request_id": "\(requestID ?? "-")", "method": "\(head.method.rawValue)", "path": "\(head.uri)",
+                "request_id": "\(requestID ?? "-")", "method": "\(head.method.rawValue)", "path": "\(head.target)",
                 "status": "\(error.status)", "code": "\(error.codeString)",
             ])
         }
     }
 
     /// `GET /v1/usage`, answered once the report is read (`LocalAnswers.usage`).
-    private func answerUsage(head: HTTPRequestHead, requestID: String, department: String) {
-        LocalAnswers.usage(department: department, uri: head.uri, requestID: requestID, loop: loop) { [weak self] answer in
+    private func answerUsage(head: ClientHead, requestID: String, department: String) {
+        LocalAnswers.usage(department: department, uri: head.target, requestID: requestID, loop: loop) { [weak self] answer in
             self?.respond(answer, head: head, requestID: requestID)
         }
     }

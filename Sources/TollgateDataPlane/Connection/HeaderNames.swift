@@ -1,4 +1,5 @@
 import NIOHTTP1
+import TollgateCore
 
 /// Header names the gateway drops or rewrites when it forwards a request or an answer,
 /// matched without building a lower-cased copy of each name (`String.lowercased()` allocated a
@@ -34,6 +35,22 @@ enum HeaderNames {
         return names.isEmpty ? nil : names
     }
 
+    /// The same for a request head as it arrived: the names its `Connection` fields list.
+    static func listedInConnection(_ head: RequestHead, _ bytes: UnsafeRawBufferPointer) -> [[UInt8]]? {
+        guard head.connectionOptions.contains(.other), let first = head.known.connection else { return nil }
+        var names: [[UInt8]] = []
+        for i in first..<head.fields.count where head.fieldName(i, in: bytes, is: "connection") {
+            // A list of tokens (the parser checked it): split on commas, trim spaces and tabs.
+            for token in head.value(i, in: bytes).split(separator: UInt8(ascii: ",")) {
+                var name = token.drop { $0 == 0x20 || $0 == 0x09 }.map { $0 >= 0x41 && $0 <= 0x5A ? $0 | 0x20 : $0 }
+                while let last = name.last, last == 0x20 || last == 0x09 { name.removeLast() }
+                if name.isEmpty || name == Array("close".utf8) || name == Array("keep-alive".utf8) { continue }
+                names.append(name)
+            }
+        }
+        return names.isEmpty ? nil : names
+    }
+
     static let forwardedFor = Array("x-forwarded-for".utf8)
     /// The scheme of an `Authorization` value, with its space.
     static let bearerPrefix = Array("bearer ".utf8)
@@ -60,6 +77,28 @@ enum HeaderNames {
         return name.withUTF8 { bytes in
             bytes.count >= gatewayPrefix.count && equalsIgnoringCase(UnsafeBufferPointer(rebasing: bytes[..<gatewayPrefix.count]), gatewayPrefix)
         }
+    }
+
+    /// Whether `name` (bytes of a head) equals one of `lowercased`, ASCII letters without case.
+    @inline(__always)
+    static func matches(_ name: UnsafeRawBufferPointer, anyOf lowercased: [[UInt8]]) -> Bool {
+        let bytes = name.assumingMemoryBound(to: UInt8.self)
+        for candidate in lowercased where candidate.count == bytes.count {
+            if equalsIgnoringCase(bytes, candidate) { return true }
+        }
+        return false
+    }
+
+    @inline(__always)
+    static func matches(_ name: UnsafeRawBufferPointer, _ lowercased: [UInt8]) -> Bool {
+        name.count == lowercased.count && equalsIgnoringCase(name.assumingMemoryBound(to: UInt8.self), lowercased)
+    }
+
+    /// Whether `name` (bytes of a head) starts with `x-tollgate-` (any case).
+    @inline(__always)
+    static func isForTheGateway(_ name: UnsafeRawBufferPointer) -> Bool {
+        name.count >= gatewayPrefix.count
+            && equalsIgnoringCase(UnsafeBufferPointer(rebasing: name.assumingMemoryBound(to: UInt8.self)[..<gatewayPrefix.count]), gatewayPrefix)
     }
 
     @inline(__always)

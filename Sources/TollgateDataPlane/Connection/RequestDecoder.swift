@@ -1,11 +1,11 @@
 import NIOCore
-import NIOHTTP1
 import TollgateCore
 
 /// Reads requests off a client connection with the gateway's own strict parser — TollgateCore's
 /// `RequestHeadParser` and `ChunkedBodyDecoder`, fuzzed against llhttp — in place of NIO's
-/// `HTTPRequestDecoder`. It hands `GatewayHandler` the same parts NIO's decoder did (head, body
-/// parts, end), so everything behind it is unchanged; what differs is what gets through: a head
+/// `HTTPRequestDecoder`. It hands `GatewayHandler` the head as it arrived (`ClientHead`: the
+/// head's bytes and the parser's ranges into them), the body in parts, the end. What gets
+/// through is stricter than NIO's decoder let through: a head
 /// two readers could read differently (CL+TE, duplicate lengths, obs-fold, bare CR or LF,
 /// whitespace before a colon, unknown methods, an HTTP/1.1 request without Host …) is refused with
 /// a `RequestHeadError`, answered 400 (431 past the size limits) and closed.
@@ -14,7 +14,7 @@ import TollgateCore
 /// head's first byte as more arrive, and looks at each byte once. Body parts are slices of the
 /// buffer, not copies.
 struct RequestDecoder: ByteToMessageDecoder {
-    typealias InboundOut = HTTPServerRequestPart
+    typealias InboundOut = ClientRequestPart
 
     private enum Reading {
         /// A request head (the next, or the first).
@@ -93,20 +93,17 @@ struct RequestDecoder: ByteToMessageDecoder {
 
     private mutating func decodeHead(context: ChannelHandlerContext, buffer: inout ByteBuffer) throws -> DecodingState {
         guard buffer.readableBytes > 0 else { return .needMoreData }
-        let parsed: (RequestHead, HTTPRequestHead)?
+        let parsed: RequestHead?
         do {
-            parsed = try buffer.withUnsafeReadableBytes { bytes throws(RequestHeadError) in
-                guard let head = try parser.parse(bytes) else { return nil }
-                return (head, Self.nioHead(head, bytes))
-            }
+            parsed = try buffer.withUnsafeReadableBytes { bytes throws(RequestHeadError) in try parser.parse(bytes) }
         } catch {
             reading = .stopped
             throw error
         }
-        guard let (head, nioHead) = parsed else { return .needMoreData }
-        buffer.moveReaderIndex(forwardBy: head.length)
+        guard let head = parsed else { return .needMoreData }
+        let bytes = buffer.readSlice(length: head.length)!
         switching = head.switchesProtocol
-        context.fireChannelRead(wrapInboundOut(.head(nioHead)))
+        context.fireChannelRead(wrapInboundOut(.head(ClientHead(bytes: bytes, parsed: head))))
         switch head.framing {
         case .none, .contentLength(0):
             end(context)
@@ -121,20 +118,6 @@ struct RequestDecoder: ByteToMessageDecoder {
 
     private mutating func end(_ context: ChannelHandlerContext) {
         reading = switching ? .stopped : .head
-        context.fireChannelRead(wrapInboundOut(.end(nil)))
-    }
-
-    /// The head as NIO's types: what `GatewayHandler` reads today.
-    private static func nioHead(_ head: RequestHead, _ bytes: UnsafeRawBufferPointer) -> HTTPRequestHead {
-        var headers: [(String, String)] = []
-        headers.reserveCapacity(head.fields.count)
-        for field in head.fields {
-            headers.append((String(decoding: UnsafeRawBufferPointer(rebasing: bytes[field.name]), as: UTF8.self),
-                            String(decoding: UnsafeRawBufferPointer(rebasing: bytes[field.value]), as: UTF8.self)))
-        }
-        return HTTPRequestHead(
-            version: head.version == .http11 ? .http1_1 : .http1_0, method: HTTPMethod(rawValue: head.method.name),
-            uri: String(decoding: UnsafeRawBufferPointer(rebasing: bytes[head.target]), as: UTF8.self),
-            headers: HTTPHeaders(headers))
+        context.fireChannelRead(wrapInboundOut(.end))
     }
 }

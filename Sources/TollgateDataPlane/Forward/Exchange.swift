@@ -36,7 +36,7 @@ final class Exchange: UpstreamDelegate, SlotWaiter {
     private let loop: LoopContext
     private let state: GatewayState
     let requestID: String
-    let head: HTTPRequestHead
+    let head: ClientHead
     private let body: ByteBuffer
     let model: String
     let stream: Bool
@@ -111,7 +111,7 @@ final class Exchange: UpstreamDelegate, SlotWaiter {
         self.injectedUsage = summary.stream && !summary.includeUsage && endpoint != .embeddings && (metered || cache?.store == true)
         self.body = injectedUsage ? bodyAskingForUsage(body) : body
         self.lane = Lane.effective(declared: state.table.departments[caller.department].lane,
-                                   header: request.head.headers.first(name: "x-tollgate-priority"))
+                                   header: request.head.priority)
     }
 
     private var config: GatewayConfiguration { state.table.configuration }
@@ -501,28 +501,38 @@ final class Exchange: UpstreamDelegate, SlotWaiter {
 
     // MARK: Heads
 
-    /// The request head sent to `instance`, serialized: the client's headers minus hop-by-hop
-    /// ones and its key, then the gateway's own. Header names and values come from NIO's
-    /// parser (no CR or LF) or from the gateway (the configuration's checked `api_key`).
+    /// The request head sent to `instance`, written from the client's head as it arrived: its
+    /// method and target bytes, its field lines minus hop-by-hop ones and its key, copied as they
+    /// came, then the gateway's own. Names and values passed the strict parser (no CR, LF or
+    /// NUL) or come from the gateway (the configuration's checked `api_key`).
     private func upstreamHead(for instance: RoutingTable.Instance) -> ByteBuffer {
         var buffer = ByteBuffer()
-        buffer.reserveCapacity(512)
-        buffer.writeString(head.method.rawValue)
-        buffer.writeStaticString(" ")
-        buffer.writeString(instance.url.basePath)
-        buffer.writeString(head.uri)
-        buffer.writeStaticString(" HTTP/1.1\r\n")
-        var forwardedFor: String?
-        // Hop-by-hop: the fixed list, and whatever the client's `Connection` names.
-        let listed = HeaderNames.listedInConnection(head.headers)
-        for (name, value) in head.headers {
-            if HeaderNames.matches(name, anyOf: HeaderNames.droppedFromRequest) { continue }
-            if let listed, HeaderNames.matches(name, anyOf: listed) { continue }
-            if HeaderNames.isForTheGateway(name) { continue }
-            if HeaderNames.matches(name, HeaderNames.forwardedFor) {
-                forwardedFor = forwardedFor.map { "\($0), \(value)" } ?? value
-            } else {
-                buffer.writeHeader(name, value)
+        buffer.reserveCapacity(head.bytes.readableBytes + 256)
+        let parsed = head.parsed
+        var forwardedFor: [UInt8]?
+        head.bytes.withUnsafeReadableBytes { bytes in
+            buffer.writeBytes(UnsafeRawBufferPointer(rebasing: bytes[parsed.methodRange]))
+            buffer.writeStaticString(" ")
+            buffer.writeString(instance.url.basePath)
+            buffer.writeBytes(UnsafeRawBufferPointer(rebasing: bytes[parsed.target]))
+            buffer.writeStaticString(" HTTP/1.1\r\n")
+            // Hop-by-hop: the fixed list, and whatever the client's `Connection` names.
+            let listed = HeaderNames.listedInConnection(parsed, bytes)
+            for field in parsed.fields {
+                let name = UnsafeRawBufferPointer(rebasing: bytes[field.name])
+                let value = UnsafeRawBufferPointer(rebasing: bytes[field.value])
+                if HeaderNames.matches(name, anyOf: HeaderNames.droppedFromRequest) { continue }
+                if let listed, HeaderNames.matches(name, anyOf: listed) { continue }
+                if HeaderNames.isForTheGateway(name) { continue }
+                if HeaderNames.matches(name, HeaderNames.forwardedFor) {
+                    if forwardedFor == nil { forwardedFor = [] } else { forwardedFor! += [UInt8(ascii: ","), UInt8(ascii: " ")] }
+                    forwardedFor! += value
+                } else {
+                    buffer.writeBytes(name)
+                    buffer.writeStaticString(": ")
+                    buffer.writeBytes(value)
+                    buffer.writeStaticString("\r\n")
+                }
             }
         }
         buffer.writeHeader("host", instance.hostHeader)
@@ -530,7 +540,13 @@ final class Exchange: UpstreamDelegate, SlotWaiter {
         buffer.writeHeader("x-request-id", requestID)
         if let client = handler?.remoteAddress {
             buffer.writeHeader("x-real-ip", client)
-            buffer.writeHeader("x-forwarded-for", forwardedFor.map { "\($0), \(client)" } ?? client)
+            buffer.writeStaticString("x-forwarded-for: ")
+            if let forwardedFor {
+                buffer.writeBytes(forwardedFor)
+                buffer.writeStaticString(", ")
+            }
+            buffer.writeString(client)
+            buffer.writeStaticString("\r\n")
         }
         buffer.writeStaticString("x-forwarded-proto: http\r\n")
         if let key = instance.apiKey { buffer.writeHeader("authorization", "Bearer " + key) }

@@ -29,7 +29,7 @@ struct GatewayRequest {
     /// The snapshot the request started with: its department index, limits and routing stay
     /// consistent even if a reload swaps the table meanwhile.
     var state: GatewayState
-    var head: HTTPRequestHead
+    var head: ClientHead
     var requestID: String
     var caller: Caller
     var endpoint: APIEndpoint
