@@ -75,6 +75,22 @@ final class RoutingTests: XCTestCase {
         await gw.stop()
     }
 
+    /// Every request on a keep-alive connection is authenticated by its own `Authorization`,
+    /// whatever the requests before it sent (the connection remembers the last key's digest).
+    func testEachRequestOnAConnectionIsAuthenticatedByItsOwnKey() async throws {
+        let gw = try await GatewayFixture.start(instances: 1)
+        let client = try await gw.client()
+        let oneCharOff = String(TestKeys.customerService.dropLast()) + "x"
+        let keys: [(String?, Int)] = [(TestKeys.customerService, 200), (oneCharOff, 401), (TestKeys.customerService, 200),
+                                      (TestKeys.engineering, 200), (nil, 401), ("  " + TestKeys.engineering, 200), (oneCharOff, 401)]
+        for (key, status) in keys {
+            let answer = try await client.chat(key: key)
+            XCTAssertEqual(answer.status, status, "\(key ?? "no key")")
+        }
+        await client.close()
+        await gw.stop()
+    }
+
     func testCompletionsAndEmbeddingsAreForwarded() async throws {
         let gw = try await GatewayFixture.start(instances: 1)
         let client = try await gw.client()

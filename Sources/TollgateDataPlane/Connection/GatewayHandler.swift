@@ -60,6 +60,10 @@ final class GatewayHandler: ChannelDuplexHandler, ClientSide {
     /// Frames every answer on this connection, and knows what the request being answered asks
     /// of it: its method (a `HEAD` gets no body, whichever path answers), HTTP/1.0, keep-alive.
     private var writer = ResponseWriter()
+    /// The last `Authorization` value on this connection and what it read as: a client sends the
+    /// same key with every request, and its digest is not computed again for it. (The key's
+    /// department, expiry and revocation are still looked up per request.)
+    private var lastCredential: (value: [UInt8], credential: Authenticator.Credential)?
     /// Per-connection timers, re-armed by each request without rescheduling (see `DeadlineTimer`).
     private var bodyTimer: DeadlineTimer?
     /// The deadlines of the exchange in progress (per connection, re-armed by each request).
@@ -329,7 +333,7 @@ final class GatewayHandler: ChannelDuplexHandler, ClientSide {
             return early(.error(.methodNotAllowed(method: method.rawValue, path: head.path)))
         }
         let caller: Caller
-        switch Authenticator.authenticate(head.credential, state: state, nowMs: wallClockMs()) {
+        switch Authenticator.authenticate(credential(of: head), state: state, nowMs: wallClockMs()) {
         case .failure(let e): return early(.error(e))
         case .success(let c): caller = c
         }
@@ -383,6 +387,22 @@ final class GatewayHandler: ChannelDuplexHandler, ClientSide {
             department: pending.state.table.departments[pending.caller.department].name,
             keyPrefix: pending.caller.keyPrefix, model: model, endpoint: pending.endpoint.name, instance: nil, status: status,
             latencyMs: latency, cache: .off, stream: stream), settling: reservation, spent: 0, in: pending.state.quotas)
+    }
+
+    /// `head`'s credential, read again only when its `Authorization` differs from the last one
+    /// on this connection.
+    private func credential(of head: ClientHead) -> Authenticator.Credential {
+        guard let index = head.parsed.known.authorization else { return .none }
+        let range = head.parsed.fields[index].value
+        let same = head.bytes.withUnsafeReadableBytes { bytes in
+            guard let last = lastCredential, last.value.count == range.count else { return false }
+            return last.value.withUnsafeBytes { $0.elementsEqual(UnsafeRawBufferPointer(rebasing: bytes[range])) }
+        }
+        if same, let last = lastCredential { return last.credential }
+        let credential = head.credential
+        // Bounded: a header of kilobytes is read, not kept.
+        lastCredential = range.count <= 256 ? (head.bytes.getBytes(at: head.bytes.readerIndex + range.lowerBound, length: range.count) ?? [], credential) : nil
+        return credential
     }
 
     /// A client's `X-Request-Id` is kept when it is short and printable.
@@ -548,12 +568,14 @@ final class GatewayHandler: ChannelDuplexHandler, ClientSide {
     /// out in one flush. A pipelined request waiting behind it goes next. A connection that does
     /// not stay open — or whose answer broke its own framing — is closed once the end is out.
     private func writeEnd(_ context: ChannelHandlerContext, with pending: ByteBuffer? = nil) {
-        var buffer = pending ?? context.channel.allocator.buffer(capacity: 8)
+        var buffer = pending ?? ByteBuffer()  // an empty ByteBuffer allocates nothing
         let wellFramed = writer.end(into: &buffer)
         if writer.request.keepAlive && !loop.draining && wellFramed {
             state = .idle
             guardHandler.responseCompleted()
-            context.writeAndFlush(wrapOutboundOut(buffer), promise: nil)
+            // A length-framed answer has nothing left to write: only the flush.
+            if buffer.readableBytes > 0 { context.write(wrapOutboundOut(buffer), promise: nil) }
+            context.flush()
             if !pipeline.parts.isEmpty || pipeline.readHeld || pipeline.refusal != nil { drainPipelined(context) }
         } else {
             state = .closed
