@@ -16,8 +16,13 @@ public struct TokenUsage: Sendable, Equatable {
 /// scan looks for the last `"usage"` member name that is not inside a string (a prompt that
 /// quotes the word has its quotes escaped) and reads the two counters from its object.
 public enum UsageScanner {
+    /// The member names looked for, made once (not per call: every answer is scanned).
+    static let usageKey = Array("\"usage\"".utf8)
+    private static let promptKey = Array("\"prompt_tokens\"".utf8)
+    private static let completionKey = Array("\"completion_tokens\"".utf8)
+
     public static func lastUsage(in bytes: UnsafeRawBufferPointer) -> TokenUsage? {
-        let key = Array("\"usage\"".utf8)
+        let key = usageKey
         guard bytes.count >= key.count else { return nil }
         var i = bytes.count - key.count
         while i >= 0 {
@@ -60,8 +65,8 @@ public enum UsageScanner {
         guard i < b.count, b[i] == UInt8(ascii: "{") else { return nil }
         guard let end = closingBrace(b, openingAt: i) else { return nil }
         let object = UnsafeRawBufferPointer(rebasing: b[i...end])
-        guard let prompt = integer(after: "\"prompt_tokens\"", in: object) else { return nil }
-        let completion = integer(after: "\"completion_tokens\"", in: object) ?? 0
+        guard let prompt = integer(after: promptKey, in: object) else { return nil }
+        let completion = integer(after: completionKey, in: object) ?? 0
         return TokenUsage(promptTokens: prompt, completionTokens: completion)
     }
 
@@ -89,8 +94,7 @@ public enum UsageScanner {
         return nil
     }
 
-    private static func integer(after name: String, in b: UnsafeRawBufferPointer) -> Int? {
-        let key = Array(name.utf8)
+    private static func integer(after key: [UInt8], in b: UnsafeRawBufferPointer) -> Int? {
         guard b.count > key.count else { return nil }
         for i in 0...(b.count - key.count) where matches(b, at: i, key) {
             var j = i + key.count

@@ -6,7 +6,6 @@
 public struct UsageWatcher: Sendable {
     /// A `usage` object longer than this is not waited for.
     public static let maxObjectBytes = 4096
-    private static let key = Array("\"usage\"".utf8)
     /// Enough to see a member name split across parts and the backslashes before it.
     private static let keep = 64
 
@@ -18,18 +17,27 @@ public struct UsageWatcher: Sendable {
 
     public mutating func feed(_ part: UnsafeRawBufferPointer) {
         guard part.count > 0 else { return }
+        if window.isEmpty {
+            // Nothing carried over (a whole answer in one part, or the first part): scanned where
+            // it is, and only what may still matter is kept — not a copy of every answer.
+            if let found = UsageScanner.lastUsage(in: part) { usage = found }
+            window.append(contentsOf: UnsafeRawBufferPointer(rebasing: part[Self.keptFrom(part)...]))
+            return
+        }
         window.append(contentsOf: part)
-        window.withUnsafeBytes { bytes in
-            if let found = UsageScanner.lastUsage(in: bytes) { usage = found }
+        let found = window.withUnsafeBytes { UsageScanner.lastUsage(in: $0) }
+        if let found { usage = found }
+        let drop = window.withUnsafeBytes { Self.keptFrom($0) }
+        if drop > 0 { window.removeFirst(drop) }
+    }
+
+    /// Where what is kept of `bytes` starts: the first `"usage"` whose object may still be
+    /// arriving (with a little before it), else a short tail.
+    private static func keptFrom(_ bytes: UnsafeRawBufferPointer) -> Int {
+        if let start = UsageScanner.firstIncompleteUsage(in: bytes), bytes.count - start <= Self.maxObjectBytes {
+            return max(0, start - Self.keep)
         }
-        // Keep from the first `"usage"` whose object may still be arriving, else a short tail.
-        let cut = window.withUnsafeBytes { bytes -> Int in
-            if let start = UsageScanner.firstIncompleteUsage(in: bytes), bytes.count - start <= Self.maxObjectBytes {
-                return max(0, start - Self.keep)
-            }
-            return max(0, bytes.count - Self.keep)
-        }
-        if cut > 0 { window.removeFirst(cut) }
+        return max(0, bytes.count - Self.keep)
     }
 }
 
@@ -39,7 +47,7 @@ extension UsageScanner {
     /// end, so it holds every later one (found by fuzzing: keeping only the last, inner one lost
     /// the outer object once it closed).
     static func firstIncompleteUsage(in bytes: UnsafeRawBufferPointer) -> Int? {
-        let key = Array("\"usage\"".utf8)
+        let key = usageKey
         guard bytes.count >= key.count else { return nil }
         var i = 0
         while i <= bytes.count - key.count {

@@ -75,8 +75,10 @@ final class WaitingLine {
 
     /// A request that went straight to a free slot is charged in its lane's fair shares all the same.
     func charge(pool: Int, department: Int, weight: Int, lane: Lane, cost: Int) {
-        // Nobody ever waited in this pool here: shares need no history.
-        queues[pool]?.charge(department: department, weight: weight, lane: lane, cost: cost)
+        // Nobody ever waited in this pool here: shares need no history. (Looked up before the
+        // in-place update: `queues[pool]?.…` on a missing pool allocated its accessor's frame.)
+        guard queues[pool] != nil else { return }
+        queues[pool]!.charge(department: department, weight: weight, lane: lane, cost: cost)
     }
 
     func cancel(_ id: UInt64, pool: Int) {
@@ -86,7 +88,8 @@ final class WaitingLine {
     /// The real usage of a request that waited or was charged: its department's tag moves by the
     /// estimate's error.
     func settle(pool: Int, department: Int, lane: Lane, estimated: Int, actual: Int) {
-        queues[pool]?.settle(department: department, lane: lane, estimated: estimated, actual: actual)
+        guard queues[pool] != nil, estimated != actual else { return }
+        queues[pool]!.settle(department: department, lane: lane, estimated: estimated, actual: actual)
     }
 
     /// A slot of `pool` was freed (or may have been: a reload, an instance back): hand out every

@@ -171,6 +171,9 @@ final class GatewayHandler: ChannelDuplexHandler, ClientSide {
                     // The whole body in one read (the usual case): kept as the slice it is, not copied.
                     pending.body = chunk
                 } else {
+                    if pending.body.capacity == 0 {
+                        pending.body = context.channel.allocator.buffer(capacity: min(max(pending.head.contentLength ?? 0, 256), limit))
+                    }
                     pending.body.writeBuffer(&chunk)
                 }
                 state = .receiving(pending)
@@ -349,8 +352,8 @@ final class GatewayHandler: ChannelDuplexHandler, ClientSide {
             return
         }
         if expectsContinue { guardHandler.writeContinue() }
-        let expected = head.contentLength ?? 0
-        let body = context.channel.allocator.buffer(capacity: min(max(expected, 256), limit))
+        // No buffer yet: a body that arrives whole is kept as the slice it came in (see `.body`).
+        let body = ByteBuffer()
         let now = NIODeadline.now()
         self.state = .receiving(GatewayRequest(
             state: state, head: head, requestID: requestID, caller: caller, endpoint: endpoint, body: body,

@@ -164,6 +164,7 @@ final class LoopContext {
         guard !candidates.isEmpty else { return nil }
         let slot = department * t.pools.count + pool
         var balancer = balancers[slot] ?? Balancer(policy: t.pools[pool].policy, weights: candidates.map(\.weight))
+        balancers[slot] = nil  // taken out: its arrays stay unique, no copy on write per request
         let now = clock()
         let choice = balancer.select(
             isAvailable: { c in

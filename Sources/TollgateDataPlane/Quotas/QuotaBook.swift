@@ -191,12 +191,15 @@ public final class QuotaBook: Sendable {
         let d = departments[department]
         let reservation = Reservation(department: department, tokens: tokens, minute: now.minute, day: now.day, month: now.month)
         guard !d.limits.isUnlimited else { return .admitted(reservation) }
-        var taken: [(QuotaMeter, Int)] = []
+        // The meters reserved so far, as bits (an array here cost an allocation per request);
+        // each one's amount follows from the meter.
+        var taken: UInt32 = 0
+        func amountOf(_ meter: QuotaMeter) -> Int { meter == .requestsPerMinute ? 1 : tokens }
         let leasing = leases.isLeasing
         var wake = false
         for meter in QuotaMeter.allCases {
             guard let limit = d.limits.limit(meter) else { continue }
-            let amount = meter == .requestsPerMinute ? 1 : tokens
+            let amount = amountOf(meter)
             let window = now.index(meter.window)
             let counter = d.counters[meter.rawValue]
             // Leasing: the slices held; before the window's first slice arrives, one slice of
@@ -213,7 +216,9 @@ public final class QuotaBook: Sendable {
             }
             let (ok, used) = counter.reserve(window: window, amount: amount, limit: cap)
             if !ok {
-                for (m, a) in taken { d.counters[m.rawValue].adjust(window: now.index(m.window), by: -a) }
+                for m in QuotaMeter.allCases where taken & (1 << m.rawValue) != 0 {
+                    d.counters[m.rawValue].adjust(window: now.index(m.window), by: -amountOf(m))
+                }
                 // A refusal for lack of a slice asks for one (not when the fleet's window is spent).
                 if leasing, !counter.isExhausted(window: window) {
                     counter.noteWanted(amount)
@@ -226,7 +231,7 @@ public final class QuotaBook: Sendable {
             if leasing, counter.granted(window: window) - QuotaAmount.add(used, amount) <= settings.lease.lowWater(limit: limit) {
                 wake = true
             }
-            taken.append((meter, amount))
+            taken |= 1 << meter.rawValue
         }
         // Ahead of need: the next slice is asked for while this one lasts.
         if wake { leases.wake() }
