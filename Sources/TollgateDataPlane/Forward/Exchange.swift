@@ -506,8 +506,8 @@ final class Exchange: UpstreamDelegate, SlotWaiter {
     /// came, then the gateway's own. Names and values passed the strict parser (no CR, LF or
     /// NUL) or come from the gateway (the configuration's checked `api_key`).
     private func upstreamHead(for instance: RoutingTable.Instance) -> ByteBuffer {
-        var buffer = ByteBuffer()
-        buffer.reserveCapacity(head.bytes.readableBytes + 256)
+        // One allocation (`ByteBuffer()` then `reserveCapacity` made two).
+        var buffer = ByteBufferAllocator().buffer(capacity: head.bytes.readableBytes + 256)
         let parsed = head.parsed
         var forwardedFor: [UInt8]?
         head.bytes.withUnsafeReadableBytes { bytes in
