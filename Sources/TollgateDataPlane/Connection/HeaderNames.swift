@@ -34,6 +34,21 @@ enum HeaderNames {
         return names.isEmpty ? nil : names
     }
 
+    /// Whether the name at `range` in `bytes` equals one of `lowercased` (ASCII letters compared
+    /// without case): for fields read from bytes (an instance's answer head).
+    @inline(__always)
+    static func matches(_ bytes: UnsafeRawBufferPointer, _ range: Range<Int>, anyOf lowercased: [[UInt8]]) -> Bool {
+        next: for candidate in lowercased where candidate.count == range.count {
+            for i in 0..<range.count {
+                var b = bytes[range.lowerBound &+ i]
+                if b >= UInt8(ascii: "A") && b <= UInt8(ascii: "Z") { b |= 0x20 }
+                if b != candidate[i] { continue next }
+            }
+            return true
+        }
+        return false
+    }
+
     static let forwardedFor = Array("x-forwarded-for".utf8)
     /// The scheme of an `Authorization` value, with its space.
     static let bearerPrefix = Array("bearer ".utf8)
