@@ -234,6 +234,9 @@ final class ResponseHeadParserTests: XCTestCase {
             ("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\t\r\n\r\n", .unsupportedTransferCoding),
             ("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n", .duplicateTransferEncoding),
             ("HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", .transferEncodingInHTTP10),
+            ("HTTP/1.1 100 Continue\r\nContent-Length: 0\r\n\r\n", .framingInInformational),
+            ("HTTP/1.1 150 X\r\nContent-Length: 5\r\n\r\nhello", .framingInInformational),
+            ("HTTP/1.1 103 Early Hints\r\nTransfer-Encoding: chunked\r\n\r\n", .framingInInformational),
             // Connection.
             ("HTTP/1.1 200 OK\r\nConnection: close x\r\n\r\n", .invalidConnection),
             ("HTTP/1.1 200 OK\r\nConnection: close\t\r\n\r\n", .invalidConnection),

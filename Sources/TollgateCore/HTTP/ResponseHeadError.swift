@@ -11,7 +11,7 @@ public struct ResponseHeadError: Error, Sendable, Equatable, CustomStringConvert
         case invalidFieldName, whitespaceBeforeColon, fieldWithoutColon, obsoleteLineFolding, invalidFieldValue
         case invalidContentLength, duplicateContentLength, contentLengthWithTransferEncoding
         case unsupportedTransferCoding, duplicateTransferEncoding, transferEncodingInHTTP10
-        case invalidConnection, conflictingConnectionOptions
+        case invalidConnection, conflictingConnectionOptions, framingInInformational
     }
 
     private let code: Code
@@ -72,6 +72,9 @@ public struct ResponseHeadError: Error, Sendable, Equatable, CustomStringConvert
     public static let invalidConnection = ResponseHeadError(.invalidConnection)
     /// `Connection` with both `close` and `keep-alive`.
     public static let conflictingConnectionOptions = ResponseHeadError(.conflictingConnectionOptions)
+    /// `Content-Length` or `Transfer-Encoding` in a 1xx answer (RFC 9110 §8.6, RFC 9112 §6.1: a
+    /// server MUST NOT send them; llhttp would read a body after some 1xx heads).
+    public static let framingInInformational = ResponseHeadError(.framingInInformational)
 
     public var description: String {
         switch code {
@@ -96,6 +99,7 @@ public struct ResponseHeadError: Error, Sendable, Equatable, CustomStringConvert
         case .transferEncodingInHTTP10: "Transfer-Encoding in an HTTP/1.0 answer"
         case .invalidConnection: "invalid Connection"
         case .conflictingConnectionOptions: "Connection asks for both close and keep-alive"
+        case .framingInInformational: "Content-Length or Transfer-Encoding in a 1xx answer"
         }
     }
 }

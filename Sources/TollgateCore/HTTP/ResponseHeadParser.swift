@@ -323,6 +323,9 @@ public struct ResponseHeadParser: Sendable {
         let options = head.connectionOptions
         if options.contains(.close) && options.contains(.keepAlive) { throw .conflictingConnectionOptions.at(offset) }
         let status = head.status
+        if status < 200 && (head.known.contentLength != nil || head.known.transferEncoding != nil) {
+            throw .framingInInformational.at(offset)
+        }
         if answeringHEAD || status < 200 || status == 204 || status == 304 {
             head.framing = .none
         } else if head.known.transferEncoding != nil {
