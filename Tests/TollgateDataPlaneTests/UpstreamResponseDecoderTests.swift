@@ -273,6 +273,15 @@ final class UpstreamResponseDecoderTests: XCTestCase {
         XCTAssertTrue(recorder.closedError is UpstreamProtocolError)
     }
 
+    func testAfterA101TheConnectionIsNotReusable() throws {
+        let (channel, handler, recorder) = try connected()
+        send(handler, recorder)
+        try channel.writeInbound(ByteBuffer(string: "HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\n\r\n"))
+        XCTAssertEqual(recorder.parts, ["head 101"])
+        XCTAssertFalse(handler.isReusable)
+        _ = try? channel.finish()
+    }
+
     func testABodyUntilTheCloseEndsAtTheClose() throws {
         let (channel, handler, recorder) = try connected()
         send(handler, recorder)

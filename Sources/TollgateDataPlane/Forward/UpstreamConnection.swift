@@ -37,7 +37,7 @@ final class UpstreamHandler: ChannelDuplexHandler {
     private(set) var spoiled = false
 
     /// The connection may carry another request.
-    var isReusable: Bool { !spoiled && !decoder.awaitingAnswer }
+    var isReusable: Bool { !spoiled && decoder.isIdle }
 
     func handlerAdded(context: ChannelHandlerContext) { self.context = context }
     func handlerRemoved(context: ChannelHandlerContext) { self.context = nil }

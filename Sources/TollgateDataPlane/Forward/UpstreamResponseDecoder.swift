@@ -75,6 +75,10 @@ struct UpstreamResponseDecoder {
         }
     }
 
+    /// No answer outstanding and none broken off: another request may be sent (not after a 101,
+    /// nor after a body ended by the close).
+    var isIdle: Bool { if case .idle = state { true } else { false } }
+
     /// The body runs until the connection closes: `endAtClose()` ends it.
     var endsAtClose: Bool { if case .untilClose = state { true } else { false } }
 
