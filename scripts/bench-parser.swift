@@ -22,6 +22,10 @@ let chunkedBody: [UInt8] = {
 }()
 let chunkedMessage = chunkedHead + chunkedBody
 
+/// What vLLM (uvicorn) answers a streamed completion with, as ResponseHeadParserTests has it.
+let vllmHead = Array(("HTTP/1.1 200 OK\r\ndate: Thu, 03 Dec 2026 18:00:00 GMT\r\nserver: uvicorn\r\n"
+    + "content-type: text/event-stream; charset=utf-8\r\ntransfer-encoding: chunked\r\n\r\n").utf8)
+
 extension String {
     func replacingOccurrences(_ target: String, with replacement: String) -> String {
         guard let range = range(of: target) else { return self }
@@ -80,6 +84,12 @@ struct Bench {
                 return (try? parser.parse(head))??.length ?? 0
             }
         }
+        var responses = ResponseHeadParser()
+        vllmHead.withUnsafeBytes { head in
+            measure("ResponseHeadParser, vLLM answer head", bytes: head.count, iterations: iterations) {
+                (try? responses.parse(head))??.length ?? 0
+            }
+        }
         chunkedMessage.withUnsafeBytes { message in
             measure("head, then ChunkedBodyDecoder: 3 chunks", bytes: message.count, iterations: iterations / 4) {
                 guard let head = (try? parser.parse(message)) ?? nil else { return 0 }
@@ -119,6 +129,13 @@ func benchLLHTTP(iterations: Int) {
             let p = head.baseAddress!.assumingMemoryBound(to: CChar.self)
             measure("llhttp (NIO's, -O2), whole head", bytes: head.count, iterations: iterations) {
                 c_nio_llhttp_init(&parser, HTTP_REQUEST, settings)
+                return Int(c_nio_llhttp_execute(&parser, p, head.count).rawValue)
+            }
+        }
+        vllmHead.withUnsafeBytes { head in
+            let p = head.baseAddress!.assumingMemoryBound(to: CChar.self)
+            measure("llhttp (NIO's, -O2), vLLM answer head", bytes: head.count, iterations: iterations) {
+                c_nio_llhttp_init(&parser, HTTP_RESPONSE, settings)
                 return Int(c_nio_llhttp_execute(&parser, p, head.count).rawValue)
             }
         }

@@ -38,6 +38,8 @@ public final class ScriptedUpstream: @unchecked Sendable {
         public var body: String
         /// The number of this request on its connection, from 0.
         public var onConnection: Int
+        /// The connection it came on, numbered from 0 in the order they were accepted.
+        public var connection: Int = 0
         public var path: String { head.split(separator: " ").dropFirst().first.map(String.init) ?? "" }
     }
 
@@ -94,13 +96,16 @@ public final class ScriptedUpstream: @unchecked Sendable {
                 Glibc.close(fd)
                 return
             }
-            lock.withLock { _connections += 1 }
-            let thread = Thread { [self] in serve(fd) }
+            let number = lock.withLock {
+                _connections += 1
+                return _connections - 1
+            }
+            let thread = Thread { [self] in serve(fd, number: number) }
             thread.start()
         }
     }
 
-    private func serve(_ fd: Int32) {
+    private func serve(_ fd: Int32, number: Int) {
         defer { Glibc.close(fd) }
         var buffer: [UInt8] = []
         var index = 0
@@ -133,7 +138,8 @@ public final class ScriptedUpstream: @unchecked Sendable {
             }
             let body = String(decoding: buffer[0..<length], as: UTF8.self)
             buffer.removeFirst(length)
-            let request = Request(head: head, body: body, onConnection: index)
+            var request = Request(head: head, body: body, onConnection: index)
+            request.connection = number
             index += 1
             lock.withLock { _requests.append(request) }
             let reply = script(request)

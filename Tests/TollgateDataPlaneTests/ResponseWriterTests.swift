@@ -83,4 +83,45 @@ final class ResponseWriterTests: XCTestCase {
         XCTAssertFalse(writer.end(into: &out), "the close ends the body")
         XCTAssertEqual(String(buffer: out), "HTTP/1.1 200 OK\r\nconnection: close\r\n\r\ndata: 1\n\n")
     }
+
+    // MARK: Forwarded answers
+
+    /// An instance's head as the upstream decoder hands it on.
+    func upstream(_ text: String, toHEAD: Bool = false) throws -> UpstreamHead {
+        var decoder = UpstreamResponseDecoder()
+        decoder.expectAnswer(toHEAD: toHEAD)
+        var buffer = ByteBuffer(string: text)
+        guard case .head(let head)? = try decoder.next(&buffer) else { throw XCTSkip("no head") }
+        return head
+    }
+
+    func testAForwardedHeadCopiesTheInstanceFieldsButNotTheHopByHopOnes() throws {
+        let head = try upstream("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: keep-alive, X-Hop\r\n"
+            + "Keep-Alive: timeout=5\r\nX-Hop: 1\r\nTransfer-Encoding: chunked\r\nTE: trailers\r\nTrailer: x\r\n"
+            + "Upgrade: h2c\r\nProxy-Connection: keep-alive\r\nX-Request-Id: theirs\r\nX-Kept:  a  b \r\nx-hops: 2\r\n\r\n")
+        var writer = ResponseWriter()
+        var out = ByteBuffer()
+        writer.head(into: &out, status: 200, forwarding: head, headers: [("x-request-id", "ours")], contentLength: nil, closing: false)
+        XCTAssertEqual(String(buffer: out), "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nX-Kept: a  b\r\nx-hops: 2\r\n"
+            + "x-request-id: ours\r\ntransfer-encoding: chunked\r\n\r\n")
+        XCTAssertTrue(writer.isWriting)
+    }
+
+    func testAForwardedHeadIsFramedByTheWriter() throws {
+        // The instance's length on a HEAD answer, no body; its reason phrase is not forwarded.
+        let head = try upstream("HTTP/1.1 200 Fine\r\nContent-Length: 7\r\n\r\n", toHEAD: true)
+        var writer = ResponseWriter()
+        writer.request = ResponseWriter.Request(method: .HEAD, http10: false, keepAlive: true)
+        var out = ByteBuffer()
+        writer.head(into: &out, status: 200, forwarding: head, headers: [], contentLength: 7, closing: false)
+        writer.body(ByteBuffer(string: "ignored"), into: &out)
+        XCTAssertTrue(writer.end(into: &out))
+        XCTAssertEqual(String(buffer: out), "HTTP/1.1 200 OK\r\ncontent-length: 7\r\n\r\n")
+        // An HTTP/1.0 client that may not keep the connection.
+        let ok = try upstream("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        writer.request = ResponseWriter.Request(method: .GET, http10: true, keepAlive: false)
+        out.clear()
+        writer.head(into: &out, status: 200, forwarding: ok, headers: [], contentLength: nil, closing: false)
+        XCTAssertEqual(String(buffer: out), "HTTP/1.1 200 OK\r\nconnection: close\r\n\r\n")
+    }
 }

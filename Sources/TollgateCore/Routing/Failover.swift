@@ -86,11 +86,13 @@ public struct Failover: Sendable, Equatable {
     }
 
     /// The answer's head arrived with `status`.
-    public mutating func answered(status: Int, error: GatewayError) -> Action {
+    /// `error` is made only when the answer leads to a retry (every answer passes here: its
+    /// message is a String built per request otherwise).
+    public mutating func answered(status: Int, error: @autoclosure () -> GatewayError) -> Action {
         switch status {
         case 502, 503, 504:
             if attempts < maxAttempts && !retriesStopped {
-                lastError = error
+                lastError = error()
                 return .retry(blame: true)
             }
             return .deliver(blame: true)

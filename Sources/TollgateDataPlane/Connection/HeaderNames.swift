@@ -1,4 +1,3 @@
-import NIOHTTP1
 import TollgateCore
 
 /// Header names the gateway drops or rewrites when it forwards a request or an answer,
@@ -22,20 +21,8 @@ enum HeaderNames {
         "content-length",
     ].map { Array($0.utf8) }
 
-    /// The header names a `Connection` header lists (RFC 9110 7.6.1: hop-by-hop, not forwarded),
-    /// lower-cased; nil when there is no `Connection` header or it names only `close`/`keep-alive`.
-    static func listedInConnection(_ headers: HTTPHeaders) -> [[UInt8]]? {
-        guard headers.contains(name: "connection") else { return nil }
-        var names: [[UInt8]] = []
-        for value in headers[canonicalForm: "connection"] {
-            let name = value.lowercased()
-            if name == "close" || name == "keep-alive" || name.isEmpty { continue }
-            names.append(Array(name.utf8))
-        }
-        return names.isEmpty ? nil : names
-    }
-
-    /// The same for a request head as it arrived: the names its `Connection` fields list.
+    /// The header names a request's `Connection` fields list (RFC 9110 §7.6.1: hop-by-hop, not
+    /// forwarded), lower-cased; nil when they name only `close`/`keep-alive`.
     static func listedInConnection(_ head: RequestHead, _ bytes: UnsafeRawBufferPointer) -> [[UInt8]]? {
         guard head.connectionOptions.contains(.other), let first = head.known.connection else { return nil }
         var names: [[UInt8]] = []
@@ -51,33 +38,27 @@ enum HeaderNames {
         return names.isEmpty ? nil : names
     }
 
+    /// Whether the name at `range` in `bytes` equals one of `lowercased` (ASCII letters compared
+    /// without case): for fields read from bytes (an instance's answer head).
+    @inline(__always)
+    static func matches(_ bytes: UnsafeRawBufferPointer, _ range: Range<Int>, anyOf lowercased: [[UInt8]]) -> Bool {
+        next: for candidate in lowercased where candidate.count == range.count {
+            for i in 0..<range.count {
+                var b = bytes[range.lowerBound &+ i]
+                if b >= UInt8(ascii: "A") && b <= UInt8(ascii: "Z") { b |= 0x20 }
+                if b != candidate[i] { continue next }
+            }
+            return true
+        }
+        return false
+    }
+
     static let forwardedFor = Array("x-forwarded-for".utf8)
     /// The scheme of an `Authorization` value, with its space.
     static let bearerPrefix = Array("bearer ".utf8)
 
-    /// Whether `name` equals one of `lowercased` (ASCII letters compared without case).
-    @inline(__always)
-    static func matches(_ name: String, anyOf lowercased: [[UInt8]]) -> Bool {
-        var name = name
-        return name.withUTF8 { bytes in
-            for candidate in lowercased where candidate.count == bytes.count {
-                if equalsIgnoringCase(bytes, candidate) { return true }
-            }
-            return false
-        }
-    }
-
     /// `x-tollgate-*`: what a client tells the gateway (`x-tollgate-priority`), not the instance.
     static let gatewayPrefix = Array("x-tollgate-".utf8)
-
-    /// Whether `name` starts with `x-tollgate-` (any case).
-    @inline(__always)
-    static func isForTheGateway(_ name: String) -> Bool {
-        var name = name
-        return name.withUTF8 { bytes in
-            bytes.count >= gatewayPrefix.count && equalsIgnoringCase(UnsafeBufferPointer(rebasing: bytes[..<gatewayPrefix.count]), gatewayPrefix)
-        }
-    }
 
     /// Whether `name` (bytes of a head) equals one of `lowercased`, ASCII letters without case.
     @inline(__always)
@@ -99,12 +80,6 @@ enum HeaderNames {
     static func isForTheGateway(_ name: UnsafeRawBufferPointer) -> Bool {
         name.count >= gatewayPrefix.count
             && equalsIgnoringCase(UnsafeBufferPointer(rebasing: name.assumingMemoryBound(to: UInt8.self)[..<gatewayPrefix.count]), gatewayPrefix)
-    }
-
-    @inline(__always)
-    static func matches(_ name: String, _ lowercased: [UInt8]) -> Bool {
-        var name = name
-        return name.withUTF8 { bytes in bytes.count == lowercased.count && equalsIgnoringCase(bytes, lowercased) }
     }
 
     @inline(__always)

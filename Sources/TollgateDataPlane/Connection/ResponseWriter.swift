@@ -1,5 +1,6 @@
 import NIOCore
 import NIOHTTP1
+import TollgateCore
 
 /// The one place that frames answers on a client connection: every answer — forwarded, cached,
 /// local, refused — is serialized here, and nothing else writes response bytes (NIO's response
@@ -59,6 +60,39 @@ struct ResponseWriter {
     ///   - http10: the request was HTTP/1.0: a body of unknown length is ended by a close.
     mutating func head(into buffer: inout ByteBuffer, status: Int, headers: [(String, String)], contentLength: Int?,
                        method: HTTPMethod, close: Bool, http10: Bool = false) {
+        head(into: &buffer, status: status, contentLength: contentLength, method: method, close: close, http10: http10) { buffer in
+            for (name, value) in headers { buffer.writeHeader(name, value) }
+        }
+    }
+
+    /// The head of a forwarded answer: the instance's own fields copied from its head's bytes,
+    /// without the hop-by-hop ones (`HeaderNames.droppedFromResponse` and whatever the instance's
+    /// `Connection` names), then `headers`, the gateway's. The status line and framing are the
+    /// writer's, as for every answer.
+    mutating func head(into buffer: inout ByteBuffer, status: Int, forwarding upstream: UpstreamHead, headers: [(String, String)],
+                       contentLength: Int?, closing: Bool) {
+        head(into: &buffer, status: status, contentLength: contentLength, method: request.method,
+             close: closing || !request.keepAlive, http10: request.http10) { buffer in
+            upstream.bytes.withUnsafeReadableBytes { bytes in
+                let head = upstream.head
+                for field in head.fields {
+                    if HeaderNames.matches(bytes, field.name, anyOf: HeaderNames.droppedFromResponse) { continue }
+                    if head.isListedInConnection(field.name, in: bytes) { continue }
+                    // The parser let no CR, LF or other control into a name or value.
+                    buffer.writeBytes(UnsafeRawBufferPointer(rebasing: bytes[field.name]))
+                    buffer.writeStaticString(": ")
+                    buffer.writeBytes(UnsafeRawBufferPointer(rebasing: bytes[field.value]))
+                    buffer.writeStaticString("\r\n")
+                }
+            }
+            for (name, value) in headers { buffer.writeHeader(name, value) }
+        }
+    }
+
+    /// The status line, `fields` (which write the answer's own header lines), then the framing
+    /// headers this writer chooses and the empty line; starts the answer's framing.
+    private mutating func head(into buffer: inout ByteBuffer, status: Int, contentLength: Int?, method: HTTPMethod, close: Bool,
+                               http10: Bool, fields: (inout ByteBuffer) -> Void) {
         precondition(framing == nil, "an answer's head written while another answer is in progress")
         overrun = false
         buffer.writeStaticString("HTTP/1.1 ")
@@ -66,7 +100,7 @@ struct ResponseWriter {
         buffer.writeStaticString(" ")
         buffer.writeString(HTTPResponseStatus(statusCode: status).reasonPhrase)
         buffer.writeStaticString("\r\n")
-        for (name, value) in headers { buffer.writeHeader(name, value) }
+        fields(&buffer)
         let bodyless = status == 204 || status == 304 || (100..<200).contains(status)
         if !bodyless {
             // A HEAD answer carries the framing headers the GET would have had (RFC 9110 9.3.2).

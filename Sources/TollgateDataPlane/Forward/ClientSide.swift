@@ -9,8 +9,9 @@ protocol ClientSide: AnyObject {
     var remoteAddress: String { get }
     /// False while the client is not reading: stop reading from the instance.
     var clientWritable: Bool { get }
-    /// Starts the answer: framed by `contentLength` when known, else chunked.
-    func beginAnswer(status: Int, headers: [(String, String)], contentLength: Int?)
+    /// Starts the answer: the instance's fields from its head's bytes (without hop-by-hop ones),
+    /// then `headers`; framed by `contentLength` when known, else chunked.
+    func beginAnswer(status: Int, forwarding upstream: UpstreamHead, headers: [(String, String)], contentLength: Int?)
     func writeResponseBody(_ part: ByteBuffer)
     func flush()
     /// The answer is complete, broke off, or never started (then the client gets the error).

@@ -226,7 +226,7 @@ final class Exchange: UpstreamDelegate, SlotWaiter {
         sent = .now()
         connection.handler.delegate = self
         loop.counters.upstreamRequests.wrappingIncrement(ordering: .relaxed)
-        connection.handler.send(method: head.method, serializedHead: upstreamHead(for: state.table.instances[instance]), body: body)
+        connection.handler.send(answeringHEAD: head.method == .HEAD, serializedHead: upstreamHead(for: state.table.instances[instance]), body: body)
         timers.setTry(.now() + .nanoseconds(config.timeouts.perTry.nanoseconds))
     }
 
@@ -255,15 +255,15 @@ final class Exchange: UpstreamDelegate, SlotWaiter {
 
     // MARK: Upstream events
 
-    func upstreamRead(_ part: HTTPClientResponsePart) {
+    func upstreamRead(_ part: UpstreamPart) {
         switch phase {
         case .awaitingHead(let instance, let connection):
             guard case .head(let upstreamHead) = part else { return }
             timers.setTry(nil)
-            let code = Int(upstreamHead.status.code)
+            let code = upstreamHead.status
             if code == 101 || code < 200 {
-                // 1xx are dropped by the decoder; a 101 would switch the connection to another
-                // protocol (and NIO's decoder stops there). An instance has no reason to: this try
+                // 1xx are skipped by the decoder; a 101 would switch the connection to another
+                // protocol (and the decoder stops there). An instance has no reason to: this try
                 // failed, and the connection is not reused.
                 connection.handler.delegate = nil
                 connection.handler.close()
@@ -296,12 +296,12 @@ final class Exchange: UpstreamDelegate, SlotWaiter {
             }
             status = code
             firstByte = .now()
-            phase = .streaming(instance: instance, connection: connection, keepAlive: upstreamHead.isKeepAlive)
+            phase = .streaming(instance: instance, connection: connection, keepAlive: upstreamHead.keepAlive)
             // Framed by the instance's length when the body passes unchanged; a body the gateway
-            // edits (the usage event taken out) or one of unknown length is sent chunked.
-            let length = injectedUsage || upstreamHead.headers.contains(name: "transfer-encoding")
-                ? nil : upstreamHead.headers.first(name: "content-length").flatMap { Int($0) }
-            handler?.beginAnswer(status: code, headers: clientHeaders(from: upstreamHead), contentLength: length)
+            // edits (the usage event taken out) or one of unknown length is sent chunked. (An
+            // answer to HEAD, a 204 or 304 keeps the instance's length: the writer sends no body.)
+            let length = injectedUsage || upstreamHead.head.known.transferEncoding != nil ? nil : upstreamHead.head.contentLength
+            handler?.beginAnswer(status: code, forwarding: upstreamHead, headers: gatewayHeaders(), contentLength: length)
             if handler?.clientWritable == false { connection.handler.pauseReading() }
         case .streaming(_, let connection, let keepAlive):
             switch part {
@@ -370,9 +370,12 @@ final class Exchange: UpstreamDelegate, SlotWaiter {
         switch phase {
         case .awaitingHead(let instance, let connection):
             let name = state.table.instances[instance].name
-            // A reused connection the instance had closed while idle is retried once, unblamed.
-            attemptFailed(instance: instance, .closedBeforeHead(reused: connection.served > 0),
-                          reason: "closed: \(error.map(describe) ?? "eof")", error: .upstreamUnavailable("\(name) closed the connection"))
+            // A reused connection the instance had closed while idle is retried once, unblamed;
+            // an answer that could not be read is the instance's fault, reused or not.
+            let garbled = error is UpstreamProtocolError
+            attemptFailed(instance: instance, .closedBeforeHead(reused: connection.served > 0 && !garbled),
+                          reason: garbled ? "\(error!)" : "closed: \(error.map(describe) ?? "eof")",
+                          error: .upstreamUnavailable(garbled ? "\(name) sent an answer that is not valid HTTP/1.1" : "\(name) closed the connection"))
         case .streaming:
             // The answer had started: the client cannot be told otherwise than by a close.
             finish(.abort, outcome: "upstream_closed")
@@ -554,18 +557,11 @@ final class Exchange: UpstreamDelegate, SlotWaiter {
         return buffer
     }
 
-    /// The headers of the answer to the client: the instance's minus hop-by-hop ones, then the
-    /// gateway's. A plain array (serialized as is, or wrapped in `HTTPHeaders` once): no
-    /// `HTTPHeaders.add`, whose per-name checks these names do not need.
-    private func clientHeaders(from upstream: HTTPResponseHead) -> [(String, String)] {
+    /// The gateway's own headers on a forwarded answer, after the instance's (which the response
+    /// writer copies from the head's bytes, without the hop-by-hop ones).
+    private func gatewayHeaders() -> [(String, String)] {
         var headers: [(String, String)] = []
-        headers.reserveCapacity(upstream.headers.count + 8)
-        // Hop-by-hop: the fixed list, and whatever the instance's `Connection` names.
-        let listed = HeaderNames.listedInConnection(upstream.headers)
-        for (name, value) in upstream.headers where !HeaderNames.matches(name, anyOf: HeaderNames.droppedFromResponse) {
-            if let listed, HeaderNames.matches(name, anyOf: listed) { continue }
-            headers.append((name, value))
-        }
+        headers.reserveCapacity(8)
         headers.append(("x-request-id", requestID))
         if let cache { headers.append(("x-cache", cache.outcome == .miss ? "MISS" : "BYPASS")) }
         let quotas = state.quotas

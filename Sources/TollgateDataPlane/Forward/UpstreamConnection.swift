@@ -1,23 +1,27 @@
 import NIOCore
-import NIOHTTP1
 import NIOPosix
 import TollgateCore
 
 /// What an upstream connection reports to the request that currently uses it.
 protocol UpstreamDelegate: AnyObject {
-    func upstreamRead(_ part: HTTPClientResponsePart)
+    func upstreamRead(_ part: UpstreamPart)
     func upstreamReadComplete()
     /// The connection closed or failed while this delegate was attached.
     func upstreamClosed(error: (any Error)?)
 }
 
-/// The last handler of a keep-alive connection to one instance. It relays response parts to
-/// the attached request and holds reads while the client cannot take more (backpressure, as
-/// swift-nio-examples' `GlueHandler`).
+/// The only handler of a keep-alive connection to one instance. It writes each request as the
+/// bytes the exchange serialized, reads the answer with the gateway's own parsers
+/// (`UpstreamResponseDecoder`), relays its parts to the attached request, and holds reads while
+/// the client cannot take more (backpressure, as swift-nio-examples' `GlueHandler`).
+///
+/// A connection on which bytes arrive that no request asked for — while none is outstanding,
+/// or past an answer's end — is closed and never reused: those bytes would be taken for the
+/// next request's answer.
 final class UpstreamHandler: ChannelDuplexHandler {
-    typealias InboundIn = HTTPClientResponsePart
-    typealias OutboundIn = HTTPClientRequestPart
-    typealias OutboundOut = HTTPClientRequestPart
+    typealias InboundIn = ByteBuffer
+    typealias OutboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
 
     weak var delegate: (any UpstreamDelegate)?
     /// Called once when the connection closes, so that the pool forgets it.
@@ -26,19 +30,77 @@ final class UpstreamHandler: ChannelDuplexHandler {
     private var readPaused = false
     private var pendingRead = false
     private var closedError: (any Error)?
+    private var decoder = UpstreamResponseDecoder()
+    /// What arrived and was not decoded yet (part of a head, most often nothing).
+    private var pending = ByteBuffer()
+    /// Bytes arrived past an answer's end, or the answer could not be read: never reuse.
+    private(set) var spoiled = false
+
+    /// The connection may carry another request.
+    var isReusable: Bool { !spoiled && decoder.isIdle }
 
     func handlerAdded(context: ChannelHandlerContext) { self.context = context }
     func handlerRemoved(context: ChannelHandlerContext) { self.context = nil }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        guard let delegate else {
-            // Nothing was asked on this connection: bytes past an answer's end (more than its
-            // `content-length`, or a second answer) would become the next request's answer.
-            // The connection is not to be trusted again.
+        guard !spoiled else { return }
+        var incoming = unwrapInboundIn(data)
+        if pending.readableBytes == 0 {
+            pending = incoming
+        } else {
+            pending.writeBuffer(&incoming)
+        }
+        decodeAvailable(context: context)
+    }
+
+    /// Delivers every part the bytes at hand complete. A delegate may close the connection,
+    /// release it to the pool or send the next request on it from inside `upstreamRead`.
+    private func decodeAvailable(context: ChannelHandlerContext) {
+        while !spoiled {
+            guard decoder.awaitingAnswer, let delegate else {
+                // Nothing was asked on this connection (or the request stopped listening).
+                if pending.readableBytes > 0 { spoil(context, UpstreamProtocolError(reason: .unexpectedBytes)) }
+                return
+            }
+            let part: UpstreamPart
+            var following: UpstreamPart?
+            do {
+                guard let next = try decoder.next(&pending) else { return }
+                part = next
+                // One part of look-ahead after a head: body bytes that came with it and cannot be
+                // read fail the try before anything reached the client (a 502, or another
+                // instance) rather than start an answer that can only break off.
+                if case .head = part { following = try decoder.next(&pending) }
+            } catch {
+                return spoil(context, error)
+            }
+            deliver(part, to: delegate, context: context)
+            if let following {
+                guard !spoiled, let delegate = self.delegate else { continue }
+                deliver(following, to: delegate, context: context)
+            }
+        }
+    }
+
+    private func deliver(_ part: UpstreamPart, to delegate: any UpstreamDelegate, context: ChannelHandlerContext) {
+        if case .end = part, pending.readableBytes > 0 {
+            // More than the answer: marked before the request hears of the end, so that the pool
+            // does not take the connection back (a pipelined request could be sent on it at once,
+            // and read these bytes as its answer).
+            spoiled = true
+            pending.clear()
+            delegate.upstreamRead(part)
             context.close(promise: nil)
             return
         }
-        delegate.upstreamRead(unwrapInboundIn(data))
+        delegate.upstreamRead(part)
+    }
+
+    private func spoil(_ context: ChannelHandlerContext, _ error: any Error) {
+        spoiled = true
+        pending.clear()
+        if closedError == nil { closedError = error }
+        context.close(promise: nil)
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
@@ -46,11 +108,16 @@ final class UpstreamHandler: ChannelDuplexHandler {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        closedError = error
+        if closedError == nil { closedError = error }
         context.close(promise: nil)
     }
 
     func channelInactive(context: ChannelHandlerContext) {
+        // A body framed by the close ends here, if nothing went wrong first.
+        if closedError == nil, !spoiled, let delegate, decoder.endsAtClose, let end = decoder.endAtClose() {
+            delegate.upstreamRead(end)
+        }
+        spoiled = true
         let delegate = self.delegate
         self.delegate = nil
         onClose?()
@@ -78,45 +145,21 @@ final class UpstreamHandler: ChannelDuplexHandler {
         }
     }
 
-    /// Sends a whole request: its serialized head (see `UpstreamRequestWriter`), the body, one
-    /// flush. `method` tells the response decoder what the answer is to (a HEAD has no body).
-    func send(method: HTTPMethod, serializedHead: ByteBuffer, body: ByteBuffer?) {
+    /// Sends a whole request: its serialized head (`Exchange.upstreamHead`) and its body in one
+    /// flush (one `writev`). `answeringHEAD`: the request is a HEAD, whose answer has no body.
+    func send(answeringHEAD: Bool, serializedHead: ByteBuffer, body: ByteBuffer?) {
         guard let context else { return }
-        // The decoder between here and the writer notes the head; the writer sends the bytes.
-        context.write(wrapOutboundOut(.head(HTTPRequestHead(version: .http1_1, method: method, uri: ""))),
-                      promise: nil)
-        context.write(wrapOutboundOut(.body(.byteBuffer(serializedHead))), promise: nil)
+        decoder.expectAnswer(toHEAD: answeringHEAD)
         if let body, body.readableBytes > 0 {
-            context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil)
+            context.write(wrapOutboundOut(serializedHead), promise: nil)
+            context.writeAndFlush(wrapOutboundOut(body), promise: nil)
+        } else {
+            context.writeAndFlush(wrapOutboundOut(serializedHead), promise: nil)
         }
-        context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
     }
 
     func close() {
         context?.close(promise: nil)
-    }
-}
-
-/// Stands where NIO's `HTTPRequestEncoder` would on an upstream connection. The gateway writes
-/// its requests' heads as bytes (`Exchange.upstreamHead`, straight from the client's parsed
-/// headers) and always frames bodies by `content-length`, so there is nothing to encode: the
-/// `.head` part only carries the method to NIO's response decoder, which needs it, and is not
-/// written; body parts — the serialized head, then the body — go out as they are.
-final class UpstreamRequestWriter: ChannelOutboundHandler, RemovableChannelHandler {
-    typealias OutboundIn = HTTPClientRequestPart
-    typealias OutboundOut = ByteBuffer
-
-    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
-        switch unwrapOutboundIn(data) {
-        case .head:
-            promise?.succeed(())
-        case .body(.byteBuffer(let buffer)):
-            context.write(wrapOutboundOut(buffer), promise: promise)
-        case .body(.fileRegion):
-            promise?.fail(ChannelError.operationUnsupported)
-        case .end:
-            promise?.succeed(())
-        }
     }
 }
 
@@ -154,7 +197,8 @@ final class UpstreamConnectionPool {
     /// An idle connection if there is one (most recently used first), else `nil`.
     func takeIdle() -> UpstreamConnection? {
         while let conn = idle.popLast() {
-            if conn.channel.isActive { return conn }
+            if conn.channel.isActive && conn.handler.isReusable { return conn }
+            conn.handler.close()
         }
         return nil
     }
@@ -167,11 +211,8 @@ final class UpstreamConnectionPool {
             .channelOption(.autoRead, value: true)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    // NIO's response decoder; requests go out already serialized (`UpstreamRequestWriter`).
-                    try channel.pipeline.syncOperations.addHandlers([
-                        UpstreamRequestWriter(), ByteToMessageHandler(HTTPResponseDecoder(leftOverBytesStrategy: .dropBytes)),
-                        UpstreamHandler(),
-                    ])
+                    // Requests go out already serialized; answers are read by the gateway's own parsers.
+                    try channel.pipeline.syncOperations.addHandler(UpstreamHandler())
                 }
             }
         return bootstrap.connect(host: address.host, port: address.port).assumeIsolated().flatMapThrowing { channel in
@@ -192,7 +233,7 @@ final class UpstreamConnectionPool {
         conn.served += 1
         conn.handler.delegate = nil
         conn.handler.resumeReading()
-        if idle.count >= maxIdle || !conn.channel.isActive {
+        if idle.count >= maxIdle || !conn.channel.isActive || !conn.handler.isReusable {
             conn.handler.close()
         } else {
             idle.append(conn)
