@@ -12,6 +12,7 @@ last line.
 import argparse
 import glob
 import json
+import random
 import os
 import re
 import shutil
@@ -128,7 +129,9 @@ def wrk_varying_script(tmp, headers):
         lines.append(f'wrk.headers["{k}"] = "{v}"')
     lines += [
         "local counter = 0",
-        "local salt = tostring(math.random(1, 1000000000))",
+        # Lua's math.random is not seeded by wrk: every run would send the same bodies, and a
+        # second run against the same Redis would measure hits. The salt comes from here.
+        f"local salt = '{random.randrange(1, 1_000_000_000)}'",
         "request = function()",
         "  counter = counter + 1",
         f"  local body = '{{\"model\":\"{MODEL}\",\"temperature\":0,\"messages\":[{{\"role\":\"user\",\"content\":\"question ' .. salt .. '-' .. counter .. '\"}}]}}'",

@@ -2,7 +2,7 @@ import NIOCore
 import NIOHTTP1
 
 /// HTTP/1.1 header lines written straight into a buffer, for every head the gateway sends:
-/// answers (`ResponseWriter`) and upstream requests. Names and values come from NIO's parser
+/// answers (`ResponseWriter`) and upstream requests. Names and values come from the gateway's parsers
 /// or from the gateway itself, never with CR or LF.
 extension ByteBuffer {
     /// `name: value` and CRLF.
