@@ -51,6 +51,9 @@ final class UpstreamHandler: ChannelDuplexHandler {
             pending.writeBuffer(&incoming)
         }
         decodeAvailable(context: context)
+        // All read: the read's storage is let go (the body parts handed on keep what they need),
+        // so an idle or streaming connection does not hold its last read buffer.
+        if pending.readableBytes == 0 { pending = ByteBuffer() }
     }
 
     /// Delivers every part the bytes at hand complete. A delegate may close the connection,
