@@ -278,6 +278,27 @@ final class UpstreamRequestTests: XCTestCase {
         await upstream.stop()
     }
 
+    /// A request whose target is in absolute form (`POST http://host/path`, which RFC 9112 §3.2.2
+    /// says a server must accept) is routed by its path and reaches the instance in origin form.
+    func testAnAbsoluteFormTargetReachesTheInstanceInOriginForm() async throws {
+        let upstream = try await CaptureServer.start()
+        let gw = try await GatewayFixture.start(instances: 1) { config in
+            config.pools[0].instances = [InstanceConfiguration(
+                name: "capture", url: UpstreamURL(host: "127.0.0.1", port: upstream.port, basePath: "/base"))]
+        }
+        let raw = try await gw.raw()
+        let body = #"{"model":"qwen2.5-0.5b-instruct","temperature":0.7,"messages":[{"role":"user","content":"hi"}]}"#
+        try await raw.write(
+            "POST http://gateway.example/v1/chat/completions?trace=1 HTTP/1.1\r\nHost: gateway.example\r\n"
+                + "Authorization: Bearer \(TestKeys.engineering)\r\ncontent-length: \(body.utf8.count)\r\nconnection: close\r\n\r\n\(body)")
+        let answer = try await raw.readUntilClosed()
+        XCTAssertTrue(answer.hasPrefix("HTTP/1.1 200 OK\r\n"), answer)
+        let request = try XCTUnwrap(upstream.requests.first { $0.hasPrefix("POST ") }, "\(upstream.requests)")
+        XCTAssertTrue(request.hasPrefix("POST /base/v1/chat/completions?trace=1 HTTP/1.1\r\n"), request)
+        await gw.stop()
+        await upstream.stop()
+    }
+
     /// The gateway frames what it forwards: an answer without a body (204) gets no chunked
     /// framing, a body without a length (an HTTP/1.0-style answer ended by close) is chunked,
     /// and the connection to the client stays usable after each.

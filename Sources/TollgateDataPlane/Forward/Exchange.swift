@@ -517,7 +517,14 @@ final class Exchange: UpstreamDelegate, SlotWaiter {
             buffer.writeBytes(UnsafeRawBufferPointer(rebasing: bytes[parsed.methodRange]))
             buffer.writeStaticString(" ")
             buffer.writeString(instance.url.basePath)
-            buffer.writeBytes(UnsafeRawBufferPointer(rebasing: bytes[parsed.target]))
+            // Origin-form whatever the client sent: its path and query (an absolute-form target,
+            // `http://host/v1/…`, which a server must accept, is routed by its path too).
+            if parsed.path.isEmpty { buffer.writeStaticString("/") }
+            buffer.writeBytes(UnsafeRawBufferPointer(rebasing: bytes[parsed.path]))
+            if let query = parsed.query {
+                buffer.writeStaticString("?")
+                buffer.writeBytes(UnsafeRawBufferPointer(rebasing: bytes[query]))
+            }
             buffer.writeStaticString(" HTTP/1.1\r\n")
             // Hop-by-hop: the fixed list, and whatever the client's `Connection` names.
             let listed = HeaderNames.listedInConnection(parsed, bytes)
