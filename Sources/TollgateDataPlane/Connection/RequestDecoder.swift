@@ -12,7 +12,8 @@ import TollgateCore
 ///
 /// The head is parsed where it arrived: the parser sees the buffer's readable bytes from the
 /// head's first byte as more arrive, and looks at each byte once. Body parts are slices of the
-/// buffer, not copies.
+/// buffer, not copies. `GatewayHandler` runs it on each read itself (`next`), so no handler,
+/// hop or boxed part stands between the socket and the connection's state machine.
 struct RequestDecoder: ByteToMessageDecoder {
     typealias InboundOut = ClientRequestPart
 
@@ -23,6 +24,8 @@ struct RequestDecoder: ByteToMessageDecoder {
         case length(Int)
         /// A chunked body.
         case chunked(ChunkedBodyDecoder)
+        /// The request's end is next (its body is complete, or it has none).
+        case ending
         /// After a request that switches protocols (CONNECT, Upgrade) or a refused head: the
         /// gateway answers and closes, and reads nothing more.
         case stopped
@@ -37,25 +40,26 @@ struct RequestDecoder: ByteToMessageDecoder {
         parser = RequestHeadParser(limits: RequestHeadParser.Limits(limits))
     }
 
-    mutating func decode(context: ChannelHandlerContext, buffer: inout ByteBuffer) throws -> DecodingState {
+    /// The next part the bytes at hand complete, taken from `buffer`; nil when more bytes are
+    /// needed. A refusal (`RequestHeadError`, `ChunkedBodyError`) is final: nothing is read after it.
+    /// `GatewayHandler` calls this directly on what it reads (no handler in between).
+    mutating func next(_ buffer: inout ByteBuffer) throws -> ClientRequestPart? {
         switch reading {
         case .stopped:
             buffer.moveReaderIndex(to: buffer.writerIndex)
-            return .needMoreData
+            return nil
+        case .ending:
+            reading = switching ? .stopped : .head
+            return .end
         case .head:
-            return try decodeHead(context: context, buffer: &buffer)
+            return try nextHead(&buffer)
         case .length(let remaining):
-            guard buffer.readableBytes > 0 else { return .needMoreData }
+            guard buffer.readableBytes > 0 else { return nil }
             let part = buffer.readSlice(length: min(remaining, buffer.readableBytes))!
-            context.fireChannelRead(wrapInboundOut(.body(part)))
-            if remaining == part.readableBytes {
-                end(context)
-            } else {
-                reading = .length(remaining - part.readableBytes)
-            }
-            return .continue
+            reading = remaining == part.readableBytes ? .ending : .length(remaining - part.readableBytes)
+            return .body(part)
         case .chunked(var decoder):
-            guard buffer.readableBytes > 0 else { return .needMoreData }
+            guard buffer.readableBytes > 0 else { return nil }
             reading = .head  // no copy of the decoder's state while it is changed
             var offset = 0
             let event: ChunkedBodyDecoder.Event
@@ -70,29 +74,21 @@ struct RequestDecoder: ByteToMessageDecoder {
                 let part = buffer.getSlice(at: buffer.readerIndex + range.lowerBound, length: range.count)!
                 buffer.moveReaderIndex(forwardBy: offset)
                 reading = .chunked(decoder)
-                context.fireChannelRead(wrapInboundOut(.body(part)))
-                return .continue
+                return .body(part)
             case .needMore:
                 buffer.moveReaderIndex(forwardBy: offset)
                 reading = .chunked(decoder)
-                return .needMoreData
+                return nil
             case .end:
                 buffer.moveReaderIndex(forwardBy: offset)
-                end(context)
-                return .continue
+                reading = switching ? .stopped : .head
+                return .end
             }
         }
     }
 
-    mutating func decodeLast(context: ChannelHandlerContext, buffer: inout ByteBuffer, seenEOF: Bool) throws -> DecodingState {
-        // What a closed connection left unfinished is the handler's to end (`channelInactive`).
-        while try decode(context: context, buffer: &buffer) == .continue {}
-        buffer.moveReaderIndex(to: buffer.writerIndex)
-        return .needMoreData
-    }
-
-    private mutating func decodeHead(context: ChannelHandlerContext, buffer: inout ByteBuffer) throws -> DecodingState {
-        guard buffer.readableBytes > 0 else { return .needMoreData }
+    private mutating func nextHead(_ buffer: inout ByteBuffer) throws -> ClientRequestPart? {
+        guard buffer.readableBytes > 0 else { return nil }
         let parsed: RequestHead?
         do {
             parsed = try buffer.withUnsafeReadableBytes { bytes throws(RequestHeadError) in try parser.parse(bytes) }
@@ -100,24 +96,36 @@ struct RequestDecoder: ByteToMessageDecoder {
             reading = .stopped
             throw error
         }
-        guard let head = parsed else { return .needMoreData }
+        guard let head = parsed else { return nil }
         let bytes = buffer.readSlice(length: head.length)!
         switching = head.switchesProtocol
-        context.fireChannelRead(wrapInboundOut(.head(ClientHead(bytes: bytes, parsed: head))))
         switch head.framing {
         case .none, .contentLength(0):
-            end(context)
+            reading = .ending
         case .contentLength(let length):
             reading = .length(length)
         case .chunked:
             // The body's size is the handler's to bound (`limits.max_body_bytes`, answered 413).
             reading = .chunked(ChunkedBodyDecoder(limits: .init(maxBodyBytes: .max)))
         }
+        return .head(ClientHead(bytes: bytes, parsed: head))
+    }
+
+    // MARK: As a `ByteToMessageDecoder` (tests drive it this way on an `EmbeddedChannel`)
+
+    mutating func decode(context: ChannelHandlerContext, buffer: inout ByteBuffer) throws -> DecodingState {
+        guard let part = try next(&buffer) else { return .needMoreData }
+        context.fireChannelRead(wrapInboundOut(part))
+        // `ByteToMessageHandler` does not call again on an empty buffer: an end that needs no
+        // bytes goes with the part before it.
+        if case .ending = reading, let end = try next(&buffer) { context.fireChannelRead(wrapInboundOut(end)) }
         return .continue
     }
 
-    private mutating func end(_ context: ChannelHandlerContext) {
-        reading = switching ? .stopped : .head
-        context.fireChannelRead(wrapInboundOut(.end))
+    mutating func decodeLast(context: ChannelHandlerContext, buffer: inout ByteBuffer, seenEOF: Bool) throws -> DecodingState {
+        // What a closed connection left unfinished is the handler's to end (`channelInactive`).
+        while try decode(context: context, buffer: &buffer) == .continue {}
+        buffer.moveReaderIndex(to: buffer.writerIndex)
+        return .needMoreData
     }
 }
