@@ -167,14 +167,14 @@ public final class DataPlane: Sendable {
                         guardHandler.refuseOnActive(.overloaded("too many connections (limits.max_connections = \(maxConnections))"))
                         return
                     }
-                    // The gateway's own strict request decoder (`RequestDecoder`); answers are
-                    // framed by `GatewayHandler`'s `ResponseWriter`, and pipelining is handled
-                    // there too. The decoder's buffer is capped: reads stop while a pipelined request waits, so only a head can
-                    // accumulate, and a head is bounded by the header limits.
-                    try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(
-                        RequestDecoder(limits: limits), maximumBufferSize: decoderBufferCap))
+                    // `GatewayHandler` reads the bytes with the gateway's own strict request
+                    // decoder (`RequestDecoder`, no handler between), frames answers with its
+                    // `ResponseWriter` and handles pipelining. What it holds undecoded is capped:
+                    // reads stop while a pipelined request waits, so only a head can accumulate,
+                    // and a head is bounded by the header limits.
                     let remote = channel.remoteAddress?.ipAddress ?? "unknown"
-                    try channel.pipeline.syncOperations.addHandler(GatewayHandler(loop: loop, guardHandler: guardHandler, remoteAddress: remote))
+                    try channel.pipeline.syncOperations.addHandler(GatewayHandler(
+                        loop: loop, guardHandler: guardHandler, remoteAddress: remote, limits: limits, inboundCap: decoderBufferCap))
                 }
             }
         let channel = try await bootstrap.bind(host: config.listen.host, port: config.listen.port).get()

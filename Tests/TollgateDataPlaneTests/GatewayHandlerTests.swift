@@ -40,8 +40,7 @@ final class GatewayHandlerTests: XCTestCase {
         let guardHandler = ConnectionGuard(idleTimeout: .seconds(75), headerTimeout: .seconds(10))
         try channel.pipeline.syncOperations.addHandlers([
             guardHandler,
-            ByteToMessageHandler(RequestDecoder(limits: config.limits)),
-            GatewayHandler(loop: loop, guardHandler: guardHandler, remoteAddress: "192.0.2.1"),
+            GatewayHandler(loop: loop, guardHandler: guardHandler, remoteAddress: "192.0.2.1", limits: config.limits, inboundCap: 64 * 1024),
         ])
         try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
         return channel

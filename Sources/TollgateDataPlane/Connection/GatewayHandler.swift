@@ -6,12 +6,12 @@ import NIOPosix
 import TollgateCore
 import TollgateRedis
 
-/// The data plane's handler for one client connection. It reads a request (head, then body),
-/// decides what it is — a local answer, an error, or a request to forward — and hands
-/// forwarding to an `Exchange`. One request at a time: later pipelined requests are queued
-/// until the response is complete.
+/// The data plane's handler for one client connection. It reads a request (head, then body) off
+/// the connection's bytes with its `RequestDecoder`, decides what it is — a local answer, an
+/// error, or a request to forward — and hands forwarding to an `Exchange`. One request at a
+/// time: later pipelined requests are queued until the response is complete.
 final class GatewayHandler: ChannelDuplexHandler, ClientSide {
-    typealias InboundIn = ClientRequestPart
+    typealias InboundIn = ByteBuffer
     typealias OutboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
 
@@ -69,7 +69,17 @@ final class GatewayHandler: ChannelDuplexHandler, ClientSide {
     /// The deadlines of the exchange in progress (per connection, re-armed by each request).
     private var exchangeTimers: ExchangeTimers?
 
-    init(loop: LoopContext, guardHandler: ConnectionGuard, remoteAddress: String) {
+    /// The gateway's strict request decoder, run here on each read (no handler between).
+    private var decoder: RequestDecoder
+    /// Bytes read and not decoded yet (part of a head, most often nothing).
+    private var inbound = ByteBuffer()
+    /// At most this many undecoded bytes (reads stop while a pipelined request waits, so only a
+    /// head accumulates, and a head is bounded by the header limits).
+    private let inboundCap: Int
+
+    init(loop: LoopContext, guardHandler: ConnectionGuard, remoteAddress: String, limits: RequestLimits, inboundCap: Int) {
+        self.decoder = RequestDecoder(limits: limits)
+        self.inboundCap = inboundCap
         self.loop = loop
         self.guardHandler = guardHandler
         self.remoteAddress = remoteAddress
@@ -101,7 +111,37 @@ final class GatewayHandler: ChannelDuplexHandler, ClientSide {
     // MARK: Inbound
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        let part = unwrapInboundIn(data)
+        var incoming = unwrapInboundIn(data)
+        if inbound.readableBytes == 0 {
+            inbound = incoming
+        } else {
+            inbound.writeBuffer(&incoming)
+        }
+        if inbound.readableBytes > inboundCap {
+            // Cannot happen within the header limits; a peer that gets here is cut off.
+            inbound = ByteBuffer()
+            decodingFailed(ByteToMessageDecoderError.PayloadTooLargeError(), context: context)
+            context.close(promise: nil)
+            return
+        }
+        // Every part the bytes at hand complete, in order, until the connection closes.
+        while context.channel.isActive {
+            if case .closed = state { break }
+            let part: ClientRequestPart
+            do {
+                guard let next = try decoder.next(&inbound) else { break }
+                part = next
+            } catch {
+                decodingFailed(error, context: context)
+                break
+            }
+            received(part, context: context)
+        }
+        // All read: the read's storage is let go (the parts handed on keep what they need).
+        if inbound.readableBytes == 0 { inbound = ByteBuffer() }
+    }
+
+    private func received(_ part: ClientRequestPart, context: ChannelHandlerContext) {
         // A pipelined request — its head arrives while the previous answer is still going out —
         // waits its turn, and so does everything after it. So does a request that arrives while
         // the client is not reading its answers: answering it would only grow the outbound buffer.
@@ -232,6 +272,12 @@ final class GatewayHandler: ChannelDuplexHandler, ClientSide {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        decodingFailed(error, context: context)
+    }
+
+    /// The decoder refused what it read (it reads nothing more after a refusal), or the
+    /// connection failed.
+    private func decodingFailed(_ error: any Error, context: ChannelHandlerContext) {
         if let refused = error as? RequestHeadError {
             // The parser refused a head (`RequestDecoder`, which then reads nothing more). Its
             // refusal (400, or 431 past the size limits) is the connection's last answer: at
