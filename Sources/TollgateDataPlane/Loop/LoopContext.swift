@@ -213,7 +213,8 @@ final class LoopContext {
     /// free must cover the higher lanes' unused recent peak (`SlotReserve`). Counted over the
     /// pool's available instances, not only those the department may use.
     func laneMayTake(_ state: GatewayState, pool: Int, lane: Lane) -> Bool {
-        guard lane != .interactive, pool < reserves.count else { return true }
+        // Nothing remembered of a higher lane (the usual case: one lane in use): nothing to count.
+        guard lane != .interactive, pool < reserves.count, reserves[pool].lapsesAt != nil else { return true }
         let t = state.table
         let now = clock()
         var free = 0, total = 0
