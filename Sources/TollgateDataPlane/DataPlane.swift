@@ -156,25 +156,24 @@ public final class DataPlane: Sendable {
                         throw ChannelError.ioOnClosedChannel
                     }
                     if loop.draining { throw ChannelError.ioOnClosedChannel }
-                    let guardHandler = ConnectionGuard(idleTimeout: idle, headerTimeout: header)
-                    try channel.pipeline.syncOperations.addHandler(guardHandler)
+                    // `GatewayHandler` reads the bytes with the gateway's own strict request
+                    // decoder (`RequestDecoder`, no handler between), times the connection
+                    // (`ConnectionGuard`), frames answers with its `ResponseWriter` and handles
+                    // pipelining: the only handler of a client connection. What it holds
+                    // undecoded is capped: reads stop while a pipelined request waits, so only a
+                    // head can accumulate, and a head is bounded by the header limits.
+                    let remote = channel.remoteAddress?.ipAddress ?? "unknown"
+                    let handler = GatewayHandler(loop: loop, idleTimeout: idle, headerTimeout: header, remoteAddress: remote,
+                                                 limits: limits, inboundCap: decoderBufferCap)
+                    try channel.pipeline.syncOperations.addHandler(handler)
                     // One shared count of open connections (one atomic per connection, not per
                     // request): past the limit the connection is answered 503 and closed.
                     let open = openConnections.wrappingIncrementThenLoad(ordering: .relaxed)
                     channel.closeFuture.whenComplete { _ in openConnections.wrappingDecrement(ordering: .relaxed) }
                     if open > maxConnections {
                         loop.counters.connectionsRefused.wrappingIncrement(ordering: .relaxed)
-                        guardHandler.refuseOnActive(.overloaded("too many connections (limits.max_connections = \(maxConnections))"))
-                        return
+                        handler.refuseOnActive(.overloaded("too many connections (limits.max_connections = \(maxConnections))"))
                     }
-                    // `GatewayHandler` reads the bytes with the gateway's own strict request
-                    // decoder (`RequestDecoder`, no handler between), frames answers with its
-                    // `ResponseWriter` and handles pipelining. What it holds undecoded is capped:
-                    // reads stop while a pipelined request waits, so only a head can accumulate,
-                    // and a head is bounded by the header limits.
-                    let remote = channel.remoteAddress?.ipAddress ?? "unknown"
-                    try channel.pipeline.syncOperations.addHandler(GatewayHandler(
-                        loop: loop, guardHandler: guardHandler, remoteAddress: remote, limits: limits, inboundCap: decoderBufferCap))
                 }
             }
         let channel = try await bootstrap.bind(host: config.listen.host, port: config.listen.port).get()

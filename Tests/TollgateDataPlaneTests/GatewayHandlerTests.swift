@@ -37,11 +37,9 @@ final class GatewayHandlerTests: XCTestCase {
         let monitor = HealthMonitor(table: table, publisher: publisher, clock: { 0 }, logger: logger)
         let loop = LoopContext(eventLoop: channel.embeddedEventLoop, index: 0, loopCount: 1, monitor: monitor, counters: LoopCounters(),
                                logger: logger, clock: { 0 }, usageSink: nil, usageReporter: nil, threadPool: pool)
-        let guardHandler = ConnectionGuard(idleTimeout: .seconds(75), headerTimeout: .seconds(10))
-        try channel.pipeline.syncOperations.addHandlers([
-            guardHandler,
-            GatewayHandler(loop: loop, guardHandler: guardHandler, remoteAddress: "192.0.2.1", limits: config.limits, inboundCap: 64 * 1024),
-        ])
+        try channel.pipeline.syncOperations.addHandler(
+            GatewayHandler(loop: loop, idleTimeout: .seconds(75), headerTimeout: .seconds(10), remoteAddress: "192.0.2.1",
+                           limits: config.limits, inboundCap: 64 * 1024))
         try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
         return channel
     }

@@ -2,19 +2,16 @@ import NIOCore
 import NIOHTTP1
 import TollgateCore
 
-/// First handler of a client connection, in front of the HTTP decoder. It sees raw bytes, so
-/// it knows when a request head *starts* arriving, which the decoder cannot tell:
+/// The connection-level timing of a client connection, run by its `GatewayHandler` on the raw
+/// reads (it was a handler of its own in front of the decoder: one more hop for every read,
+/// write and flush). It sees when a request head *starts* arriving, which the decoder cannot tell:
 /// - an idle keep-alive connection is closed after `idleTimeout`;
 /// - a head that has started must be complete within `headerTimeout` (a client sending its
 ///   head byte by byte is answered 408 and closed, not kept forever);
-/// - protocol errors that happen before any request was understood are answered here with a
-///   raw HTTP response, since the HTTP handlers behind it have nothing to answer.
-final class ConnectionGuard: ChannelDuplexHandler {
-    typealias InboundIn = ByteBuffer
-    typealias InboundOut = ByteBuffer
-    typealias OutboundIn = ByteBuffer
-    typealias OutboundOut = ByteBuffer
-
+/// - errors that happen before any request was understood (a head the parser refuses, a
+///   connection past `limits.max_connections`) are answered here with a raw HTTP response.
+/// Event-loop bound, like the handler that owns it.
+final class ConnectionGuard {
     private enum State {
         case idle
         case receivingHead
@@ -28,30 +25,34 @@ final class ConnectionGuard: ChannelDuplexHandler {
     private var timer: DeadlineTimer?
     private var headTimed = false
     private var context: ChannelHandlerContext?
+    /// A connection past a limit: answered with it as soon as it is active, then closed.
+    private var refusal: GatewayError?
 
     init(idleTimeout: TimeAmount, headerTimeout: TimeAmount) {
         self.idleTimeout = idleTimeout
         self.headerTimeout = headerTimeout
     }
 
-    func handlerAdded(context: ChannelHandlerContext) {
+    /// The owning handler was added: `context` is where the guard writes and closes.
+    func attach(_ context: ChannelHandlerContext) {
         self.context = context
         timer = DeadlineTimer(eventLoop: context.eventLoop) { [weak self] in self?.timedOut() }
         if context.channel.isActive { timer?.set(.now() + idleTimeout) }
     }
 
-    func channelActive(context: ChannelHandlerContext) {
+    /// The connection became active. False when it is refused (answered and closed here): the
+    /// owner then passes nothing on.
+    func activated() -> Bool {
         if let refusal {
             self.refusal = nil
             rejectAndClose(refusal)
-            return
+            return false
         }
         timer?.set(.now() + idleTimeout)
-        context.fireChannelActive()
+        return true
     }
 
-    /// A connection past a limit: answered with `error` as soon as it is active, then closed.
-    private var refusal: GatewayError?
+    /// Answers the connection with `error` as soon as it is active (at once if it is), then closes.
     func refuseOnActive(_ error: GatewayError) {
         refusal = error
         if let context, context.channel.isActive {
@@ -60,24 +61,26 @@ final class ConnectionGuard: ChannelDuplexHandler {
         }
     }
 
-    func handlerRemoved(context: ChannelHandlerContext) {
+    func detach() {
         timer?.cancel()
-        self.context = nil
+        context = nil
     }
 
-    func channelInactive(context: ChannelHandlerContext) {
+    func inactive() {
         timer?.cancel()
-        context.fireChannelInactive()
     }
 
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+    /// Bytes arrived: on an idle connection, a head has started.
+    func readArrived() {
         if case .idle = state {
             state = .receivingHead
             headTimed = false
         }
-        context.fireChannelRead(data)
-        // Most heads arrive whole in one read and are parsed right here; only a head still
-        // incomplete after this read gets a timer.
+    }
+
+    /// The read was decoded. Most heads arrive whole in one read and are parsed before this;
+    /// only a head still incomplete after its read gets a timer.
+    func readDecoded() {
         if case .receivingHead = state, !headTimed {
             headTimed = true
             timer?.set(.now() + headerTimeout)
@@ -100,10 +103,10 @@ final class ConnectionGuard: ChannelDuplexHandler {
 
     /// Writes an interim `100 Continue`, ordered with everything written before it.
     func writeContinue() {
-        context?.writeAndFlush(wrapOutboundOut(ByteBuffer(staticString: "HTTP/1.1 100 Continue\r\n\r\n")), promise: nil)
+        context?.writeAndFlush(NIOAny(ByteBuffer(staticString: "HTTP/1.1 100 Continue\r\n\r\n")), promise: nil)
     }
 
-    /// Writes a complete raw response (bypassing the HTTP encoder) and closes.
+    /// Writes a complete answer to no request and closes.
     func rejectAndClose(_ error: GatewayError) {
         guard let context else { return }
         if case .closing = state { return }
@@ -118,7 +121,7 @@ final class ConnectionGuard: ChannelDuplexHandler {
         var writer = ResponseWriter()
         writer.head(into: &buffer, status: error.status, headers: headers, contentLength: body.utf8.count, method: .GET, close: true)
         writer.body(ByteBuffer(string: body), into: &buffer)
-        context.writeAndFlush(wrapOutboundOut(buffer)).assumeIsolated().whenComplete { _ in
+        context.writeAndFlush(NIOAny(buffer)).assumeIsolated().whenComplete { _ in
             context.close(promise: nil)
         }
     }

@@ -52,7 +52,8 @@ final class GatewayHandler: ChannelDuplexHandler, ClientSide {
     }
 
     let loop: LoopContext
-    let guardHandler: ConnectionGuard
+    /// The connection's idle and head timeouts, and its answers to no request.
+    let connectionGuard: ConnectionGuard
     let remoteAddress: String
     private var state = State.idle
     private(set) var context: ChannelHandlerContext?
@@ -77,25 +78,40 @@ final class GatewayHandler: ChannelDuplexHandler, ClientSide {
     /// head accumulates, and a head is bounded by the header limits).
     private let inboundCap: Int
 
-    init(loop: LoopContext, guardHandler: ConnectionGuard, remoteAddress: String, limits: RequestLimits, inboundCap: Int) {
+    init(loop: LoopContext, idleTimeout: TimeAmount, headerTimeout: TimeAmount, remoteAddress: String, limits: RequestLimits,
+         inboundCap: Int) {
         self.decoder = RequestDecoder(limits: limits)
         self.inboundCap = inboundCap
         self.loop = loop
-        self.guardHandler = guardHandler
+        self.connectionGuard = ConnectionGuard(idleTimeout: idleTimeout, headerTimeout: headerTimeout)
         self.remoteAddress = remoteAddress
+    }
+
+    /// A connection past a limit: answered with `error` once active, then closed; nothing it
+    /// sends is read as a request.
+    func refuseOnActive(_ error: GatewayError) {
+        state = .closed
+        connectionGone()  // not counted among the connections served
+        connectionGuard.refuseOnActive(error)
     }
 
     var isIdle: Bool { if case .idle = state { true } else { false } }
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
+        connectionGuard.attach(context)
         bodyTimer = DeadlineTimer(eventLoop: context.eventLoop) { [weak self] in self?.bodyTimedOut() }
         exchangeTimers = ExchangeTimers(eventLoop: context.eventLoop)
         loop.connections[ObjectIdentifier(self)] = self
         loop.counters.activeConnections.wrappingIncrement(ordering: .relaxed)
     }
 
+    func channelActive(context: ChannelHandlerContext) {
+        if connectionGuard.activated() { context.fireChannelActive() }
+    }
+
     func handlerRemoved(context: ChannelHandlerContext) {
+        connectionGuard.detach()
         connectionGone()
         bodyTimer?.cancel()
         exchangeTimers?.cancel()
@@ -111,7 +127,11 @@ final class GatewayHandler: ChannelDuplexHandler, ClientSide {
     // MARK: Inbound
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        // Refused, or its last answer given: nothing more is read as a request.
+        if case .closed = state { return }
         var incoming = unwrapInboundIn(data)
+        connectionGuard.readArrived()
+        defer { connectionGuard.readDecoded() }
         if inbound.readableBytes == 0 {
             inbound = incoming
         } else {
@@ -240,6 +260,7 @@ final class GatewayHandler: ChannelDuplexHandler, ClientSide {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
+        connectionGuard.inactive()
         clientLeft()
         connectionGone()
         context.fireChannelInactive()
@@ -288,7 +309,7 @@ final class GatewayHandler: ChannelDuplexHandler, ClientSide {
                 ? .headersTooLarge("Request headers exceed the gateway's limits (\(limits.maxHeaderBytes) bytes, \(limits.maxHeaderCount) fields): \(refused).")
                 : .invalidRequest("Malformed HTTP request: \(refused).")
             if isIdle && pipeline.parts.isEmpty {
-                guardHandler.rejectAndClose(refusal)
+                connectionGuard.rejectAndClose(refusal)
                 state = .closed
             } else {
                 pipeline.refusal = refusal
@@ -314,7 +335,7 @@ final class GatewayHandler: ChannelDuplexHandler, ClientSide {
     // MARK: Request head
 
     private func receivedHead(_ head: ClientHead, context: ChannelHandlerContext) {
-        guardHandler.requestHeadReceived()
+        connectionGuard.requestHeadReceived()
         loop.counters.requests.wrappingIncrement(ordering: .relaxed)
         // The decoder reads nothing after a CONNECT or an Upgrade request (the connection would
         // change protocols): answer it, then close.
@@ -397,7 +418,7 @@ final class GatewayHandler: ChannelDuplexHandler, ClientSide {
             respond(.error(.bodyTooLarge(limit: limit)), head: head, requestID: requestID)
             return
         }
-        if expectsContinue { guardHandler.writeContinue() }
+        if expectsContinue { connectionGuard.writeContinue() }
         // No buffer yet: a body that arrives whole is kept as the slice it came in (see `.body`).
         let body = ByteBuffer()
         let now = NIODeadline.now()
@@ -621,7 +642,7 @@ final class GatewayHandler: ChannelDuplexHandler, ClientSide {
         let wellFramed = writer.end(into: &buffer)
         if writer.request.keepAlive && !loop.draining && wellFramed {
             state = .idle
-            guardHandler.responseCompleted()
+            connectionGuard.responseCompleted()
             // A length-framed answer has nothing left to write: only the flush.
             if buffer.readableBytes > 0 { context.write(wrapOutboundOut(buffer), promise: nil) }
             context.flush()
