@@ -1,4 +1,5 @@
 import Foundation
+import NIOCore
 import TollgateCore
 import XCTest
 
@@ -42,5 +43,32 @@ final class QuotaBookTests: XCTestCase {
         }
         XCTAssertEqual(daily.usage(department: 0, at: now)[.requestsPerMinute], 2)
         XCTAssertEqual(daily.usage(department: 0, at: now)[.tokensPerMinute], 120)
+    }
+
+    /// A forwarded answer's quota headers are written as bytes; a local answer's (a 429, a cache
+    /// hit) as pairs. Both say the same, to the millisecond of the reset's zero padding.
+    func testTheQuotaHeadersWrittenAsBytesAreThePairsOfLocalAnswers() {
+        let quotas = book(QuotaLimits(requestsPerMinute: 10, tokensPerMinute: 100, tokensPerDay: 1_000, tokensPerMonth: 5_000))
+        var calendar = QuotaCalendar(timeZone: TimeZone(identifier: "UTC")!)
+        // Resets 0.059 s, 5.005 s, 59.999 s and 0.000 s before the minute's end: every padding.
+        for nowMs: Int64 in [1_764_460_859_941, 1_764_460_854_995, 1_764_460_800_001, 1_764_460_860_000] {
+            let now = calendar.current(atMs: nowMs)
+            _ = quotas.admit(department: 0, tokens: 7, at: now, nowMs: nowMs)
+            var buffer = ByteBuffer()
+            quotas.writeHeaders(into: &buffer, department: 0, at: now, nowMs: nowMs)
+            let pairs = quotas.headers(department: 0, at: now, nowMs: nowMs)
+            XCTAssertEqual(pairs.count, 12, "three headers for each of the four limited meters")
+            XCTAssertEqual(String(buffer: buffer), pairs.map { "\($0.0): \($0.1)\r\n" }.joined(), "at \(nowMs)")
+        }
+        XCTAssertEqual(quotas.headers(department: 0, at: calendar.current(atMs: 1_764_460_859_941), nowMs: 1_764_460_859_941)
+            .first { $0.0 == "x-ratelimit-reset-requests" }?.1, "0.059s")
+    }
+
+    func testDecimalsAreWrittenWithoutAString() {
+        for value in [0, 7, 9, 10, 99, 100, 12_345, -1, -10, Int.max, Int.min] {
+            var buffer = ByteBuffer()
+            buffer.writeDecimal(value)
+            XCTAssertEqual(String(buffer: buffer), String(value))
+        }
     }
 }

@@ -101,7 +101,7 @@ final class ResponseWriterTests: XCTestCase {
             + "Upgrade: h2c\r\nProxy-Connection: keep-alive\r\nX-Request-Id: theirs\r\nX-Kept:  a  b \r\nx-hops: 2\r\n\r\n")
         var writer = ResponseWriter()
         var out = ByteBuffer()
-        writer.head(into: &out, status: 200, forwarding: head, headers: [("x-request-id", "ours")], contentLength: nil, closing: false)
+        writer.head(into: &out, status: 200, forwarding: head, contentLength: nil, closing: false) { $0.writeHeader("x-request-id", "ours") }
         XCTAssertEqual(String(buffer: out), "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nX-Kept: a  b\r\nx-hops: 2\r\n"
             + "x-request-id: ours\r\ntransfer-encoding: chunked\r\n\r\n")
         XCTAssertTrue(writer.isWriting)
@@ -113,7 +113,7 @@ final class ResponseWriterTests: XCTestCase {
         var writer = ResponseWriter()
         writer.request = ResponseWriter.Request(method: .HEAD, http10: false, keepAlive: true)
         var out = ByteBuffer()
-        writer.head(into: &out, status: 200, forwarding: head, headers: [], contentLength: 7, closing: false)
+        writer.head(into: &out, status: 200, forwarding: head, contentLength: 7, closing: false) { _ in }
         writer.body(ByteBuffer(string: "ignored"), into: &out)
         XCTAssertTrue(writer.end(into: &out))
         XCTAssertEqual(String(buffer: out), "HTTP/1.1 200 OK\r\ncontent-length: 7\r\n\r\n")
@@ -121,7 +121,7 @@ final class ResponseWriterTests: XCTestCase {
         let ok = try upstream("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
         writer.request = ResponseWriter.Request(method: .GET, http10: true, keepAlive: false)
         out.clear()
-        writer.head(into: &out, status: 200, forwarding: ok, headers: [], contentLength: nil, closing: false)
+        writer.head(into: &out, status: 200, forwarding: ok, contentLength: nil, closing: false) { _ in }
         XCTAssertEqual(String(buffer: out), "HTTP/1.1 200 OK\r\nconnection: close\r\n\r\n")
     }
 }

@@ -655,11 +655,11 @@ final class GatewayHandler: ChannelDuplexHandler, ClientSide {
 
     /// Starts a forwarded answer: its head, framed by `contentLength` when the instance gave
     /// one and the body passes unchanged, else chunked. Written at the next flush.
-    func beginAnswer(status: Int, forwarding upstream: UpstreamHead, headers: [(String, String)], contentLength: Int?) {
+    func beginAnswer(status: Int, forwarding upstream: UpstreamHead, contentLength: Int?, gatewayFields: (inout ByteBuffer) -> Void) {
         guard let context else { return }
-        var buffer = context.channel.allocator.buffer(capacity: upstream.bytes.readableBytes + 256)
-        writer.head(into: &buffer, status: status, forwarding: upstream, headers: headers, contentLength: contentLength,
-                    closing: loop.draining)
+        var buffer = context.channel.allocator.buffer(capacity: upstream.bytes.readableBytes + 384)
+        writer.head(into: &buffer, status: status, forwarding: upstream, contentLength: contentLength, closing: loop.draining,
+                    gatewayFields: gatewayFields)
         context.write(wrapOutboundOut(buffer), promise: nil)
     }
 

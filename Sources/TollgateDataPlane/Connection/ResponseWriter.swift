@@ -67,10 +67,10 @@ struct ResponseWriter {
 
     /// The head of a forwarded answer: the instance's own fields copied from its head's bytes,
     /// without the hop-by-hop ones (`HeaderNames.droppedFromResponse` and whatever the instance's
-    /// `Connection` names), then `headers`, the gateway's. The status line and framing are the
-    /// writer's, as for every answer.
-    mutating func head(into buffer: inout ByteBuffer, status: Int, forwarding upstream: UpstreamHead, headers: [(String, String)],
-                       contentLength: Int?, closing: Bool) {
+    /// `Connection` names), then the gateway's own, which `gatewayFields` writes as header lines.
+    /// The status line and framing are the writer's, as for every answer.
+    mutating func head(into buffer: inout ByteBuffer, status: Int, forwarding upstream: UpstreamHead, contentLength: Int?,
+                       closing: Bool, gatewayFields: (inout ByteBuffer) -> Void) {
         head(into: &buffer, status: status, contentLength: contentLength, method: request.method,
              close: closing || !request.keepAlive, http10: request.http10) { buffer in
             upstream.bytes.withUnsafeReadableBytes { bytes in
@@ -85,7 +85,7 @@ struct ResponseWriter {
                     buffer.writeStaticString("\r\n")
                 }
             }
-            for (name, value) in headers { buffer.writeHeader(name, value) }
+            gatewayFields(&buffer)
         }
     }
 
@@ -96,7 +96,7 @@ struct ResponseWriter {
         precondition(framing == nil, "an answer's head written while another answer is in progress")
         overrun = false
         buffer.writeStaticString("HTTP/1.1 ")
-        buffer.writeString(String(status))
+        buffer.writeDecimal(status)
         buffer.writeStaticString(" ")
         buffer.writeString(HTTPResponseStatus(statusCode: status).reasonPhrase)
         buffer.writeStaticString("\r\n")
@@ -105,7 +105,7 @@ struct ResponseWriter {
         if !bodyless {
             // A HEAD answer carries the framing headers the GET would have had (RFC 9110 9.3.2).
             if let contentLength {
-                buffer.writeHeader("content-length", String(contentLength))
+                buffer.writeHeader("content-length", decimal: contentLength)
             } else if !http10 {
                 buffer.writeStaticString("transfer-encoding: chunked\r\n")
             }

@@ -10,8 +10,9 @@ protocol ClientSide: AnyObject {
     /// False while the client is not reading: stop reading from the instance.
     var clientWritable: Bool { get }
     /// Starts the answer: the instance's fields from its head's bytes (without hop-by-hop ones),
-    /// then `headers`; framed by `contentLength` when known, else chunked.
-    func beginAnswer(status: Int, forwarding upstream: UpstreamHead, headers: [(String, String)], contentLength: Int?)
+    /// then the gateway's own, which `gatewayFields` writes as header lines; framed by
+    /// `contentLength` when known, else chunked.
+    func beginAnswer(status: Int, forwarding upstream: UpstreamHead, contentLength: Int?, gatewayFields: (inout ByteBuffer) -> Void)
     func writeResponseBody(_ part: ByteBuffer)
     func flush()
     /// The answer is complete, broke off, or never started (then the client gets the error).

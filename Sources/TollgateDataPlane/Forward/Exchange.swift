@@ -301,7 +301,7 @@ final class Exchange: UpstreamDelegate, SlotWaiter {
             // edits (the usage event taken out) or one of unknown length is sent chunked. (An
             // answer to HEAD, a 204 or 304 keeps the instance's length: the writer sends no body.)
             let length = injectedUsage || upstreamHead.head.known.transferEncoding != nil ? nil : upstreamHead.head.contentLength
-            handler?.beginAnswer(status: code, forwarding: upstreamHead, headers: gatewayHeaders(), contentLength: length)
+            handler?.beginAnswer(status: code, forwarding: upstreamHead, contentLength: length) { writeGatewayHeaders(into: &$0) }
             if handler?.clientWritable == false { connection.handler.pauseReading() }
         case .streaming(_, let connection, let keepAlive):
             switch part {
@@ -559,24 +559,25 @@ final class Exchange: UpstreamDelegate, SlotWaiter {
             buffer.writeStaticString("\r\n")
         }
         buffer.writeStaticString("x-forwarded-proto: http\r\n")
-        if let key = instance.apiKey { buffer.writeHeader("authorization", "Bearer " + key) }
+        if let key = instance.apiKey {
+            buffer.writeStaticString("authorization: Bearer ")
+            buffer.writeString(key)
+            buffer.writeStaticString("\r\n")
+        }
         buffer.writeStaticString("\r\n")
         return buffer
     }
 
     /// The gateway's own headers on a forwarded answer, after the instance's (which the response
     /// writer copies from the head's bytes, without the hop-by-hop ones).
-    private func gatewayHeaders() -> [(String, String)] {
-        var headers: [(String, String)] = []
-        headers.reserveCapacity(8)
-        headers.append(("x-request-id", requestID))
-        if let cache { headers.append(("x-cache", cache.outcome == .miss ? "MISS" : "BYPASS")) }
+    private func writeGatewayHeaders(into buffer: inout ByteBuffer) {
+        buffer.writeHeader("x-request-id", requestID)
+        if let cache { buffer.writeStaticString(cache.outcome == .miss ? "x-cache: MISS\r\n" : "x-cache: BYPASS\r\n") }
         let quotas = state.quotas
         if !quotas.departments[department].limits.isUnlimited {
             let nowMs = wallClockMs()
-            headers += quotas.headers(department: department, at: loop.quotaWindows(quotas.settings, nowMs: nowMs), nowMs: nowMs)
+            quotas.writeHeaders(into: &buffer, department: department, at: loop.quotaWindows(quotas.settings, nowMs: nowMs), nowMs: nowMs)
         }
-        return headers
     }
 }
 
