@@ -135,4 +135,47 @@ final class GatewayHandlerTests: XCTestCase {
         channel.embeddedEventLoop.run()
         XCTAssertFalse(channel.isActive)
     }
+
+    /// A forwarded answer read whole from the instance leaves in one write (one iovec): its head
+    /// and a small body in one buffer. A large part goes out as the buffer it came in, after the
+    /// head, and a close discards what was held.
+    func testAForwardedAnswerReadWholeLeavesInOneWrite() throws {
+        func head(_ text: String) throws -> UpstreamHead {
+            var decoder = UpstreamResponseDecoder()
+            decoder.expectAnswer(toHEAD: false)
+            var buffer = ByteBuffer(string: text)
+            guard case .head(let head)? = try decoder.next(&buffer) else { throw XCTSkip("no head") }
+            return head
+        }
+        let channel = try connection()
+        let handler = try channel.pipeline.syncOperations.handler(type: GatewayHandler.self)
+        handler.beginAnswer(status: 200, forwarding: try head("HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n"), contentLength: 5) {
+            $0.writeHeader("x-request-id", "r1")
+        }
+        handler.writeResponseBody(ByteBuffer(string: "he"))
+        handler.writeResponseBody(ByteBuffer(string: "llo"))
+        XCTAssertNil(try channel.readOutbound(as: ByteBuffer.self), "held until the flush")
+        handler.flush()
+        XCTAssertEqual(try channel.readOutbound(as: ByteBuffer.self).map { String(buffer: $0) },
+                       "HTTP/1.1 200 OK\r\nx-request-id: r1\r\ncontent-length: 5\r\n\r\nhello")
+        XCTAssertNil(try channel.readOutbound(as: ByteBuffer.self), "one write")
+
+        // A part past the limit: the head first, then the part as the buffer it came in.
+        let second = try connection()
+        let other = try second.pipeline.syncOperations.handler(type: GatewayHandler.self)
+        let large = ByteBuffer(repeating: UInt8(ascii: "x"), count: ResponseWriter.coalesceLimit + 1)
+        other.beginAnswer(status: 200, forwarding: try head("HTTP/1.1 200 OK\r\n\r\n"), contentLength: large.readableBytes) { _ in }
+        other.writeResponseBody(large)
+        other.flush()
+        XCTAssertEqual(try second.readOutbound(as: ByteBuffer.self).map { String(buffer: $0) },
+                       "HTTP/1.1 200 OK\r\ncontent-length: \(large.readableBytes)\r\n\r\n")
+        XCTAssertEqual(try second.readOutbound(as: ByteBuffer.self), large)
+        // Held, then the connection closed: nothing is written.
+        let third = try connection()
+        let closing = try third.pipeline.syncOperations.handler(type: GatewayHandler.self)
+        closing.beginAnswer(status: 200, forwarding: try head("HTTP/1.1 200 OK\r\n\r\n"), contentLength: 1) { _ in }
+        closing.closeNow()
+        closing.flush()
+        XCTAssertNil(try third.readOutbound(as: ByteBuffer.self))
+    }
 }

@@ -61,6 +61,10 @@ final class GatewayHandler: ChannelDuplexHandler, ClientSide {
     /// Frames every answer on this connection, and knows what the request being answered asks
     /// of it: its method (a `HEAD` gets no body, whichever path answers), HTTP/1.0, keep-alive.
     private var writer = ResponseWriter()
+    /// The head of the forwarded answer being written, with the small body parts that followed
+    /// it, not handed to the channel yet: it goes out at the next flush (the end of the instance's
+    /// read), so that an answer read whole leaves in one write.
+    private var unwritten: ByteBuffer?
     /// The last `Authorization` value on this connection and what it read as: a client sends the
     /// same key with every request, and its digest is not computed again for it. (The key's
     /// department, expiry and revocation are still looked up per request.)
@@ -626,7 +630,7 @@ final class GatewayHandler: ChannelDuplexHandler, ClientSide {
         case .abort:
             state = .closed
             writer.abandon()
-            context?.flush()
+            flush()
             context?.close(promise: nil)
         case .complete:
             guard let context else { return }
@@ -638,7 +642,14 @@ final class GatewayHandler: ChannelDuplexHandler, ClientSide {
     /// out in one flush. A pipelined request waiting behind it goes next. A connection that does
     /// not stay open — or whose answer broke its own framing — is closed once the end is out.
     private func writeEnd(_ context: ChannelHandlerContext, with pending: ByteBuffer? = nil) {
-        var buffer = pending ?? ByteBuffer()  // an empty ByteBuffer allocates nothing
+        var buffer: ByteBuffer
+        if var earlier = unwritten {
+            unwritten = nil
+            if var pending { earlier.writeBuffer(&pending) }
+            buffer = earlier
+        } else {
+            buffer = pending ?? ByteBuffer()  // an empty ByteBuffer allocates nothing
+        }
         let wellFramed = writer.end(into: &buffer)
         if writer.request.keepAlive && !loop.draining && wellFramed {
             state = .idle
@@ -657,16 +668,32 @@ final class GatewayHandler: ChannelDuplexHandler, ClientSide {
     /// one and the body passes unchanged, else chunked. Written at the next flush.
     func beginAnswer(status: Int, forwarding upstream: UpstreamHead, contentLength: Int?, gatewayFields: (inout ByteBuffer) -> Void) {
         guard let context else { return }
-        var buffer = context.channel.allocator.buffer(capacity: upstream.bytes.readableBytes + 384)
+        releaseUnwritten(context)
+        let room = min(contentLength ?? 0, ResponseWriter.coalesceLimit)
+        var buffer = context.channel.allocator.buffer(capacity: upstream.bytes.readableBytes + 384 + room)
         writer.head(into: &buffer, status: status, forwarding: upstream, contentLength: contentLength, closing: loop.draining,
                     gatewayFields: gatewayFields)
-        context.write(wrapOutboundOut(buffer), promise: nil)
+        unwritten = buffer
+    }
+
+    /// Hands the held head (and what was added to it) to the channel.
+    private func releaseUnwritten(_ context: ChannelHandlerContext) {
+        guard let held = unwritten else { return }
+        unwritten = nil
+        context.write(wrapOutboundOut(held), promise: nil)
     }
 
     /// A part of a forwarded answer's body, framed by the writer; a length-framed part goes out
     /// as it came, without a copy.
     func writeResponseBody(_ part: ByteBuffer) {
         guard let context else { return }
+        if var held = unwritten, part.readableBytes <= ResponseWriter.coalesceLimit, held.readableBytes <= ResponseWriter.coalesceLimit {
+            unwritten = nil  // not shared while it grows (no copy on write)
+            writer.body(part, into: &held)
+            unwritten = held
+            return
+        }
+        releaseUnwritten(context)
         if let same = writer.passThrough(part) {
             context.write(wrapOutboundOut(same), promise: nil)
             return
@@ -675,12 +702,17 @@ final class GatewayHandler: ChannelDuplexHandler, ClientSide {
         if writer.body(part, into: &buffer) { context.write(wrapOutboundOut(buffer), promise: nil) }
     }
 
-    func flush() { context?.flush() }
+    func flush() {
+        guard let context else { return }
+        releaseUnwritten(context)
+        context.flush()
+    }
 
     var clientWritable: Bool { context?.channel.isWritable ?? false }
 
     func closeNow() {
         state = .closed
+        unwritten = nil
         writer.abandon()
         context?.close(promise: nil)
     }

@@ -194,4 +194,9 @@ struct ResponseWriter {
 
     /// Drops an answer that broke off (the connection is being closed).
     mutating func abandon() { framing = nil }
+
+    /// Body parts up to this size are copied into the buffer of the head before them, so that a
+    /// small answer (or request) leaves in one write with one iovec rather than two; larger ones
+    /// go out as the buffers they came in.
+    static let coalesceLimit = 8 * 1024
 }

@@ -226,7 +226,15 @@ final class Exchange: UpstreamDelegate, SlotWaiter {
         sent = .now()
         connection.handler.delegate = self
         loop.counters.upstreamRequests.wrappingIncrement(ordering: .relaxed)
-        connection.handler.send(answeringHEAD: head.method == .HEAD, serializedHead: upstreamHead(for: state.table.instances[instance]), body: body)
+        // A small body goes out in the head's buffer: one write and one iovec for the request.
+        if body.readableBytes > 0, body.readableBytes <= ResponseWriter.coalesceLimit {
+            var request = upstreamHead(for: state.table.instances[instance], room: body.readableBytes)
+            var rest = body
+            request.writeBuffer(&rest)
+            connection.handler.send(answeringHEAD: head.method == .HEAD, serializedHead: request, body: nil)
+        } else {
+            connection.handler.send(answeringHEAD: head.method == .HEAD, serializedHead: upstreamHead(for: state.table.instances[instance]), body: body)
+        }
         timers.setTry(.now() + .nanoseconds(config.timeouts.perTry.nanoseconds))
     }
 
@@ -508,9 +516,10 @@ final class Exchange: UpstreamDelegate, SlotWaiter {
     /// method and target bytes, its field lines minus hop-by-hop ones and its key, copied as they
     /// came, then the gateway's own. Names and values passed the strict parser (no CR, LF or
     /// NUL) or come from the gateway (the configuration's checked `api_key`).
-    private func upstreamHead(for instance: RoutingTable.Instance) -> ByteBuffer {
+    /// `room`: bytes to reserve after the head (a body written into the same buffer).
+    private func upstreamHead(for instance: RoutingTable.Instance, room: Int = 0) -> ByteBuffer {
         // One allocation (`ByteBuffer()` then `reserveCapacity` made two).
-        var buffer = ByteBufferAllocator().buffer(capacity: head.bytes.readableBytes + 256)
+        var buffer = ByteBufferAllocator().buffer(capacity: head.bytes.readableBytes + 256 + room)
         let parsed = head.parsed
         var forwardedFor: [UInt8]?
         head.bytes.withUnsafeReadableBytes { bytes in
