@@ -29,7 +29,8 @@ public struct RequestHeadParser: Sendable {
 
     private enum Stage: UInt8, Sendable {
         case start, startLF, method, target, version, requestLineLF
-        case fieldStart, name, valueStart, value, fieldLF, finalLF
+        /// The field lines and the empty line, read by `fields`.
+        case fields
     }
 
     public let limits: Limits
@@ -39,14 +40,11 @@ public struct RequestHeadParser: Sendable {
     private var stage = Stage.start
     /// The next byte to look at, from the head's first byte.
     private var position = 0
-    /// Where the part being read (method, target, version, value) starts.
+    /// Where the part of the request line being read (method, target, version) starts.
     private var mark = 0
+    /// Where the request line starts (after the empty lines allowed before it).
     private var lineStart = 0
-    private var nameEnd = 0
-    /// The end of the value read so far without trailing whitespace.
-    private var valueEnd = 0
-    /// Where the field line's CR is.
-    private var lineEnd = 0
+    private var fields = FieldSectionScanner()
     private var head = RequestHead()
     private var failure: RequestHeadError?
 
@@ -61,9 +59,7 @@ public struct RequestHeadParser: Sendable {
         position = 0
         mark = 0
         lineStart = 0
-        nameEnd = 0
-        valueEnd = 0
-        lineEnd = 0
+        fields = FieldSectionScanner()
         failure = nil
         head = RequestHead()
     }
@@ -164,86 +160,27 @@ public struct RequestHeadParser: Sendable {
             case .requestLineLF:
                 guard bytes[i] == HTTPBytes.lf else { throw .bareCarriageReturn.at(i) }
                 i += 1
-                stage = .fieldStart
+                stage = .fields
 
-            case .fieldStart:
-                let b = bytes[i]
-                if b == HTTPBytes.cr {
-                    i += 1
-                    stage = .finalLF
-                    continue scan
+            case .fields:
+                let event: FieldSectionScanner.Event?
+                do {
+                    event = try fields.next(bytes, at: &i, end: end)
+                } catch {
+                    throw RequestHeadError(error)
                 }
-                // A line that starts with whitespace is obs-fold, or whitespace between the
-                // request line and the first field: both rejected (RFC 9112 §5.2, §2.2).
-                if HTTPBytes.isWhitespace(b) { throw .obsoleteLineFolding.at(i) }
-                if b == HTTPBytes.lf { throw .bareLineFeed.at(i) }
-                guard HTTPBytes.isToken(b) else { throw .invalidFieldName.at(i) }
-                lineStart = i
-                stage = .name
-
-            case .name:
-                while i < end && HTTPBytes.isToken(bytes[i]) { i += 1 }
-                if i == end { break scan }
-                let b = bytes[i]
-                guard b == UInt8(ascii: ":") else {
-                    // RFC 9112 §5.1: no whitespace between name and colon, MUST be rejected.
-                    if HTTPBytes.isWhitespace(b) { throw .whitespaceBeforeColon.at(i) }
-                    if b == HTTPBytes.cr || b == HTTPBytes.lf { throw .fieldWithoutColon.at(i) }
-                    throw .invalidFieldName.at(i)
+                switch event {
+                case nil:
+                    break scan
+                case .field(let name, let value, let line)?:
+                    try addField(bytes, name: name, value: value, line: line, at: name.lowerBound)
+                case .end(let length)?:
+                    head.length = length
+                    try finish(at: length)
+                    let complete = head
+                    reset()
+                    return complete
                 }
-                nameEnd = i
-                i += 1
-                stage = .valueStart
-
-            case .valueStart:
-                while i < end && HTTPBytes.isWhitespace(bytes[i]) { i += 1 }
-                if i == end { break scan }
-                mark = i
-                valueEnd = i
-                stage = .value
-
-            case .value:
-                // field-value = *field-content: visible bytes, obs-text, and SP/HTAB inside;
-                // the whitespace after the last visible byte is not part of it (RFC 9110 §5.5).
-                // (A local: stores to `self` inside the loop could alias `bytes`, and would be
-                // made byte by byte.)
-                var last = valueEnd
-                while i < end {
-                    let b = bytes[i]
-                    if HTTPBytes.isFieldVisible(b) {
-                        i += 1
-                        last = i
-                    } else if HTTPBytes.isWhitespace(b) {
-                        i += 1
-                    } else {
-                        break
-                    }
-                }
-                valueEnd = last
-                if i == end { break scan }
-                let b = bytes[i]
-                guard b == HTTPBytes.cr else {
-                    if b == HTTPBytes.lf { throw .bareLineFeed.at(i) }
-                    throw .invalidFieldValue.at(i)
-                }
-                lineEnd = i
-                i += 1
-                stage = .fieldLF
-
-            case .fieldLF:
-                guard bytes[i] == HTTPBytes.lf else { throw .bareCarriageReturn.at(i) }
-                try addField(bytes, name: lineStart..<nameEnd, value: mark..<valueEnd, line: mark..<lineEnd, at: lineStart)
-                i += 1
-                stage = .fieldStart
-
-            case .finalLF:
-                guard bytes[i] == HTTPBytes.lf else { throw .bareCarriageReturn.at(i) }
-                i += 1
-                head.length = i
-                try finish(at: i)
-                let complete = head
-                reset()
-                return complete
             }
         }
         if end == limits.maxHeadBytes { throw .headTooLarge.at(end) }
@@ -417,8 +354,8 @@ public struct RequestHeadParser: Sendable {
             }
         case 10:
             if HTTPBytes.tokenEquals(bytes, name, "connection") {
-                guard !Self.containsTab(bytes, line) else { throw .invalidConnection.at(offset) }
-                let options = try Self.connectionOptions(bytes, value, at: offset)
+                guard !FieldValues.containsTab(bytes, line) else { throw .invalidConnection.at(offset) }
+                guard let options = FieldValues.connectionOptions(bytes, value) else { throw .invalidConnection.at(offset) }
                 head.connectionOptions.formUnion(options)
                 if head.known.connection == nil { head.known.connection = index }
                 head.known.connectionCount += 1
@@ -439,8 +376,8 @@ public struct RequestHeadParser: Sendable {
         case 14:
             if HTTPBytes.tokenEquals(bytes, name, "content-length") {
                 guard head.known.contentLength == nil else { throw .duplicateContentLength.at(offset) }
-                guard !Self.containsTab(bytes, line) else { throw .invalidContentLength.at(offset) }
-                let length = try Self.contentLength(bytes, value, at: offset)
+                guard !FieldValues.containsTab(bytes, line) else { throw .invalidContentLength.at(offset) }
+                guard let length = FieldValues.contentLength(bytes, value) else { throw .invalidContentLength.at(offset) }
                 head.framing = .contentLength(length)
                 head.known.contentLength = index
             }
@@ -449,14 +386,14 @@ public struct RequestHeadParser: Sendable {
             // gateway until now — reads it as `Connection`; so does this parser, options only
             // (the data plane drops it when forwarding).
             if HTTPBytes.tokenEquals(bytes, name, "proxy-connection") {
-                guard !Self.containsTab(bytes, line) else { throw .invalidConnection.at(offset) }
-                let options = try Self.connectionOptions(bytes, value, at: offset)
+                guard !FieldValues.containsTab(bytes, line) else { throw .invalidConnection.at(offset) }
+                guard let options = FieldValues.connectionOptions(bytes, value) else { throw .invalidConnection.at(offset) }
                 head.connectionOptions.formUnion(options)
             }
         case 17:
             if HTTPBytes.tokenEquals(bytes, name, "transfer-encoding") {
                 guard head.known.transferEncoding == nil else { throw .duplicateField.at(offset) }
-                guard !Self.containsTab(bytes, line) else { throw .unsupportedTransferCoding.at(offset) }
+                guard !FieldValues.containsTab(bytes, line) else { throw .unsupportedTransferCoding.at(offset) }
                 // The only coding the gateway reads, once, as the only one (RFC 9112 §6.1, §7).
                 guard HTTPBytes.tokenEquals(bytes, value, "chunked") else { throw .unsupportedTransferCoding.at(offset) }
                 head.known.transferEncoding = index
@@ -467,57 +404,6 @@ public struct RequestHeadParser: Sendable {
         if name.count > 11, HTTPBytes.tokenHasPrefix(bytes, name, "x-tollgate-") {
             head.known.tollgate.append(index)
         }
-    }
-
-    /// An HTAB inside or after the value of `Connection`, `Content-Length` or
-    /// `Transfer-Encoding`. RFC 9110 allows it as whitespace; llhttp 9.3 (NIO's) reads such a value
-    /// differently ("close\t" is not close, "chunked\t" is not chunked, "5\t" is invalid;
-    /// llhttp 9.4 changed some of it): refused, so that no reader can take it another way.
-    /// Before the value a tab is whitespace to everyone.
-    private static func containsTab(_ bytes: UnsafeRawBufferPointer, _ line: Range<Int>) -> Bool {
-        for k in line where bytes[k] == HTTPBytes.htab { return true }
-        return false
-    }
-
-    /// Content-Length = 1*DIGIT (RFC 9110 §8.6), at most Int.max.
-    private static func contentLength(_ bytes: UnsafeRawBufferPointer, _ value: Range<Int>, at offset: Int) throws(RequestHeadError) -> Int {
-        guard !value.isEmpty else { throw .invalidContentLength.at(offset) }
-        var n = 0
-        for k in value {
-            let b = bytes[k]
-            guard HTTPBytes.isDigit(b) else { throw .invalidContentLength.at(offset) }
-            let (times10, o1) = n.multipliedReportingOverflow(by: 10)
-            let (sum, o2) = times10.addingReportingOverflow(Int(b &- UInt8(ascii: "0")))
-            guard !o1, !o2 else { throw .invalidContentLength.at(offset) }
-            n = sum
-        }
-        return n
-    }
-
-    /// Connection = #connection-option (RFC 9110 §7.6.1, list syntax §5.6.1: empty elements
-    /// are allowed; each element is a token).
-    private static func connectionOptions(_ bytes: UnsafeRawBufferPointer, _ value: Range<Int>, at offset: Int) throws(RequestHeadError) -> RequestHead.ConnectionOptions {
-        var options: RequestHead.ConnectionOptions = []
-        var k = value.lowerBound
-        while k < value.upperBound {
-            while k < value.upperBound, HTTPBytes.isWhitespace(bytes[k]) || bytes[k] == UInt8(ascii: ",") { k += 1 }
-            let start = k
-            while k < value.upperBound, HTTPBytes.isToken(bytes[k]) { k += 1 }
-            let token = start..<k
-            while k < value.upperBound, HTTPBytes.isWhitespace(bytes[k]) { k += 1 }
-            guard k == value.upperBound || bytes[k] == UInt8(ascii: ",") else { throw .invalidConnection.at(offset) }
-            if token.isEmpty { continue }
-            if HTTPBytes.tokenEquals(bytes, token, "close") {
-                options.insert(.close)
-            } else if HTTPBytes.tokenEquals(bytes, token, "keep-alive") {
-                options.insert(.keepAlive)
-            } else if HTTPBytes.tokenEquals(bytes, token, "upgrade") {
-                options.insert(.upgrade)
-            } else {
-                options.insert(.other)
-            }
-        }
-        return options
     }
 
     /// What follows from the fields together: framing (RFC 9112 §6.3), persistence (§9.3).

@@ -26,17 +26,16 @@ public struct ResponseHeadParser: Sendable {
 
     private enum Stage: UInt8, Sendable {
         case version, status, reason, statusLineLF
-        case fieldStart, name, valueStart, value, fieldLF, finalLF
+        /// The field lines and the empty line, read by `fields`.
+        case fields
     }
 
     public let limits: Limits
     private var stage = Stage.version
     private var position = 0
+    /// Where the status code or the reason phrase starts.
     private var mark = 0
-    private var lineStart = 0
-    private var nameEnd = 0
-    private var valueEnd = 0
-    private var lineEnd = 0
+    private var fields = FieldSectionScanner()
     private var head = ResponseHead()
     private var failure: ResponseHeadError?
 
@@ -49,10 +48,7 @@ public struct ResponseHeadParser: Sendable {
         stage = .version
         position = 0
         mark = 0
-        lineStart = 0
-        nameEnd = 0
-        valueEnd = 0
-        lineEnd = 0
+        fields = FieldSectionScanner()
         failure = nil
         head = ResponseHead()
     }
@@ -128,79 +124,27 @@ public struct ResponseHeadParser: Sendable {
             case .statusLineLF:
                 guard bytes[i] == HTTPBytes.lf else { throw .bareCarriageReturn.at(i) }
                 i += 1
-                stage = .fieldStart
+                stage = .fields
 
-            case .fieldStart:
-                let b = bytes[i]
-                if b == HTTPBytes.cr {
-                    i += 1
-                    stage = .finalLF
-                    continue scan
+            case .fields:
+                let event: FieldSectionScanner.Event?
+                do {
+                    event = try fields.next(bytes, at: &i, end: end)
+                } catch {
+                    throw ResponseHeadError(error)
                 }
-                if HTTPBytes.isWhitespace(b) { throw .obsoleteLineFolding.at(i) }
-                if b == HTTPBytes.lf { throw .bareLineFeed.at(i) }
-                guard HTTPBytes.isToken(b) else { throw .invalidFieldName.at(i) }
-                lineStart = i
-                stage = .name
-
-            case .name:
-                while i < end && HTTPBytes.isToken(bytes[i]) { i += 1 }
-                if i == end { break scan }
-                let b = bytes[i]
-                guard b == UInt8(ascii: ":") else {
-                    if HTTPBytes.isWhitespace(b) { throw .whitespaceBeforeColon.at(i) }
-                    if b == HTTPBytes.cr || b == HTTPBytes.lf { throw .fieldWithoutColon.at(i) }
-                    throw .invalidFieldName.at(i)
+                switch event {
+                case nil:
+                    break scan
+                case .field(let name, let value, let line)?:
+                    try addField(bytes, name: name, value: value, line: line, at: name.lowerBound)
+                case .end(let length)?:
+                    head.length = length
+                    try finish(answeringHEAD: answeringHEAD, at: length)
+                    let complete = head
+                    reset()
+                    return complete
                 }
-                nameEnd = i
-                i += 1
-                stage = .valueStart
-
-            case .valueStart:
-                while i < end && HTTPBytes.isWhitespace(bytes[i]) { i += 1 }
-                if i == end { break scan }
-                mark = i
-                valueEnd = i
-                stage = .value
-
-            case .value:
-                var last = valueEnd
-                while i < end {
-                    let b = bytes[i]
-                    if HTTPBytes.isFieldVisible(b) {
-                        i += 1
-                        last = i
-                    } else if HTTPBytes.isWhitespace(b) {
-                        i += 1
-                    } else {
-                        break
-                    }
-                }
-                valueEnd = last
-                if i == end { break scan }
-                let b = bytes[i]
-                guard b == HTTPBytes.cr else {
-                    if b == HTTPBytes.lf { throw .bareLineFeed.at(i) }
-                    throw .invalidFieldValue.at(i)
-                }
-                lineEnd = i
-                i += 1
-                stage = .fieldLF
-
-            case .fieldLF:
-                guard bytes[i] == HTTPBytes.lf else { throw .bareCarriageReturn.at(i) }
-                try addField(bytes, name: lineStart..<nameEnd, value: mark..<valueEnd, line: mark..<lineEnd, at: lineStart)
-                i += 1
-                stage = .fieldStart
-
-            case .finalLF:
-                guard bytes[i] == HTTPBytes.lf else { throw .bareCarriageReturn.at(i) }
-                i += 1
-                head.length = i
-                try finish(answeringHEAD: answeringHEAD, at: i)
-                let complete = head
-                reset()
-                return complete
             }
         }
         if end == limits.maxHeadBytes { throw .headTooLarge.at(end) }
@@ -240,22 +184,24 @@ public struct ResponseHeadParser: Sendable {
             // does this parser (both are dropped when the answer is forwarded).
             if Self.isConnectionName(bytes, name) {
                 // A tab inside or after the value: llhttp 9.3 reads "close\t" as another token.
-                guard !Self.containsTab(bytes, line) else { throw .invalidConnection.at(offset) }
-                head.connectionOptions.formUnion(try Self.connectionOptions(bytes, value, at: offset))
+                guard !FieldValues.containsTab(bytes, line) else { throw .invalidConnection.at(offset) }
+                guard let options = FieldValues.connectionOptions(bytes, value) else { throw .invalidConnection.at(offset) }
+                head.connectionOptions.formUnion(options)
                 if head.known.connection == nil { head.known.connection = index }
                 head.known.connectionCount += 1
             }
         case 14:
             if HTTPBytes.tokenEquals(bytes, name, "content-length") {
                 guard head.known.contentLength == nil else { throw .duplicateContentLength.at(offset) }
-                guard !Self.containsTab(bytes, line) else { throw .invalidContentLength.at(offset) }
-                head.contentLength = try Self.contentLength(bytes, value, at: offset)
+                guard !FieldValues.containsTab(bytes, line) else { throw .invalidContentLength.at(offset) }
+                guard let length = FieldValues.contentLength(bytes, value) else { throw .invalidContentLength.at(offset) }
+                head.contentLength = length
                 head.known.contentLength = index
             }
         case 17:
             if HTTPBytes.tokenEquals(bytes, name, "transfer-encoding") {
                 guard head.known.transferEncoding == nil else { throw .duplicateTransferEncoding.at(offset) }
-                guard !Self.containsTab(bytes, line) else { throw .unsupportedTransferCoding.at(offset) }
+                guard !FieldValues.containsTab(bytes, line) else { throw .unsupportedTransferCoding.at(offset) }
                 guard HTTPBytes.tokenEquals(bytes, value, "chunked") else { throw .unsupportedTransferCoding.at(offset) }
                 head.known.transferEncoding = index
             }
@@ -267,51 +213,6 @@ public struct ResponseHeadParser: Sendable {
     /// `Connection` or `Proxy-Connection`, without regard to case.
     static func isConnectionName(_ bytes: UnsafeRawBufferPointer, _ name: Range<Int>) -> Bool {
         HTTPBytes.tokenEquals(bytes, name, "connection") || HTTPBytes.tokenEquals(bytes, name, "proxy-connection")
-    }
-
-    private static func containsTab(_ bytes: UnsafeRawBufferPointer, _ line: Range<Int>) -> Bool {
-        for k in line where bytes[k] == HTTPBytes.htab { return true }
-        return false
-    }
-
-    /// Content-Length = 1*DIGIT (RFC 9110 §8.6), at most Int.max.
-    private static func contentLength(_ bytes: UnsafeRawBufferPointer, _ value: Range<Int>, at offset: Int) throws(ResponseHeadError) -> Int {
-        guard !value.isEmpty else { throw .invalidContentLength.at(offset) }
-        var n = 0
-        for k in value {
-            let b = bytes[k]
-            guard HTTPBytes.isDigit(b) else { throw .invalidContentLength.at(offset) }
-            let (times10, o1) = n.multipliedReportingOverflow(by: 10)
-            let (sum, o2) = times10.addingReportingOverflow(Int(b &- UInt8(ascii: "0")))
-            guard !o1, !o2 else { throw .invalidContentLength.at(offset) }
-            n = sum
-        }
-        return n
-    }
-
-    /// Connection = #connection-option (RFC 9110 §7.6.1; empty list elements allowed).
-    private static func connectionOptions(_ bytes: UnsafeRawBufferPointer, _ value: Range<Int>, at offset: Int) throws(ResponseHeadError) -> ResponseHead.ConnectionOptions {
-        var options: ResponseHead.ConnectionOptions = []
-        var k = value.lowerBound
-        while k < value.upperBound {
-            while k < value.upperBound, HTTPBytes.isWhitespace(bytes[k]) || bytes[k] == UInt8(ascii: ",") { k += 1 }
-            let start = k
-            while k < value.upperBound, HTTPBytes.isToken(bytes[k]) { k += 1 }
-            let token = start..<k
-            while k < value.upperBound, HTTPBytes.isWhitespace(bytes[k]) { k += 1 }
-            guard k == value.upperBound || bytes[k] == UInt8(ascii: ",") else { throw .invalidConnection.at(offset) }
-            if token.isEmpty { continue }
-            if HTTPBytes.tokenEquals(bytes, token, "close") {
-                options.insert(.close)
-            } else if HTTPBytes.tokenEquals(bytes, token, "keep-alive") {
-                options.insert(.keepAlive)
-            } else if HTTPBytes.tokenEquals(bytes, token, "upgrade") {
-                options.insert(.upgrade)
-            } else {
-                options.insert(.other)
-            }
-        }
-        return options
     }
 
     /// Framing (RFC 9112 §6.3) and persistence (§9.3), from the fields together.
