@@ -96,10 +96,10 @@ public struct SlotReserve: Sendable, Equatable {
     /// nothing is remembered.
     public var lapsesAt: Int64? {
         guard window > 0 else { return nil }
-        // The lowest lane holds nothing back for anyone: its peaks do not count.
-        let holding = Lane.allCases.filter { $0 != .batch }
-        if holding.contains(where: { peak[$0] > 0 }) { return windowStart + 2 * window }
-        if holding.contains(where: { previousPeak[$0] > 0 }) { return windowStart + window }
+        // The lowest lane holds nothing back for anyone: its peaks do not count. (Asked before
+        // every lower lane's request takes a slot: no array made here.)
+        if peak[.interactive] > 0 || peak[.standard] > 0 { return windowStart + 2 * window }
+        if previousPeak[.interactive] > 0 || previousPeak[.standard] > 0 { return windowStart + window }
         return nil
     }
 
