@@ -23,6 +23,10 @@ public func fuzzUsageCapture(_ data: UnsafePointer<UInt8>, _ size: Int) -> Int32
         var watcherParts = UsageWatcher()
         for read in reads { read.withUnsafeBytes { watcherParts.feed($0) } }
         fuzzCheck(watcherWhole.usage == watcherParts.usage, "UsageWatcher: \(String(describing: watcherWhole.usage)) whole, \(String(describing: watcherParts.usage)) split: \(show(stream))")
+        // The last part said to be the last (a length-framed answer's end): the same usage.
+        var watcherLast = UsageWatcher()
+        for (k, read) in reads.enumerated() { read.withUnsafeBytes { watcherLast.feed($0, last: k == reads.count - 1) } }
+        fuzzCheck(watcherLast.usage == watcherParts.usage, "UsageWatcher: \(String(describing: watcherLast.usage)) with its last part marked, \(String(describing: watcherParts.usage)) without: \(show(stream))")
         if let found = UsageScanner.lastUsage(in: stream) {
             fuzzCheck(watcherWhole.usage == found, "UsageWatcher \(String(describing: watcherWhole.usage)) != last usage \(found) in \(show(stream))")
         }

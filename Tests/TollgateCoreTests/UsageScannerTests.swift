@@ -67,4 +67,18 @@ final class UsageWatcherTests: XCTestCase {
             XCTAssertEqual(feed(parts), whole, "parts of \(size)")
         }
     }
+
+    /// An answer's last part, marked as such (its `Content-Length` is reached), finds the same
+    /// usage whether the answer came whole or in parts, and keeps nothing for a part to come.
+    func testTheLastPartFindsTheSameUsage() {
+        let body = #"{"id":"a","choices":[{"message":{"content":"hi"}}],"usage":{"prompt_tokens":7,"completion_tokens":24,"total_tokens":31}}"#
+        for size in [1, 9, 50, body.utf8.count] {
+            var parts: [String] = []
+            var rest = Substring(body)
+            while !rest.isEmpty { parts.append(String(rest.prefix(size))); rest = rest.dropFirst(size) }
+            var w = UsageWatcher()
+            for (k, p) in parts.enumerated() { Array(p.utf8).withUnsafeBytes { w.feed($0, last: k == parts.count - 1) } }
+            XCTAssertEqual(w.usage, TokenUsage(promptTokens: 7, completionTokens: 24), "parts of \(size)")
+        }
+    }
 }

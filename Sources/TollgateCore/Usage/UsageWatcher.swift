@@ -15,13 +15,15 @@ public struct UsageWatcher: Sendable {
 
     public init() {}
 
-    public mutating func feed(_ part: UnsafeRawBufferPointer) {
+    /// `last`: no part follows (the answer's length is reached), so nothing is kept for one —
+    /// an answer read whole costs no copy and no allocation here.
+    public mutating func feed(_ part: UnsafeRawBufferPointer, last: Bool = false) {
         guard part.count > 0 else { return }
         if window.isEmpty {
             // Nothing carried over (a whole answer in one part, or the first part): scanned where
             // it is, and only what may still matter is kept — not a copy of every answer.
             if let found = UsageScanner.lastUsage(in: part) { usage = found }
-            window.append(contentsOf: UnsafeRawBufferPointer(rebasing: part[Self.keptFrom(part)...]))
+            if !last { window.append(contentsOf: UnsafeRawBufferPointer(rebasing: part[Self.keptFrom(part)...])) }
             return
         }
         window.append(contentsOf: part)

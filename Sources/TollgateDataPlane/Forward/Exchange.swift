@@ -51,6 +51,9 @@ final class Exchange: UpstreamDelegate, SlotWaiter {
     private var usageFilter = InjectedUsageFilter()
     /// The instance's `usage`, wherever it is in the answer.
     private var usageWatcher = UsageWatcher()
+    /// Body bytes still to come of an answer framed by its `Content-Length` (nil otherwise): the
+    /// part that reaches it is the last one the usage watcher sees.
+    private var bodyLeft: Int?
     private let reservation: QuotaBook.Reservation
     /// The cache's plan for this request (nil: not cacheable, or no cache).
     private let cache: CachePlan?
@@ -309,6 +312,7 @@ final class Exchange: UpstreamDelegate, SlotWaiter {
             // edits (the usage event taken out) or one of unknown length is sent chunked. (An
             // answer to HEAD, a 204 or 304 keeps the instance's length: the writer sends no body.)
             let length = injectedUsage || upstreamHead.head.known.transferEncoding != nil ? nil : upstreamHead.head.contentLength
+            if case .contentLength(let declared) = upstreamHead.head.framing { bodyLeft = declared }
             handler?.beginAnswer(status: code, forwarding: upstreamHead, contentLength: length) { writeGatewayHeaders(into: &$0) }
             if handler?.clientWritable == false { connection.handler.pauseReading() }
         case .streaming(_, let connection, let keepAlive):
@@ -321,7 +325,11 @@ final class Exchange: UpstreamDelegate, SlotWaiter {
                 if injectedUsage && status == 200 {
                     if let forward = usageFilter.filter(buffer) { handler?.writeResponseBody(forward) }
                 } else {
-                    if metered { buffer.withUnsafeReadableBytes { usageWatcher.feed($0) } }
+                    if metered {
+                        let last = bodyLeft.map { buffer.readableBytes >= $0 } ?? false
+                        buffer.withUnsafeReadableBytes { usageWatcher.feed($0, last: last) }
+                    }
+                    bodyLeft = bodyLeft.map { $0 - buffer.readableBytes }
                     handler?.writeResponseBody(buffer)
                 }
             case .end:
