@@ -34,9 +34,11 @@ struct FieldSectionScanner: Sendable {
 
     /// Reads on from `i` (the byte after the start line's LF, or where the last call stopped)
     /// up to `end`. Returns the next complete field line, the end of the head, or nil when the
-    /// bytes ran out before either (`i` is then `end`).
+    /// bytes ran out before either (`i` is then `end`). A refusal is thrown as the calling
+    /// parser's own error.
     @inline(__always)
-    mutating func next(_ bytes: UnsafeRawBufferPointer, at i: inout Int, end: Int) throws(FieldSectionError) -> Event? {
+    mutating func next<Refusal: FieldLineRefusal>(_ bytes: UnsafeRawBufferPointer, at i: inout Int, end: Int,
+                                                  refusing _: Refusal.Type) throws(Refusal) -> Event? {
         // Locals in the loops: stores to `self` could alias `bytes`, and would be made byte by byte.
         var k = i
         defer { i = k }
@@ -51,9 +53,9 @@ struct FieldSectionScanner: Sendable {
                 }
                 // A line that starts with whitespace is obs-fold, or whitespace between the
                 // start line and the first field: both refused (RFC 9112 §5.2, §2.2).
-                if HTTPBytes.isWhitespace(b) { throw FieldSectionError(.obsoleteLineFolding, at: k) }
-                if b == HTTPBytes.lf { throw FieldSectionError(.bareLineFeed, at: k) }
-                guard HTTPBytes.isToken(b) else { throw FieldSectionError(.invalidFieldName, at: k) }
+                if HTTPBytes.isWhitespace(b) { throw Refusal.obsoleteLineFolding.at(k) }
+                if b == HTTPBytes.lf { throw Refusal.bareLineFeed.at(k) }
+                guard HTTPBytes.isToken(b) else { throw Refusal.invalidFieldName.at(k) }
                 nameStart = k
                 stage = .name
 
@@ -63,9 +65,9 @@ struct FieldSectionScanner: Sendable {
                 let b = bytes[k]
                 guard b == UInt8(ascii: ":") else {
                     // RFC 9112 §5.1: no whitespace between name and colon, MUST be rejected.
-                    if HTTPBytes.isWhitespace(b) { throw FieldSectionError(.whitespaceBeforeColon, at: k) }
-                    if b == HTTPBytes.cr || b == HTTPBytes.lf { throw FieldSectionError(.fieldWithoutColon, at: k) }
-                    throw FieldSectionError(.invalidFieldName, at: k)
+                    if HTTPBytes.isWhitespace(b) { throw Refusal.whitespaceBeforeColon.at(k) }
+                    if b == HTTPBytes.cr || b == HTTPBytes.lf { throw Refusal.fieldWithoutColon.at(k) }
+                    throw Refusal.invalidFieldName.at(k)
                 }
                 nameEnd = k
                 k += 1
@@ -97,21 +99,21 @@ struct FieldSectionScanner: Sendable {
                 if k == end { return nil }
                 let b = bytes[k]
                 guard b == HTTPBytes.cr else {
-                    if b == HTTPBytes.lf { throw FieldSectionError(.bareLineFeed, at: k) }
-                    throw FieldSectionError(.invalidFieldValue, at: k)
+                    if b == HTTPBytes.lf { throw Refusal.bareLineFeed.at(k) }
+                    throw Refusal.invalidFieldValue.at(k)
                 }
                 lineEnd = k
                 k += 1
                 stage = .fieldLF
 
             case .fieldLF:
-                guard bytes[k] == HTTPBytes.lf else { throw FieldSectionError(.bareCarriageReturn, at: k) }
+                guard bytes[k] == HTTPBytes.lf else { throw Refusal.bareCarriageReturn.at(k) }
                 k += 1
                 stage = .fieldStart
                 return .field(name: nameStart..<nameEnd, value: valueStart..<valueEnd, line: valueStart..<lineEnd)
 
             case .finalLF:
-                guard bytes[k] == HTTPBytes.lf else { throw FieldSectionError(.bareCarriageReturn, at: k) }
+                guard bytes[k] == HTTPBytes.lf else { throw Refusal.bareCarriageReturn.at(k) }
                 k += 1
                 return .end(length: k)
             }
@@ -120,22 +122,22 @@ struct FieldSectionScanner: Sendable {
     }
 }
 
-/// Why `FieldSectionScanner` refused a field line; each parser reports it as its own error.
-struct FieldSectionError: Error, Sendable {
-    enum Reason: UInt8, Sendable {
-        case bareLineFeed, bareCarriageReturn, obsoleteLineFolding
-        case invalidFieldName, whitespaceBeforeColon, fieldWithoutColon, invalidFieldValue
-    }
-
-    let reason: Reason
-    /// Where it was found, from the head's first byte.
-    let offset: Int
-
-    init(_ reason: Reason, at offset: Int) {
-        self.reason = reason
-        self.offset = offset
-    }
+/// The refusals a field line can get, which each parser's error type has under these names
+/// (`RequestHeadError`, `ResponseHeadError`): the scanner throws the caller's own.
+protocol FieldLineRefusal: Error {
+    static var bareLineFeed: Self { get }
+    static var bareCarriageReturn: Self { get }
+    static var obsoleteLineFolding: Self { get }
+    static var invalidFieldName: Self { get }
+    static var whitespaceBeforeColon: Self { get }
+    static var fieldWithoutColon: Self { get }
+    static var invalidFieldValue: Self { get }
+    /// The same refusal, found at `offset` from the head's first byte.
+    func at(_ offset: Int) -> Self
 }
+
+extension RequestHeadError: FieldLineRefusal {}
+extension ResponseHeadError: FieldLineRefusal {}
 
 /// The values both parsers read the same way.
 enum FieldValues {

@@ -26,21 +26,6 @@ public struct RequestHeadError: Error, Sendable, Equatable, CustomStringConverti
 
     func at(_ offset: Int) -> RequestHeadError { RequestHeadError(code, offset: offset) }
 
-    /// A field line the shared `FieldSectionScanner` refused, as this head's error.
-    init(_ refused: FieldSectionError) {
-        let code: Code
-        switch refused.reason {
-        case .bareLineFeed: code = .bareLineFeed
-        case .bareCarriageReturn: code = .bareCarriageReturn
-        case .obsoleteLineFolding: code = .obsoleteLineFolding
-        case .invalidFieldName: code = .invalidFieldName
-        case .whitespaceBeforeColon: code = .whitespaceBeforeColon
-        case .fieldWithoutColon: code = .fieldWithoutColon
-        case .invalidFieldValue: code = .invalidFieldValue
-        }
-        self.init(code, offset: refused.offset)
-    }
-
     public static func == (a: RequestHeadError, b: RequestHeadError) -> Bool { a.code == b.code }
 
     /// A line ended by LF alone (RFC 9112 §2.2: only CRLF; a bare LF is how requests are

@@ -163,13 +163,7 @@ public struct RequestHeadParser: Sendable {
                 stage = .fields
 
             case .fields:
-                let event: FieldSectionScanner.Event?
-                do {
-                    event = try fields.next(bytes, at: &i, end: end)
-                } catch {
-                    throw RequestHeadError(error)
-                }
-                switch event {
+                switch try fields.next(bytes, at: &i, end: end, refusing: RequestHeadError.self) {
                 case nil:
                     break scan
                 case .field(let name, let value, let line)?:

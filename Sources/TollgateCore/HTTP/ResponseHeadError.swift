@@ -25,21 +25,6 @@ public struct ResponseHeadError: Error, Sendable, Equatable, CustomStringConvert
 
     func at(_ offset: Int) -> ResponseHeadError { ResponseHeadError(code, offset: offset) }
 
-    /// A field line the shared `FieldSectionScanner` refused, as this head's error.
-    init(_ refused: FieldSectionError) {
-        let code: Code
-        switch refused.reason {
-        case .bareLineFeed: code = .bareLineFeed
-        case .bareCarriageReturn: code = .bareCarriageReturn
-        case .obsoleteLineFolding: code = .obsoleteLineFolding
-        case .invalidFieldName: code = .invalidFieldName
-        case .whitespaceBeforeColon: code = .whitespaceBeforeColon
-        case .fieldWithoutColon: code = .fieldWithoutColon
-        case .invalidFieldValue: code = .invalidFieldValue
-        }
-        self.init(code, offset: refused.offset)
-    }
-
     public static func == (a: ResponseHeadError, b: ResponseHeadError) -> Bool { a.code == b.code }
 
     /// A line ended by LF alone (RFC 9112 §2.2).

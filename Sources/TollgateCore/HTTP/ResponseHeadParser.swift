@@ -127,13 +127,7 @@ public struct ResponseHeadParser: Sendable {
                 stage = .fields
 
             case .fields:
-                let event: FieldSectionScanner.Event?
-                do {
-                    event = try fields.next(bytes, at: &i, end: end)
-                } catch {
-                    throw ResponseHeadError(error)
-                }
-                switch event {
+                switch try fields.next(bytes, at: &i, end: end, refusing: ResponseHeadError.self) {
                 case nil:
                     break scan
                 case .field(let name, let value, let line)?:
