@@ -166,7 +166,7 @@ final class BadInputTests: XCTestCase {
         // Not before idle_timeout (a timer never fires early); within it plus a margin for a
         // loaded, shared 2-core machine (a connection left open fails the 5 s read instead).
         XCTAssertGreaterThanOrEqual(elapsed, .milliseconds(300))
-        XCTAssertLessThan(elapsed, .milliseconds(300 + 700))
+        XCTAssertLessThan(elapsed, .milliseconds(300 + 2_000))
         await gw.stop()
     }
 
