@@ -36,7 +36,8 @@ final class ConnectionGuard {
     /// The owning handler was added: `context` is where the guard writes and closes.
     func attach(_ context: ChannelHandlerContext) {
         self.context = context
-        timer = DeadlineTimer(eventLoop: context.eventLoop) { [weak self] in self?.timedOut() }
+        // Unowned: the timer is this guard's alone (see `ExchangeTimers`).
+        timer = DeadlineTimer(eventLoop: context.eventLoop) { [unowned self] in self.timedOut() }
         if context.channel.isActive { timer?.set(.now() + idleTimeout) }
     }
 

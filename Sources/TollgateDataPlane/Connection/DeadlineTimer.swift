@@ -7,16 +7,33 @@ import NIOCore
 /// now, expires in 60 s") only updates `deadline`; the task already scheduled for the earlier
 /// time fires, sees the deadline has moved, and schedules itself again once. Only a deadline
 /// that moves *earlier* schedules a new task. Event-loop bound, like the handlers using it.
+///
+/// The scheduled task reaches the timer through a `Link` that the timer's `deinit` cuts, not
+/// through a weak reference: an object referenced weakly gets a side table, and every retain
+/// and release of it then takes the runtime's slow path (the timer is touched on every request).
 final class DeadlineTimer {
+    /// What a scheduled task holds: the timer while it lives, nil after. Loop-bound like the timer.
+    private final class Link {
+        var timer: Unmanaged<DeadlineTimer>?
+        init() {}
+    }
+
     private let eventLoop: any EventLoop
     private let action: () -> Void
     private var deadline: NIODeadline?
     private var scheduled: Scheduled<Void>?
     private var scheduledFor: NIODeadline = .distantFuture
+    private let link = Link()
 
     init(eventLoop: any EventLoop, action: @escaping () -> Void) {
         self.eventLoop = eventLoop
         self.action = action
+        link.timer = Unmanaged.passUnretained(self)
+    }
+
+    deinit {
+        link.timer = nil
+        scheduled?.cancel()
     }
 
     /// Fires `action` at `deadline` unless changed before; `nil` disarms.
@@ -39,8 +56,11 @@ final class DeadlineTimer {
     private func schedule(at when: NIODeadline) {
         scheduled?.cancel()
         scheduledFor = when
-        scheduled = eventLoop.assumeIsolated().scheduleTask(deadline: when) { [weak self] in
-            self?.fired(at: when)
+        scheduled = eventLoop.assumeIsolated().scheduleTask(deadline: when) { [link] in
+            // Cut by `deinit` (on this loop): a task already taken to run still finds no timer.
+            // A strong reference for the call: the action may let the timer's owner go.
+            guard let timer = link.timer?.takeUnretainedValue() else { return () }
+            timer.fired(at: when)
             return ()
         }
     }

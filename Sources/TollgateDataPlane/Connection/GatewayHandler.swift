@@ -104,7 +104,9 @@ final class GatewayHandler: ChannelDuplexHandler, ClientSide {
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
         connectionGuard.attach(context)
-        bodyTimer = DeadlineTimer(eventLoop: context.eventLoop) { [weak self] in self?.bodyTimedOut() }
+        // Unowned, not weak: the timer is this handler's alone (see `ExchangeTimers` for why a
+        // weak reference to a hot object costs on every retain).
+        bodyTimer = DeadlineTimer(eventLoop: context.eventLoop) { [unowned self] in self.bodyTimedOut() }
         exchangeTimers = ExchangeTimers(eventLoop: context.eventLoop)
         loop.connections[ObjectIdentifier(self)] = self
         loop.counters.activeConnections.wrappingIncrement(ordering: .relaxed)

@@ -461,6 +461,14 @@ final class Exchange: UpstreamDelegate, SlotWaiter {
     private func finish(_ ending: Ending, outcome: String) {
         if case .finished = phase { return }
         let instance = counted.map { state.table.instances[$0.instance].name } ?? failover.tried.last.map { state.table.instances[$0].name }
+        // Every path that lets a connection go detached from it already; this one makes sure a
+        // connection never keeps a finished exchange (its delegate is a strong reference).
+        switch phase {
+        case .awaitingHead(_, let connection), .streaming(_, let connection, _):
+            if connection.handler.delegate === self { connection.handler.delegate = nil }
+        default:
+            break
+        }
         phase = .finished
         releaseInFlight()
         if retryCounted {

@@ -23,7 +23,10 @@ final class UpstreamHandler: ChannelDuplexHandler {
     typealias OutboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
 
-    weak var delegate: (any UpstreamDelegate)?
+    /// The request using the connection. Strong, not weak (a weakly referenced exchange would
+    /// pay the runtime's slow path on every retain, see `ExchangeTimers`): the exchange detaches
+    /// itself whenever it lets the connection go, the pool's `release` and a close detach it too.
+    var delegate: (any UpstreamDelegate)?
     /// Called once when the connection closes, so that the pool forgets it.
     var onClose: (() -> Void)?
     private var context: ChannelHandlerContext?
@@ -222,11 +225,9 @@ final class UpstreamConnectionPool {
             let handler = try channel.pipeline.syncOperations.handler(type: UpstreamHandler.self)
             let conn = UpstreamConnection(channel: channel, handler: handler, pool: self)
             self.open += 1
-            handler.onClose = { [weak self, unowned conn] in
-                guard let self else { return }
-                self.open -= 1
-                self.idle.removeAll { $0 === conn }
-            }
+            // The pool through the connection, which holds it: no weak reference to the pool
+            // (a side table would slow every retain of it, see `ExchangeTimers`).
+            handler.onClose = { [unowned conn] in conn.pool.forget(conn) }
             return conn
         }.nonisolated()
     }
@@ -241,6 +242,12 @@ final class UpstreamConnectionPool {
         } else {
             idle.append(conn)
         }
+    }
+
+    /// A connection of this pool closed.
+    fileprivate func forget(_ conn: UpstreamConnection) {
+        open -= 1
+        idle.removeAll { $0 === conn }
     }
 
     func closeAll() {

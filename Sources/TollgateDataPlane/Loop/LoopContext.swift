@@ -99,7 +99,6 @@ final class LoopContext {
         let random = UInt32.random(in: 0...UInt32.max)
         self.requestPrefix = "req-" + String(random, radix: 16) + String(index, radix: 16) + "-"
         self.waitingLine = WaitingLine(eventLoop: eventLoop, clock: clock)
-        counters.metrics.attach(self)
         waitingLine.canDispatch = { [unowned self] pool, department, lane in
             self.hasFreeSlot(self.monitor.store.load(), department: department, pool: pool, lane: lane)
         }
@@ -111,6 +110,16 @@ final class LoopContext {
         var id = requestPrefix  // "req-<random><loop>-", one allocation per id
         id += String(requestSerial, radix: 16)
         return id
+    }
+
+    /// This loop's metrics for a scrape, on this loop; in-flight counts are indexed like
+    /// `state.table.instances`.
+    func metricsSnapshot(state: GatewayState) -> LoopMetricsSnapshot {
+        // Bring an idle loop up to the table (as its next request would); never back to an
+        // older one, should a reload have happened since `state` was read.
+        if generation < state.table.generation { adopt(state) }
+        let current = generation == state.table.generation ? inFlight : Array(repeating: 0, count: state.table.instances.count)
+        return counters.metrics.snapshot(inFlight: current, queues: waitingLine.snapshot())
     }
 
     /// Brings balancers and in-flight counts to `state`'s table when it changed.

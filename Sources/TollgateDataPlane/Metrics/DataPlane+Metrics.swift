@@ -84,7 +84,7 @@ extension DataPlane {
             snapshot.redisAvailableConnections = redis.availableConnections
             snapshot.redisOutages = redis.outages
         }
-        let futures = counters.compactMap { $0.metrics.snapshot(state: state) }
+        let futures = contexts.values.map { bound in bound.eventLoop.submit { bound.value.metricsSnapshot(state: state) } }
         for future in futures {
             if let loop = try? await future.get() { snapshot.add(loop) }
         }

@@ -1,6 +1,5 @@
 import Atomics
 import TollgateCore
-import NIOConcurrencyHelpers
 import NIOCore
 
 /// The labelled counters and latency histograms of one event loop, for `/metrics`.
@@ -8,11 +7,15 @@ import NIOCore
 /// Recording costs no lock and no hop: the loop that owns these metrics is the only writer.
 /// Histograms are relaxed atomics any thread may read; the per-(department, instance,
 /// status, cache) request table is a plain dictionary that only the loop touches, and the
-/// control plane reads it by submitting a closure to that loop (`snapshot(state:)`), once
+/// control plane reads it by submitting a closure to that loop (`LoopContext.metricsSnapshot`), once
 /// per scrape.
 public final class LoopMetrics: @unchecked Sendable {
-    // @unchecked: `requests` and `context` are confined to the owning loop (written by
-    // `count`/`attach` on it, read by `snapshot` on it); everything else is Sendable.
+    // @unchecked: `requests` is confined to the owning loop (written by `count` on it, read by
+    // `snapshot` on it); everything else is Sendable.
+    //
+    // No reference back to the loop's context: the data plane, which holds the contexts, asks
+    // each one for its snapshot. (A weak one gave the context a side table, and every retain of
+    // it the runtime's slow path: see `ExchangeTimers`.)
 
     /// What a request counter is labelled with.
     public struct RequestKey: Hashable, Sendable {
@@ -41,18 +44,8 @@ public final class LoopMetrics: @unchecked Sendable {
     public let gatewayOverhead = LoopHistogram(boundsMicros: LoopHistogram.overheadBoundsMicros)
 
     private var requests: [RequestKey: Int] = [:]
-    private weak var context: LoopContext?
-    /// Set once, on the loop, before the data plane is running; read per scrape.
-    private let owner = NIOLockedValueBox<(any EventLoop)?>(nil)
 
     init() {}
-
-    /// Binds these metrics to the loop context that records into them. On that loop.
-    func attach(_ context: LoopContext) {
-        context.eventLoop.preconditionInEventLoop()
-        self.context = context
-        owner.withLockedValue { $0 = context.eventLoop }
-    }
 
     /// Counts one ledger row (every authenticated request has exactly one). On the owning loop.
     @inline(__always)
@@ -71,27 +64,13 @@ public final class LoopMetrics: @unchecked Sendable {
         if firstByte != nil { upstreamLatency.observe(micros: Int((end - sent).nanoseconds / 1000)) }
     }
 
-    /// This loop's figures, read on the loop; in-flight counts are indexed like
-    /// `state.table.instances`. Nil before the loop is attached.
-    func snapshot(state: GatewayState) -> EventLoopFuture<LoopMetricsSnapshot>? {
-        guard let loop = owner.withLockedValue({ $0 }) else { return nil }
-        return loop.submit {
-            var inFlight = Array(repeating: 0, count: state.table.instances.count)
-            var queues: [QueueFigures.Key: QueueFigures] = [:]
-            if let context = self.context {
-                queues = context.waitingLine.snapshot()
-                // Bring an idle loop up to the table (as its next request would); never back
-                // to an older one, should a reload have happened since `state` was read.
-                if context.generation < state.table.generation { context.adopt(state) }
-                if context.generation == state.table.generation {
-                    inFlight = context.inFlight
-                }
-            }
-            return LoopMetricsSnapshot(
-                requests: self.requests, inFlight: inFlight, queues: queues,
-                requestDuration: self.requestDuration.snapshot(), upstreamLatency: self.upstreamLatency.snapshot(),
-                timeToFirstToken: self.timeToFirstToken.snapshot(), gatewayOverhead: self.gatewayOverhead.snapshot())
-        }
+    /// The figures recorded so far, with the loop's in-flight counts and queues. On the
+    /// owning loop (`LoopContext.metricsSnapshot`).
+    func snapshot(inFlight: [Int], queues: [QueueFigures.Key: QueueFigures]) -> LoopMetricsSnapshot {
+        LoopMetricsSnapshot(
+            requests: requests, inFlight: inFlight, queues: queues,
+            requestDuration: requestDuration.snapshot(), upstreamLatency: upstreamLatency.snapshot(),
+            timeToFirstToken: timeToFirstToken.snapshot(), gatewayOverhead: gatewayOverhead.snapshot())
     }
 }
 
