@@ -131,6 +131,45 @@ final class LedgerTests: XCTestCase {
         await rig.stop()
     }
 
+    /// A client that leaves while the gateway waits for Redis's answer to its cache lookup still
+    /// has its row (499) and gets its reservation back, request and tokens. (The lookup's
+    /// callback reached the connection's handler through a weak reference: with the client gone
+    /// the handler was gone too, and the reservation stayed taken and the row unwritten.)
+    func testAClientThatLeavesDuringItsCacheLookupHasItsRowAndItsReservationBack() async throws {
+        let redisServer = try RedisServer()
+        defer { redisServer.stop() }
+        var redis = try RedisConfiguration(url: redisServer.url())
+        redis.commandTimeout = .seconds(5)  // the lookup waits for Redis, not for its timeout
+        let rig = try await start(instances: 1, redis: redis) { config in
+            config.departments[0].quota = QuotaLimits(requestsPerMinute: 100, tokensPerDay: 1_000_000)
+        }
+        for _ in 0..<250 where (rig.gateway.dataPlane.redis?.availableConnections ?? 0) < 2 { try await Task.sleep(for: .milliseconds(20)) }
+        // Redis answers nobody for 0.8 s.
+        let sleeper = try RawSocket(port: redisServer.port)
+        try sleeper.send("DEBUG SLEEP 0.8\r\n")
+        try await Task.sleep(for: .milliseconds(50))
+        do {
+            let leaving = try RawSocket(port: rig.port)
+            let body = #"{"model":"qwen2.5-0.5b-instruct","temperature":0,"max_tokens":500,"messages":[{"role":"user","content":"cached later"}]}"#
+            try leaving.send("POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer \(TestKeys.engineering)\r\ncontent-length: \(body.utf8.count)\r\n\r\n\(body)")
+            try await Task.sleep(for: .milliseconds(150))
+            _ = consume leaving  // gone while its lookup waits
+        }
+        try await Task.sleep(for: .milliseconds(1_100))  // Redis is awake and has answered
+        await rig.gateway.dataPlane.flushUsage()
+        await rig.ledger.writer.flush()
+        let rows = try rig.rows("SELECT status FROM usage")
+        XCTAssertEqual(rows.map { $0["status"] as Int }, [499], "its row")
+        XCTAssertEqual(rig.sims[0].stats.requests, 0, "the instance never saw it")
+        let quotas = rig.gateway.dataPlane.state.quotas
+        var calendar = QuotaCalendar(timeZone: quotas.settings.timeZone)
+        let usage = quotas.usage(department: 0, at: calendar.current(atMs: Int64(Date().timeIntervalSince1970 * 1000)))
+        XCTAssertEqual(usage[.tokensPerDay] ?? 0, 0, "its 500-token reservation given back")
+        XCTAssertEqual(usage[.requestsPerMinute] ?? 0, 0, "and its request")
+        _ = sleeper
+        await rig.stop()
+    }
+
     /// An instance's error answer without usage costs nothing: it generated nothing. (It was
     /// charged the whole reservation: a 2,000,000-token request refused by the instance's
     /// context limit used up the department's day.)

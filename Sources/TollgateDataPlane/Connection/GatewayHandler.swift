@@ -462,7 +462,9 @@ final class GatewayHandler: ChannelDuplexHandler, ClientSide {
             timeMs: wallClockMs() - Int64(latency), requestID: pending.requestID,
             department: pending.state.table.departments[pending.caller.department].name,
             keyPrefix: pending.caller.keyPrefix, model: model, endpoint: pending.endpoint.name, instance: nil, status: status,
-            latencyMs: latency, cache: .off, stream: stream), settling: reservation, spent: 0, in: pending.state.quotas)
+            latencyMs: latency, cache: .off, stream: stream), settling: reservation, spent: 0, in: pending.state.quotas,
+            // A client that left before any answer: its request costs nothing either (as in the waiting line).
+            unanswered: status == 499)
     }
 
     /// `head`'s credential, read again only when its `Authorization` differs from the last one
@@ -533,13 +535,16 @@ final class GatewayHandler: ChannelDuplexHandler, ClientSide {
 
     private func lookUpInRedis(_ admitted: AdmittedRequest, _ lookup: CacheLookup) {
         let requestID = admitted.request.requestID
+        // The handler is held until Redis answers (and a follower until its flight ends), not
+        // referenced weakly: a client that left meanwhile takes the handler with it, and its
+        // request must still end here (`.abandoned`: its row, its reservation given back).
         lookup.lookUp(admitted, loop: loop,
-                      isWanted: { [weak self] in
-                          guard let self, self.context != nil, case .responding = self.state else { return false }
+                      isWanted: { [self] in
+                          guard context != nil, case .responding = state else { return false }
                           return true
                       },
-                      flightEnded: { [weak self] answer in self?.followerResumed(requestID: requestID, answer: answer) },
-                      found: { [weak self] found in self?.cacheFound(found, admitted, lookup) })
+                      flightEnded: { [self] answer in followerResumed(requestID: requestID, answer: answer) },
+                      found: { [self] found in cacheFound(found, admitted, lookup) })
     }
 
     private func cacheFound(_ found: CacheLookup.Found, _ admitted: AdmittedRequest, _ lookup: CacheLookup) {
@@ -553,12 +558,12 @@ final class GatewayHandler: ChannelDuplexHandler, ClientSide {
         case .lead(let plan), .bypass(let plan):
             startExchange(admitted, cache: plan)
         case .follow:
-            state = .following(Follower(requestID: admitted.request.requestID, abandon: { [weak self] in
+            // Unowned: kept in this handler's own state and called only by it.
+            state = .following(Follower(requestID: admitted.request.requestID, abandon: { [unowned self] in
                 // The client left while it waited: nothing was used, and the request has its row.
-                self?.recordLocal(admitted.request, status: 499, model: admitted.model, stream: admitted.summary.stream,
-                                  releasing: admitted.reservation)
-            }, resume: { [weak self] answer in
-                guard let self else { return }
+                self.recordLocal(admitted.request, status: 499, model: admitted.model, stream: admitted.summary.stream,
+                                 releasing: admitted.reservation)
+            }, resume: { [unowned self] answer in
                 if let answer, let reply = CachedReply(answer, for: admitted, loop: self.loop) {
                     self.answerFromCache(reply, admitted, preview: preview)
                 } else {
