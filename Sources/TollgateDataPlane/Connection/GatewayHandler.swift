@@ -84,12 +84,19 @@ final class GatewayHandler: ChannelDuplexHandler, ClientSide {
 
     init(loop: LoopContext, idleTimeout: TimeAmount, headerTimeout: TimeAmount, remoteAddress: String, limits: RequestLimits,
          inboundCap: Int) {
+        #if DEBUG
+        LiveObjects.handlers.wrappingIncrement(ordering: .relaxed)
+        #endif
         self.decoder = RequestDecoder(limits: limits)
         self.inboundCap = inboundCap
         self.loop = loop
         self.connectionGuard = ConnectionGuard(idleTimeout: idleTimeout, headerTimeout: headerTimeout)
         self.remoteAddress = remoteAddress
     }
+
+    #if DEBUG
+    deinit { LiveObjects.handlers.wrappingDecrement(ordering: .relaxed) }
+    #endif
 
     /// A connection past a limit: answered with `error` once active, then closed; nothing it
     /// sends is read as a request.

@@ -86,6 +86,9 @@ final class Exchange: UpstreamDelegate, SlotWaiter {
 
     init(client handler: any ClientSide, timers: ExchangeTimers, loop: LoopContext, request admitted: AdmittedRequest,
          cache: CachePlan? = nil) {
+        #if DEBUG
+        LiveObjects.exchanges.wrappingIncrement(ordering: .relaxed)
+        #endif
         self.timers = timers
         self.failover = Failover(maxAttempts: admitted.request.state.table.configuration.retry.attempts)
         let request = admitted.request, summary = admitted.summary, caller = request.caller, state = request.state
@@ -116,6 +119,10 @@ final class Exchange: UpstreamDelegate, SlotWaiter {
         self.lane = Lane.effective(declared: state.table.departments[caller.department].lane,
                                    header: request.head.priority)
     }
+
+    #if DEBUG
+    deinit { LiveObjects.exchanges.wrappingDecrement(ordering: .relaxed) }
+    #endif
 
     private var config: GatewayConfiguration { state.table.configuration }
 
