@@ -34,7 +34,8 @@ public final class AdminSessions: Sendable {
     let key: AdminKey
     private let processSalt: [UInt8]
     private let revoked = NIOLockedValueBox<[String: Int64]>([:])
-    private let logoutHook = NIOLockedValueBox<(@Sendable (_ digest: String, _ expiresS: Int64) -> Void)?>(nil)
+    /// Called with the session's digest (hex) and when it would have ended.
+    private let logoutHook = Hook<(digest: String, expiresS: Int64)>()
     private let clock: @Sendable () -> Int64
 
     /// - Parameter shared: true when the replicas share sessions (with Redis): no per-process salt.
@@ -54,7 +55,7 @@ public final class AdminSessions: Sendable {
 
     /// Called on every logout with the session's digest (hex) and when it would have ended.
     public func onLogout(_ hook: @escaping @Sendable (_ digest: String, _ expiresS: Int64) -> Void) {
-        logoutHook.withLockedValue { $0 = hook }
+        logoutHook.install { session in hook(session.digest, session.expiresS) }
     }
 
     /// A new session; returns the cookie's value.
@@ -81,7 +82,7 @@ public final class AdminSessions: Sendable {
         guard let value, let (_, expiry, _) = Self.split(value), isValid(value) else { return }
         let digest = Self.digest(of: value)
         revoke(digest: digest, expiresS: expiry)
-        logoutHook.withLockedValue { $0 }?(digest, expiry)
+        logoutHook.call((digest, expiry))
     }
 
     /// Puts a session digest (hex SHA-256 of the cookie value) on the revocation list until

@@ -122,7 +122,7 @@ public final class QuotaCounter: Sendable {
 public final class QuotaLeaseSignal: Sendable {
     private let leasing = ManagedAtomic<Bool>(false)
     private let wakePending = ManagedAtomic<Bool>(false)
-    private let waker = NIOLockedValueBox<(@Sendable () -> Void)?>(nil)
+    private let waker = Hook<Void>()
 
     public init() {}
 
@@ -133,13 +133,15 @@ public final class QuotaLeaseSignal: Sendable {
     func setLeasing(_ on: Bool) { leasing.store(on, ordering: .relaxed) }
 
     /// Installed by the lease manager: runs a round on its loop.
-    func install(waker: (@Sendable () -> Void)?) { self.waker.withLockedValue { $0 = waker } }
+    func install(waker: (@Sendable () -> Void)?) {
+        if let waker { self.waker.install { _ in waker() } } else { self.waker.install(nil) }
+    }
 
     /// Asks for a round now; a no-op while one is already asked for.
     @inline(__always)
     func wake() {
         guard wakePending.compareExchange(expected: false, desired: true, ordering: .relaxed).exchanged else { return }
-        if let waker = waker.withLockedValue({ $0 }) { waker() } else { wakePending.store(false, ordering: .relaxed) }
+        if !waker.call(()) { wakePending.store(false, ordering: .relaxed) }
     }
 
     /// Whether a wake was asked for since the last call (the round calls this).

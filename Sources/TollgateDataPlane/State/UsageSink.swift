@@ -12,7 +12,7 @@ public final class UsageSink: Sendable {
     public let replica: String?
     private let lastUsed = NIOLockedValueBox<[String: Int64]>([:])
     /// Sees every batch after the writer (the fleet's rollups); set once at start.
-    private let observer = NIOLockedValueBox<(@Sendable ([UsageRecord]) -> Void)?>(nil)
+    private let observer = Hook<[UsageRecord]>()
 
     public init(writer: any UsageRecordSink, replica: String? = nil) {
         self.writer = writer
@@ -22,7 +22,7 @@ public final class UsageSink: Sendable {
     func submit(_ records: [UsageRecord], lastUsed uses: [String: Int64]) {
         writer.submit(records)
         // One lock per batch (every 100 ms per loop), as for the last-use times below.
-        if let observe = observer.withLockedValue({ $0 }), !records.isEmpty { observe(records) }
+        if !records.isEmpty { observer.call(records) }
         if !uses.isEmpty {
             lastUsed.withLockedValue { all in
                 for (prefix, ms) in uses where ms > all[prefix] ?? 0 { all[prefix] = ms }
@@ -32,7 +32,7 @@ public final class UsageSink: Sendable {
 
     /// Hands every batch of records to `observe` as well (on the submitting loop: keep it short).
     public func observe(_ observe: @escaping @Sendable ([UsageRecord]) -> Void) {
-        observer.withLockedValue { $0 = observe }
+        observer.install(observe)
     }
 
     /// True while the ledger's backlog is full (`UsageRecordSink.isSaturated`): new requests

@@ -37,7 +37,7 @@ public final class Fleet: Sendable {
     let queue = DispatchQueue(label: "tollgate-fleet")
     private let subscriber: NIOLoopBoundBox<RedisSubscriber?>
     private let timers = NIOLockedValueBox<[RepeatedTask]>([])
-    private let reloadHook = NIOLockedValueBox<(@Sendable () -> Void)?>(nil)
+    private let reloadHook = Hook<Void>()
     private let stopped = NIOLockedValueBox(false)
 
     /// Registry syncs are also run this often without an event (keys made by the command line
@@ -66,7 +66,7 @@ public final class Fleet: Sendable {
 
     /// What a `reload` event runs (the gateway's reload).
     func onReload(_ reload: @escaping @Sendable () -> Void) {
-        reloadHook.withLockedValue { $0 = reload }
+        reloadHook.install { _ in reload() }
     }
 
     /// The admin API's view of the fleet.
@@ -165,7 +165,7 @@ public final class Fleet: Sendable {
             Task { await dataPlane.purgeLocalCaches(department: department) }
         case .reload:
             logger.notice("reload asked by another replica")
-            queue.async { self.reloadHook.withLockedValue { $0 }?() }
+            queue.async { self.reloadHook.call(()) }
         case .logout(let digest):
             // The exact end is in the shared list (read at resync); until then the longest.
             sessions.revoke(digest: digest, expiresS: Int64(Date().timeIntervalSince1970) + sessions.lifetimeSeconds)
