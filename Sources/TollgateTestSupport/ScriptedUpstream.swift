@@ -49,6 +49,7 @@ public final class ScriptedUpstream: @unchecked Sendable {
     private let lock = NSLock()
     private var _requests: [Request] = []
     private var _connections = 0
+    private var _open = 0
     private var stopped = false
 
     public init(script: @escaping @Sendable (Request) -> Reply) throws {
@@ -81,6 +82,8 @@ public final class ScriptedUpstream: @unchecked Sendable {
     public var requests: [Request] { lock.withLock { _requests } }
     /// Connections accepted so far.
     public var connections: Int { lock.withLock { _connections } }
+    /// Connections accepted and not yet closed (by either side).
+    public var openConnections: Int { lock.withLock { _open } }
 
     public func stop() {
         lock.withLock { stopped = true }
@@ -98,6 +101,7 @@ public final class ScriptedUpstream: @unchecked Sendable {
             }
             let number = lock.withLock {
                 _connections += 1
+                _open += 1
                 return _connections - 1
             }
             let thread = Thread { [self] in serve(fd, number: number) }
@@ -106,7 +110,10 @@ public final class ScriptedUpstream: @unchecked Sendable {
     }
 
     private func serve(_ fd: Int32, number: Int) {
-        defer { Glibc.close(fd) }
+        defer {
+            Glibc.close(fd)
+            lock.withLock { _open -= 1 }
+        }
         var buffer: [UInt8] = []
         var index = 0
         var chunk = [UInt8](repeating: 0, count: 65536)

@@ -36,6 +36,77 @@ final class ReloadTests: XCTestCase {
         return s + extra
     }
 
+    /// A request in flight on an instance that a reload removes still gets its answer, and then
+    /// the gateway closes that connection: it does not keep a connection open to an instance it
+    /// no longer uses. (It went back into the removed pool's idle list, which nothing read again:
+    /// pool and connection held each other, and the socket stayed open for good.)
+    func testTheConnectionToARemovedInstanceIsClosedOnceItsRequestEnds() async throws {
+        let answer = #"{"id":"x","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"ok"},"finish_reason":"stop"}],"usage":{"prompt_tokens":1,"completion_tokens":1,"total_tokens":2}}"#
+        let removed = try ScriptedUpstream { _ in
+            var reply = ScriptedUpstream.Reply.json(answer)
+            reply.delay = .milliseconds(400)
+            return reply
+        }
+        let kept = try ScriptedUpstream { _ in .json(answer) }
+        defer { removed.stop(); kept.stop() }
+        func yaml(_ port: Int) -> String {
+            """
+            listen: {host: 127.0.0.1, port: 0}
+            event_loops: 1
+            health: {probe_path: ""}
+            pools:
+              - name: qwen
+                models: [qwen2.5-0.5b-instruct]
+                instances:
+                  - {name: inst-\(port), url: "http://127.0.0.1:\(port)"}
+            departments:
+              - name: engineering
+                keys: [{sha256: \(KeyDigest.hex(of: TestKeys.engineering))}]
+
+            """
+        }
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("tollgate-reload-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let file = dir.appendingPathComponent("gateway.yaml")
+        try yaml(removed.port).write(to: file, atomically: true, encoding: .utf8)
+        var logger = Logger(label: "test")
+        logger.logLevel = .critical
+        let gateway = try Gateway(configuration: try ConfigurationLoader.load(path: dir.path), configPath: dir.path, logger: logger)
+        let port = try await gateway.dataPlane.start().port!
+        let client = try await HTTPTestClient.connect(port: port, group: group)
+        let inFlight = Task { try await client.chat(key: TestKeys.engineering) }
+        let reached = await eventuallyTrue { removed.requests.count == 1 }
+        XCTAssertTrue(reached)
+        try yaml(kept.port).write(to: file, atomically: true, encoding: .utf8)
+        XCTAssertNoThrow(try gateway.reload().get())
+        // Another client's request meanwhile: the loop takes up the new table (and drops the
+        // removed instance's pool) before the first request's answer comes.
+        let other = try await HTTPTestClient.connect(port: port, group: group)
+        let next = try await other.chat(key: TestKeys.engineering).status
+        XCTAssertEqual(next, 200)
+        XCTAssertEqual(kept.requests.count, 1, "the next request goes to the instance that stays")
+        XCTAssertEqual(removed.requests.count, 1)
+        let status = try await inFlight.value.status
+        XCTAssertEqual(status, 200, "answered by the instance it was sent to")
+        await other.close()
+        let closed = await eventuallyTrue { removed.openConnections == 0 }
+        XCTAssertTrue(closed, "connections still open to the removed instance: \(removed.openConnections)")
+        await client.close()
+        await gateway.dataPlane.shutdown(grace: .seconds(1))
+        try? await group.shutdownGracefully()
+    }
+
+    private func eventuallyTrue(timeout: Duration = .seconds(3), _ condition: () -> Bool) async -> Bool {
+        let end = ContinuousClock.now + timeout
+        while ContinuousClock.now < end {
+            if condition() { return true }
+            try? await Task.sleep(for: .milliseconds(20))
+        }
+        return condition()
+    }
+
     func testAddRemoveAndRefuseWithoutRestart() async throws {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         var sims: [SimulatedInstance] = []

@@ -192,6 +192,8 @@ final class UpstreamConnectionPool {
     let eventLoop: any EventLoop
     private(set) var idle: [UpstreamConnection] = []
     private(set) var open = 0
+    /// Its instance was removed: no connection is kept idle any more (`retire`).
+    private(set) var retired = false
     let maxIdle: Int
 
     init(address: UpstreamURL, eventLoop: any EventLoop, maxIdle: Int = 128) {
@@ -237,7 +239,7 @@ final class UpstreamConnectionPool {
         conn.served += 1
         conn.handler.delegate = nil
         conn.handler.resumeReading()
-        if idle.count >= maxIdle || !conn.channel.isActive || !conn.handler.isReusable {
+        if retired || idle.count >= maxIdle || !conn.channel.isActive || !conn.handler.isReusable {
             conn.handler.close()
         } else {
             idle.append(conn)
@@ -248,6 +250,13 @@ final class UpstreamConnectionPool {
     fileprivate func forget(_ conn: UpstreamConnection) {
         open -= 1
         idle.removeAll { $0 === conn }
+    }
+
+    /// The instance left the table (a reload): the idle connections close now, and those still
+    /// carrying a request close when it ends instead of coming back.
+    func retire() {
+        retired = true
+        closeAll()
     }
 
     func closeAll() {

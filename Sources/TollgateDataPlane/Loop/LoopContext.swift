@@ -149,7 +149,7 @@ final class LoopContext {
             }
             let live = Set(t.instances.map(\.url))
             for (url, pool) in pools where !live.contains(url) {
-                pool.closeAll()
+                pool.retire()
                 pools[url] = nil
             }
         }
