@@ -227,9 +227,12 @@ final class UpstreamConnectionPool {
             let handler = try channel.pipeline.syncOperations.handler(type: UpstreamHandler.self)
             let conn = UpstreamConnection(channel: channel, handler: handler, pool: self)
             self.open += 1
-            // The pool through the connection, which holds it: no weak reference to the pool
-            // (a side table would slow every retain of it, see `ExchangeTimers`).
-            handler.onClose = { [unowned conn] in conn.pool.forget(conn) }
+            // The pool held strongly until the connection closes (a weak reference would give it
+            // a side table, see `ExchangeTimers`; an unowned one could outlive a pool a reload
+            // removed), and the connection known by its handler, which calls this: the
+            // `UpstreamConnection` may be gone by then (an answer framed by the close ends its
+            // request inside `channelInactive`, and the request let it go).
+            handler.onClose = { [self, unowned handler] in self.forget(handler) }
             return conn
         }.nonisolated()
     }
@@ -247,9 +250,9 @@ final class UpstreamConnectionPool {
     }
 
     /// A connection of this pool closed.
-    fileprivate func forget(_ conn: UpstreamConnection) {
+    fileprivate func forget(_ handler: UpstreamHandler) {
         open -= 1
-        idle.removeAll { $0 === conn }
+        idle.removeAll { $0.handler === handler }
     }
 
     /// The instance left the table (a reload): the idle connections close now, and those still
