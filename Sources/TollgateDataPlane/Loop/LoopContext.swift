@@ -302,18 +302,19 @@ final class LoopContext {
     /// to what it used (`spent`, 0 to give it all back), a single flight it led hands its answer
     /// to the followers (nil: they go upstream themselves), it is counted in the metrics — with
     /// or without a ledger — and its ledger row is kept (handed over every 100 ms or every 256 rows).
-    func end(_ record: UsageRecord, settling reservation: QuotaBook.Reservation? = nil, spent: Int = 0, in quotas: QuotaBook? = nil,
+    func end(_ record: consuming UsageRecord, settling reservation: QuotaBook.Reservation? = nil, spent: Int = 0, in quotas: QuotaBook? = nil,
              unanswered: Bool = false, completingFlight flight: CacheKey? = nil, with answer: CachedAnswer? = nil) {
         if let reservation, let quotas { quotas.settle(reservation, actualTokens: spent, refundRequest: unanswered) }
         if let flight { singleFlight.complete(flight, with: answer) }
         counters.metrics.count(record)
         guard usageSink != nil else { return }
-        var r = record
-        r.replica = usageSink?.replica
+        // Taken as it is (`consuming`): the record is edited in place and moved into the batch,
+        // not copied with a retain of each of its strings.
+        record.replica = usageSink?.replica
         // A client's text is stored bounded: a 2 MB `model` is a row of 256 bytes, not 2 MB.
-        if let model = r.model, model.utf8.count > Self.maxStoredText { r.model = GatewayError.excerpt(model, limit: Self.maxStoredText) }
-        pendingUsage.append(r)
-        if let prefix = r.keyPrefix { pendingLastUsed[prefix] = r.timeMs }
+        if let model = record.model, model.utf8.count > Self.maxStoredText { record.model = GatewayError.excerpt(model, limit: Self.maxStoredText) }
+        if let prefix = record.keyPrefix { pendingLastUsed[prefix] = record.timeMs }
+        pendingUsage.append(consume record)
         if pendingUsage.count >= Self.usageBatch { flushUsage() }
     }
 
