@@ -19,8 +19,8 @@ final class GatewayHandler: ChannelDuplexHandler, ClientSide {
     private enum State {
         /// Waiting for a request head.
         case idle
-        /// Collecting the body of a request that will be forwarded.
-        case receiving(GatewayRequest)
+        /// Collecting the body of a request that will be forwarded (the request is `receiving`).
+        case receiving
         /// Reading and dropping the body of a request already answered with `answer`.
         case discarding(answer: LocalAnswer, close: Bool, head: ClientHead, requestID: String)
         /// An exchange is forwarding the request and streaming the answer.
@@ -55,7 +55,14 @@ final class GatewayHandler: ChannelDuplexHandler, ClientSide {
     /// The connection's idle and head timeouts, and its answers to no request.
     let connectionGuard: ConnectionGuard
     let remoteAddress: String
-    private var state = State.idle
+    private var state = State.idle {
+        didSet { if case .receiving = state {} else { receiving = nil } }
+    }
+    /// The request whose body is being collected, while `state` is `.receiving`. Kept here, not
+    /// in the enum's payload, so that each part of the body is added in place: taking it out of
+    /// the enum and putting it back copied it, a retain and a release of each of its references,
+    /// twice per request.
+    private var receiving: GatewayRequest?
     private(set) var context: ChannelHandlerContext?
     private var pipeline = Pipeline()
     /// Frames every answer on this connection, and knows what the request being answered asks
@@ -230,33 +237,34 @@ final class GatewayHandler: ChannelDuplexHandler, ClientSide {
             receivedHead(head, context: context)
         case .body(var chunk):
             switch state {
-            case .receiving(var pending):
-                let limit = pending.state.table.configuration.limits.maxBodyBytes
-                if pending.body.readableBytes + chunk.readableBytes > limit {
+            case .receiving:
+                let limit = receiving!.state.table.configuration.limits.maxBodyBytes
+                if receiving!.body.readableBytes + chunk.readableBytes > limit {
+                    let pending = receiving!
                     state = .responding
                     writer.request.keepAlive = false
                     recordLocal(pending, status: 413, model: nil)
                     respond(.error(.bodyTooLarge(limit: limit)), head: pending.head, requestID: pending.requestID)
                     return
                 }
-                state = .idle  // avoid a copy-on-write of the body while it is in `state`
-                if pending.body.readableBytes == 0 && chunk.readableBytes == pending.head.contentLength {
+                // In place: the body's buffer is unique while only `receiving` holds it.
+                if receiving!.body.readableBytes == 0 && chunk.readableBytes == receiving!.head.contentLength {
                     // The whole body in one read (the usual case): kept as the slice it is, not copied.
-                    pending.body = chunk
+                    receiving!.body = chunk
                 } else {
-                    if pending.body.capacity == 0 {
-                        pending.body = context.channel.allocator.buffer(capacity: min(max(pending.head.contentLength ?? 0, 256), limit))
+                    if receiving!.body.capacity == 0 {
+                        receiving!.body = context.channel.allocator.buffer(capacity: min(max(receiving!.head.contentLength ?? 0, 256), limit))
                     }
-                    pending.body.writeBuffer(&chunk)
+                    receiving!.body.writeBuffer(&chunk)
                 }
-                state = .receiving(pending)
             default:
                 break  // discarding, or a body after an early answer
             }
         case .end:
             bodyTimer?.set(nil)
             switch state {
-            case .receiving(let pending):
+            case .receiving:
+                let pending = receiving.take()!
                 state = .responding
                 dispatch(pending)
             case .discarding(let answer, let close, let head, let requestID):
@@ -329,7 +337,7 @@ final class GatewayHandler: ChannelDuplexHandler, ClientSide {
             }
             return
         }
-        if let refused = error as? ChunkedBodyError, case .receiving(let pending) = state {
+        if let refused = error as? ChunkedBodyError, case .receiving = state, let pending = receiving {
             // A chunked body that breaks its framing: the request is answered 400 and the
             // connection closed (nothing after it can be read in step).
             state = .responding
@@ -435,14 +443,15 @@ final class GatewayHandler: ChannelDuplexHandler, ClientSide {
         // No buffer yet: a body that arrives whole is kept as the slice it came in (see `.body`).
         let body = ByteBuffer()
         let now = NIODeadline.now()
-        self.state = .receiving(GatewayRequest(
-            state: state, head: head, requestID: requestID, caller: caller, endpoint: endpoint, body: body,
-            started: now))
+        self.state = .receiving
+        receiving = GatewayRequest(state: state, head: head, requestID: requestID, caller: caller, endpoint: endpoint, body: body,
+                                   started: now)
     }
 
     private func bodyTimedOut() {
         switch state {
-        case .receiving(let pending):
+        case .receiving:
+            guard let pending = receiving.take() else { return }
             state = .responding
             writer.request.keepAlive = false
             loop.counters.clientErrors.wrappingIncrement(ordering: .relaxed)
