@@ -52,16 +52,25 @@ final class FleetTests: XCTestCase {
             // leaves room for a loaded machine.
             XCTAssertGreaterThanOrEqual(admitted, 510, "the leases do not starve the fleet")
 
-            // Exact figures: the three ledgers merged by `tollgate report`.
-            try await Task.sleep(for: .milliseconds(600))  // the loops hand rows over every 100 ms, the writer commits
+            // Exact figures: the three ledgers merged by `tollgate report`. The replicas' loops
+            // hand rows over every 100 ms and their writers commit behind them: read until every
+            // row is there, for up to 15 s (a fixed 600 ms wait saw 1,622 of 4,500 on a loaded
+            // machine). A row that never comes fails below.
             var arguments = ["report", "--format", "json", "--department", "engineering", "--migrations",
                              FleetHarness.repository.appendingPathComponent("migrations").path]
             for r in fleet.replicas { arguments += ["--database", r.database] }
-            let report = try await runProcess(FleetHarness.executable, arguments)
+            var report = try await runProcess(FleetHarness.executable, arguments)
+            func requests(in report: (status: Int32, out: String, err: String)) -> Int? {
+                let rows = (try? JSONSerialization.jsonObject(with: Data(report.out.utf8))) as? [[String: Any]]
+                return rows?.first { $0["department"] as? String == "engineering" }?["requests"] as? Int
+            }
+            let deadline = ContinuousClock.now + .seconds(15)
+            while requests(in: report) != total, ContinuousClock.now < deadline {
+                try await Task.sleep(for: .milliseconds(250))
+                report = try await runProcess(FleetHarness.executable, arguments)
+            }
             XCTAssertEqual(report.status, 0, report.err)
-            let rows = (try? JSONSerialization.jsonObject(with: Data(report.out.utf8))) as? [[String: Any]]
-            let requests = rows?.first { $0["department"] as? String == "engineering" }?["requests"] as? Int
-            XCTAssertEqual(requests, total, report.out)
+            XCTAssertEqual(requests(in: report), total, report.out)
         } catch {
             await fleet.stop()
             throw error
