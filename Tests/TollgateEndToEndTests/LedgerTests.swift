@@ -101,11 +101,8 @@ final class LedgerTests: XCTestCase {
         statuses.append(hit.status)
         XCTAssertEqual(hit.headers.first(name: "x-cache"), "HIT")
         // A client that leaves while the instance is still generating (200 tokens at 200/s).
-        let leaving = try RawSocket(port: rig.port)
-        let body = #"{"model":"qwen2.5-0.5b-instruct","max_tokens":200,"messages":[{"role":"user","content":"leaving"}]}"#
-        try leaving.send("POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer \(TestKeys.engineering)\r\ncontent-length: \(body.utf8.count)\r\n\r\n\(body)")
-        try await Task.sleep(for: .milliseconds(200))
-        _ = consume leaving
+        try await sendAndLeave(port: rig.port, #"{"model":"qwen2.5-0.5b-instruct","max_tokens":200,"messages":[{"role":"user","content":"leaving"}]}"#,
+                               after: .milliseconds(200))
         try await Task.sleep(for: .milliseconds(200))
         statuses.append(try await ask("streamed", #","max_tokens":4"#, stream: true).status)
         statuses.append(try await ask("over quota", #","max_tokens":4"#).status)
@@ -148,13 +145,9 @@ final class LedgerTests: XCTestCase {
         let sleeper = try RawSocket(port: redisServer.port)
         try sleeper.send("DEBUG SLEEP 0.8\r\n")
         try await Task.sleep(for: .milliseconds(50))
-        do {
-            let leaving = try RawSocket(port: rig.port)
-            let body = #"{"model":"qwen2.5-0.5b-instruct","temperature":0,"max_tokens":500,"messages":[{"role":"user","content":"cached later"}]}"#
-            try leaving.send("POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer \(TestKeys.engineering)\r\ncontent-length: \(body.utf8.count)\r\n\r\n\(body)")
-            try await Task.sleep(for: .milliseconds(150))
-            _ = consume leaving  // gone while its lookup waits
-        }
+        // Gone while its lookup waits.
+        try await sendAndLeave(port: rig.port, #"{"model":"qwen2.5-0.5b-instruct","temperature":0,"max_tokens":500,"messages":[{"role":"user","content":"cached later"}]}"#,
+                               after: .milliseconds(150))
         try await Task.sleep(for: .milliseconds(1_100))  // Redis is awake and has answered
         await rig.gateway.dataPlane.flushUsage()
         await rig.ledger.writer.flush()

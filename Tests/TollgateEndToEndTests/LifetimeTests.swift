@@ -38,13 +38,8 @@ final class LifetimeTests: XCTestCase {
         XCTAssertTrue(idle, "exchanges alive on an idle connection: \(LiveObjects.exchanges.load(ordering: .relaxed) - exchangesBefore)")
 
         // A stream its client leaves half-way (100 tokens at 100/s).
-        do {
-            let leaving = try RawSocket(port: gw.port)
-            let body = #"{"model":"qwen2.5-0.5b-instruct","stream":true,"max_tokens":100,"messages":[{"role":"user","content":"long"}]}"#
-            try leaving.send("POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer \(TestKeys.engineering)\r\ncontent-length: \(body.utf8.count)\r\n\r\n\(body)")
-            try await Task.sleep(for: .milliseconds(200))
-            _ = consume leaving
-        }
+        try await sendAndLeave(port: gw.port, #"{"model":"qwen2.5-0.5b-instruct","stream":true,"max_tokens":100,"messages":[{"role":"user","content":"long"}]}"#,
+                               after: .milliseconds(200))
 
         // A try that times out on a wedged instance and is answered by the other.
         var hung = simulator
@@ -57,21 +52,15 @@ final class LifetimeTests: XCTestCase {
         let sleeper = try RawSocket(port: redis.port)
         try sleeper.send("DEBUG SLEEP 0.5\r\n")
         try await Task.sleep(for: .milliseconds(50))
-        do {
-            let leaving = try RawSocket(port: gw.port)
-            let body = #"{"model":"qwen2.5-0.5b-instruct","temperature":0,"messages":[{"role":"user","content":"later"}]}"#
-            try leaving.send("POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer \(TestKeys.engineering)\r\ncontent-length: \(body.utf8.count)\r\n\r\n\(body)")
-            try await Task.sleep(for: .milliseconds(100))
-            _ = consume leaving
-        }
+        try await sendAndLeave(port: gw.port, #"{"model":"qwen2.5-0.5b-instruct","temperature":0,"messages":[{"role":"user","content":"later"}]}"#,
+                               after: .milliseconds(100))
         try await Task.sleep(for: .milliseconds(600))
         _ = sleeper
 
         // Pipelined requests on one connection, closed by the client after the answers.
         do {
             let pipelined = try RawSocket(port: gw.port)
-            let one = #"{"model":"qwen2.5-0.5b-instruct","messages":[{"role":"user","content":"p"}]}"#
-            let request = "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer \(TestKeys.engineering)\r\ncontent-length: \(one.utf8.count)\r\n\r\n\(one)"
+            let request = rawChatRequest(#"{"model":"qwen2.5-0.5b-instruct","messages":[{"role":"user","content":"p"}]}"#)
             try pipelined.send(request + request + request)
             for _ in 0..<3 { let status = try pipelined.readResponse(method: "POST").status; XCTAssertEqual(status, 200) }
         }

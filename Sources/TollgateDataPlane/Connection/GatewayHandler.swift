@@ -248,15 +248,7 @@ final class GatewayHandler: ChannelDuplexHandler, ClientSide {
                     return
                 }
                 // In place: the body's buffer is unique while only `receiving` holds it.
-                if receiving!.body.readableBytes == 0 && chunk.readableBytes == receiving!.head.contentLength {
-                    // The whole body in one read (the usual case): kept as the slice it is, not copied.
-                    receiving!.body = chunk
-                } else {
-                    if receiving!.body.capacity == 0 {
-                        receiving!.body = context.channel.allocator.buffer(capacity: min(max(receiving!.head.contentLength ?? 0, 256), limit))
-                    }
-                    receiving!.body.writeBuffer(&chunk)
-                }
+                receiving!.appendBody(&chunk, limit: limit, allocator: context.channel.allocator)
             default:
                 break  // discarding, or a body after an early answer
             }

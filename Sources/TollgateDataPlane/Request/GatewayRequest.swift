@@ -37,6 +37,17 @@ struct GatewayRequest {
     var started: NIODeadline
 
     var departmentName: String { state.table.departments[caller.department].name }
+
+    /// Adds a part of the body that fits within `limit`. A body that arrives whole in one read
+    /// (the usual case) is kept as the slice it came in, not copied.
+    mutating func appendBody(_ chunk: inout ByteBuffer, limit: Int, allocator: ByteBufferAllocator) {
+        if body.readableBytes == 0 && chunk.readableBytes == head.contentLength {
+            body = chunk
+            return
+        }
+        if body.capacity == 0 { body = allocator.buffer(capacity: min(max(head.contentLength ?? 0, 256), limit)) }
+        body.writeBuffer(&chunk)
+    }
 }
 
 /// A request that passed admission: what the gateway read of its body, where it goes, and what

@@ -16,6 +16,20 @@ enum TestKeys {
     static let engineering = "tg-test-engineering"
 }
 
+/// A chat completion's bytes as a raw client writes them: `body` framed by its length, with `key`.
+func rawChatRequest(_ body: String, key: String = TestKeys.engineering) -> String {
+    "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer \(key)\r\ncontent-length: \(body.utf8.count)\r\n\r\n\(body)"
+}
+
+/// A client that sends `body` to the gateway on `port`, waits `after`, and closes its
+/// connection without reading: it left while its request was under way.
+func sendAndLeave(port: Int, _ body: String, after: Duration) async throws {
+    let leaving = try RawSocket(port: port)
+    try leaving.send(rawChatRequest(body))
+    try await Task.sleep(for: after)
+    _ = consume leaving
+}
+
 /// Simulated instances on free ports and a data plane in front of them, all in this process,
 /// on live loopback sockets.
 final class GatewayFixture: Sendable {
